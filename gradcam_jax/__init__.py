@@ -1,0 +1,56 @@
+"""gradcam-jax: Grad-CAM, guided backprop and Guided Grad-CAM as pure JAX functions.
+
+    import gradcam_jax as gcj
+    explain = jax.jit(gcj.guided_gradcam(model.apply, variables))
+    out = explain(images)          # out.cam, out.guided_gradcam, ...
+"""
+
+from gradcam_jax._errors import GradCAMError
+from gradcam_jax._errors import ImageError
+from gradcam_jax._errors import LayerNotFoundError
+from gradcam_jax._errors import LayerShapeError
+from gradcam_jax._errors import MethodError
+from gradcam_jax._errors import NoReLUError
+from gradcam_jax._errors import TargetError
+from gradcam_jax._explain import gradcam
+from gradcam_jax._explain import guided_backprop
+from gradcam_jax._explain import guided_gradcam
+from gradcam_jax._guided import guided
+from gradcam_jax._guided import guided_relu
+from gradcam_jax._layers import LayerInfo
+from gradcam_jax._layers import LayerRef
+from gradcam_jax._methods import METHODS
+from gradcam_jax._model import Split
+from gradcam_jax._model import list_layers
+from gradcam_jax._postprocess import normalize
+from gradcam_jax._postprocess import upsample
+from gradcam_jax._result import Explanation
+from gradcam_jax._targets import class_logit
+from gradcam_jax._targets import class_probability
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Explanation",
+    "GradCAMError",
+    "ImageError",
+    "LayerInfo",
+    "LayerNotFoundError",
+    "LayerRef",
+    "LayerShapeError",
+    "METHODS",
+    "MethodError",
+    "NoReLUError",
+    "Split",
+    "TargetError",
+    "class_logit",
+    "class_probability",
+    "gradcam",
+    "guided",
+    "guided_backprop",
+    "guided_gradcam",
+    "guided_relu",
+    "list_layers",
+    "normalize",
+    "upsample",
+)

@@ -1,0 +1,131 @@
+"""Naming target layers: paths, call indices, and what the model actually calls."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, format_choices)
+
+__all__ = ["LayerRef", "LayerInfo", "parse_layer", "select_layer"]
+
+
+class LayerRef(NamedTuple):
+  """A target layer: a module path, which call of it, and which method.
+
+  Attributes:
+    path: the module path, e.g. ``("layer4",)`` or ``("features_28",)``.
+    call: which call of the module when the model calls it several times (0-based);
+      None means "the only call" and is an error when there are several.
+    method: the module method whose output is the activation, ``"__call__"`` usually.
+  """
+  path: tuple[str, ...]
+  call: int | None = None
+  method: str = "__call__"
+
+  def __str__(self) -> str:
+    s = "/".join(self.path)
+    if self.method != "__call__":
+      s += f".{self.method}"
+    return s if self.call is None else f"{s}@{self.call}"
+
+
+class LayerInfo(NamedTuple):
+  """One activation the model produced while tracing: where, which call, what shape."""
+  path: tuple[str, ...]
+  method: str
+  call: int
+  shape: tuple[int, ...] | None
+  dtype: str | None
+  module_type: str
+
+  def ref(self, calls: int) -> LayerRef:
+    return LayerRef(self.path, self.call if calls > 1 else None, self.method)
+
+  def describe(self, calls: int) -> str:
+    shape = "not an array" if self.shape is None else f"{self.shape} {self.dtype}"
+    return f"{str(self.ref(calls)):40s} {self.module_type:20s} {shape}"
+
+
+def parse_layer(layer) -> LayerRef | None:
+  """Accept ``None``, a :class:`LayerRef`, a tuple path, or a string ``"a/b"``.
+
+  The string form may name a method with ``.name`` and a call index with ``@i``:
+  ``"encoder/proj.attend@1"``.
+  """
+  if layer is None or isinstance(layer, LayerRef):
+    return layer
+  if isinstance(layer, str):
+    body, _, call = layer.partition("@")
+    body, _, method = body.partition(".")
+    path = tuple(p for p in body.strip("/").split("/") if p)
+    if call and not call.isdigit():
+      raise LayerNotFoundError(
+          f"layer {layer!r}: expected a call index after '@' (e.g. 'block@1'), "
+          f"got {call!r}.")
+    return LayerRef(path, int(call) if call else None, method or "__call__")
+  if isinstance(layer, (tuple, list)) and all(isinstance(p, str) for p in layer):
+    return LayerRef(tuple(layer))
+  raise LayerNotFoundError(
+      f"layer: expected None, a path tuple of strings such as ('layer4',), a string "
+      f"such as 'layer4/1' or a LayerRef; got {layer!r} of type "
+      f"{type(layer).__name__}.")
+
+
+def _call_counts(infos: Sequence[LayerInfo]) -> dict:
+  counts: dict = {}
+  for info in infos:
+    key = (info.path, info.method)
+    counts[key] = counts.get(key, 0) + 1
+  return counts
+
+
+def is_spatial(info: LayerInfo, batch: int) -> bool:
+  return (info.shape is not None and len(info.shape) == 4 and info.shape[0] == batch
+          and info.shape[1] > 1 and info.shape[2] > 1)
+
+
+def describe_layers(infos: Sequence[LayerInfo]) -> str:
+  counts = _call_counts(infos)
+  return format_choices(i.describe(counts[(i.path, i.method)]) for i in infos)
+
+
+def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
+                 batch: int) -> LayerInfo:
+  """The activation `layer` names among `infos`, or the automatic choice.
+
+  The automatic choice (``layer=None``) is the last activation, in the order the
+  model finished computing them, of shape (batch, h, w, C) with h, w > 1.
+  """
+  counts = _call_counts(infos)
+  if layer is None:
+    spatial = [i for i in infos if is_spatial(i, batch)]
+    if not spatial:
+      raise LayerShapeError(
+          "layer=None: expected the model to produce at least one (B, h, w, C) "
+          f"activation with h, w > 1 (B={batch}); got none. The model's layers:\n"
+          + describe_layers(infos))
+    return spatial[-1]
+  matches = [i for i in infos if i.path == layer.path and i.method == layer.method]
+  if not matches:
+    raise LayerNotFoundError(
+        f"layer {str(layer)!r} (path {layer.path}, method {layer.method!r}) is not "
+        "called by the model. Valid layers, in the order they finish:\n"
+        + describe_layers(infos))
+  if layer.call is None and len(matches) > 1:
+    raise LayerNotFoundError(
+        f"layer {str(layer)!r} is called {len(matches)} times; name the call with "
+        f"'{layer}@i' or LayerRef({layer.path}, call=i), i in 0..{len(matches) - 1}.")
+  index = layer.call or 0
+  if index >= len(matches):
+    raise LayerNotFoundError(
+        f"layer {str(layer)!r}: call index {index} requested, but the module is called "
+        f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}.")
+  info = matches[index]
+  if not is_spatial(info, batch):
+    raise LayerShapeError(
+        f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "
+        f"a CAM needs a spatial activation of shape (B={batch}, h, w, C) with h, w > 1. "
+        "Spatial layers of this model:\n"
+        + format_choices(i.describe(counts[(i.path, i.method)])
+                         for i in infos if is_spatial(i, batch)))
+  return info

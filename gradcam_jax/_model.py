@@ -1,0 +1,159 @@
+"""The model seam: run a model with an edit at one layer, without touching the model.
+
+Two adapters share one signature, ``run(variables, x, layer, edit) -> output``, where
+``edit(A) -> A'`` replaces the activation ``A`` of the target layer inside the model:
+
+* any function that calls Flax linen modules (``model.apply``, a ``partial`` of it,
+  a ``TrainState.apply_fn``): ``flax.linen.intercept_methods`` applies `edit` to the
+  output of the module at ``layer`` (a module path). The model's class, instance and
+  variables are untouched.
+* :class:`Split`: an explicit pair of pure functions ``features(params, x) -> A`` and
+  ``head(params, A) -> output`` for Equinox, Haiku or raw-JAX models.
+
+Explainers read ``A`` and ``dy/dA`` through :func:`tap` (a zero-cost identity whose
+cotangent for a dummy input is ``A``), so activations inside lifted transforms such as
+``nn.remat`` never leak out of their trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+
+from gradcam_jax._layers import LayerInfo, LayerRef
+
+__all__ = ["Split", "as_variables", "list_layers", "run", "tap"]
+
+
+class Split(NamedTuple):
+  """A model given as two pure functions split at the target layer.
+
+  Attributes:
+    features: ``features(params, x) -> A`` with ``A`` of shape (B, h, w, C).
+    head: ``head(params, A) -> output`` (logits of shape (B, num_classes) usually).
+
+  Example:
+    >>>     >>> split = Split(features=lambda p, x: x * p, head=lambda p, a: a.mean((1, 2)))
+    >>> split.features(2.0, jnp.ones((1, 4, 4, 3))).shape
+    (1, 4, 4, 3)
+  """
+  features: Callable[[Any, jax.Array], jax.Array]
+  head: Callable[[Any, jax.Array], Any]
+
+  def __call__(self, params, x):
+    return self.head(params, self.features(params, x))
+
+
+def as_variables(apply_fn, params):
+  """Flax variables for `params`: a variables dict stays, a bare tree is wrapped.
+
+  A dict-like with a ``"params"`` key is a variables dict (``{"params": ...,
+  "batch_stats": ...}``); anything else is a bare params tree (the ``TrainState``
+  convention) and becomes ``{"params": params}``. :class:`Split` models get `params`
+  unchanged.
+  """
+  if isinstance(apply_fn, Split):
+    return params
+  if hasattr(params, "keys") and "params" in params.keys():
+    return params
+  return {"params": params}
+
+
+@jax.custom_vjp
+def tap(a, probe):
+  """Identity in `a`; the cotangent it returns for `probe` is `a` itself.
+
+  ``jax.vjp(lambda probe: f(tap(a, probe)), zeros)`` yields the activation ``a``
+  from the backward pass, which works inside lifted transforms (remat, scan) where
+  a side-effect capture would leak a tracer.
+  """
+  del probe
+  return a
+
+
+def _tap_fwd(a, probe):
+  del probe
+  return a, a
+
+
+def _tap_bwd(a, g):
+  return g, a
+
+
+tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+def _skip(method_name: str) -> bool:
+  return method_name == "setup" or method_name.startswith("<")
+
+
+def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
+  """Every module output the model computes on `x`, in the order they finish, and
+  the shape of the model's output.
+
+  Uses ``jax.eval_shape``: nothing is computed. For a :class:`Split` model the one
+  layer is the output of ``features`` (path ``("features",)``).
+  """
+  if isinstance(apply_fn, Split):
+    a = jax.eval_shape(apply_fn.features, variables, x)
+    out = jax.eval_shape(apply_fn.head, variables, a)
+    return [LayerInfo(("features",), "__call__", 0, tuple(a.shape), str(a.dtype),
+                      "Split.features")], out
+  infos: list[LayerInfo] = []
+  calls: dict = {}
+
+  def record(next_fun, args, kwargs, context):
+    module, method = context.module, context.method_name
+    if _skip(method) or not module.path:
+      return next_fun(*args, **kwargs)
+    key = (tuple(module.path), method)
+    index = calls[key] = calls.get(key, -1) + 1
+    out = next_fun(*args, **kwargs)
+    is_array = hasattr(out, "shape") and hasattr(out, "dtype")
+    infos.append(LayerInfo(key[0], method, index,
+                           tuple(out.shape) if is_array else None,
+                           str(out.dtype) if is_array else None,
+                           type(module).__name__))
+    return out
+
+  def traced(variables, x):
+    with nn.intercept_methods(record):
+      return apply_fn(variables, x)
+
+  out = jax.eval_shape(traced, variables, x)
+  return infos, out
+
+
+def run(apply_fn, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax.Array]):
+  """``apply_fn(variables, x)`` with the target activation ``A`` replaced by ``edit(A)``.
+
+  `layer` must be resolved (see ``select_layer``): its ``call`` is the call index.
+  """
+  if isinstance(apply_fn, Split):
+    return apply_fn.head(variables, edit(apply_fn.features(variables, x)))
+  calls: dict = {}
+  edited: list = []
+  target = (layer.path, layer.method)
+  wanted = layer.call or 0
+
+  def intercept(next_fun, args, kwargs, context):
+    module, method = context.module, context.method_name
+    if _skip(method) or not module.path:
+      return next_fun(*args, **kwargs)
+    key = (tuple(module.path), method)
+    index = calls[key] = calls.get(key, -1) + 1
+    out = next_fun(*args, **kwargs)
+    if key == target and index == wanted:
+      edited.append(key)
+      return edit(out)
+    return out
+
+  with nn.intercept_methods(intercept):
+    out = apply_fn(variables, x)
+  if len(edited) != 1:  # a model whose calls differ between traces
+    raise RuntimeError(f"layer {layer} was reached {len(edited)} times while running "
+                       "the model; expected exactly once.")
+  return out
+

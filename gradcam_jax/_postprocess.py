@@ -1,0 +1,44 @@
+"""Post-processing of class activation maps: relu -> resize -> normalise.
+
+Each step is a small pure jnp function on a batch of maps (B, h, w), so it runs
+inside the same compiled program as the explanation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["upsample", "normalize"]
+
+
+def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Bilinear resize of (B, h, w) maps to (B, H, W).
+
+  Matches ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (half-pixel centres,
+  no antialiasing) to float32 precision.
+  """
+  b = maps.shape[0]
+  return jax.image.resize(maps, (b, *size), method="bilinear", antialias=False)
+
+
+def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
+  """Per-image min-max normalisation of (B, H, W) maps to [0, 1].
+
+  A map whose range (max - min) is at most `eps` (an all-zero map, say) becomes all
+  zero, never NaN; any other map has minimum 0 and maximum exactly 1.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> normalize(jnp.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]]))
+    Array([[[0.  , 0.5 ],
+            [0.25, 1.  ]],
+    <BLANKLINE>
+           [[0.  , 0.  ],
+            [0.  , 0.  ]]], dtype=float32)
+  """
+  lo = jnp.min(maps, axis=(1, 2), keepdims=True)
+  hi = jnp.max(maps, axis=(1, 2), keepdims=True)
+  span = hi - lo
+  ok = span > eps
+  return jnp.where(ok, (maps - lo) / jnp.where(ok, span, 1), 0).astype(maps.dtype)

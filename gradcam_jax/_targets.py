@@ -1,0 +1,104 @@
+"""Target scores: which scalar per image an explanation explains.
+
+A target function has the signature ``target_fn(output, targets) -> scores`` with
+``output`` the model output for the batch (any pytree), ``targets`` the per-example
+target array (or None) and ``scores`` of shape (B,). The default is the pre-softmax
+logit of the class, as in the Grad-CAM paper.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradcam_jax._errors import TargetError
+
+__all__ = ["class_logit", "class_probability", "default_targets", "check_targets",
+           "score_cotangent"]
+
+TargetFn = Callable[[Any, Any], jax.Array]
+
+
+def _one_hot(targets, num_classes: int, dtype):
+  return jax.nn.one_hot(targets, num_classes, dtype=dtype)
+
+
+def class_logit(output: jax.Array, targets: jax.Array) -> jax.Array:
+  """The logit of each example's target class: ``output[b, targets[b]]``.
+
+  An out-of-range target (possible only under jit, where it cannot be checked)
+  scores 0, so its maps are all zero.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> class_logit(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([1, 0]))
+    Array([2., 3.], dtype=float32)
+  """
+  return jnp.sum(output * _one_hot(targets, output.shape[-1], output.dtype), axis=-1)
+
+
+def class_probability(output: jax.Array, targets: jax.Array) -> jax.Array:
+  """The softmax probability of each example's target class (the seed's Keras target).
+
+  Gradients of probabilities saturate for confident predictions; prefer
+  :func:`class_logit` unless the probability is what you want to explain.
+  """
+  probs = jax.nn.softmax(output.astype(jnp.float32), axis=-1)
+  return jnp.sum(probs * _one_hot(targets, output.shape[-1], probs.dtype), axis=-1)
+
+
+def _is_classifier_output(out, batch: int) -> bool:
+  return (hasattr(out, "shape") and len(out.shape) == 2 and out.shape[0] == batch)
+
+
+def default_targets(output, batch: int):
+  """argmax of a (B, num_classes) output, as int32."""
+  if not _is_classifier_output(output, batch):
+    raise TargetError(
+        "targets=None: the default target is the argmax class of a (B, num_classes) "
+        f"output, but the model returned {jax.tree_util.tree_map(jnp.shape, output)}. "
+        "Pass targets explicitly, with a target function that reads this output.")
+  return jnp.argmax(jax.lax.stop_gradient(output), axis=-1).astype(jnp.int32)
+
+
+def check_targets(targets, batch: int, out_shape) -> jax.Array:
+  """Validate an explicit targets array: shape (B,), integer, in range when concrete."""
+  targets = jnp.asarray(targets) if not isinstance(targets, jax.Array) else targets
+  if targets.ndim == 0:
+    targets = jnp.broadcast_to(targets, (batch,))
+  if targets.shape != (batch,):
+    raise TargetError(f"targets: expected shape ({batch},), one class per image; got "
+                      f"shape {targets.shape}.")
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    raise TargetError(f"targets: expected an integer dtype (class indices); got "
+                      f"{targets.dtype}.")
+  if (_is_classifier_output(out_shape, batch)
+      and not isinstance(targets, jax.core.Tracer)):
+    values = np.asarray(targets)
+    num_classes = out_shape.shape[-1]
+    bad = np.flatnonzero((values < 0) | (values >= num_classes))
+    if bad.size:
+      raise TargetError(
+          f"targets: expected class indices in 0..{num_classes - 1}; got "
+          f"{values[bad].tolist()} at positions {bad.tolist()}.")
+  return targets.astype(jnp.int32)
+
+
+def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
+  """The cotangent of the model output: the gradient of ``sum_b target_fn(...)[b]``.
+
+  Summing over the batch is exact because each score depends on its own example
+  only (the model is evaluated deterministically, without batch statistics).
+  """
+  def total(out):
+    scores = target_fn(out, targets)
+    if getattr(scores, "shape", None) != (batch,):
+      raise TargetError(f"target function {getattr(target_fn, '__name__', target_fn)}:"
+                        f" expected scores of shape ({batch},); got "
+                        f"{getattr(scores, 'shape', type(scores).__name__)}.")
+    return jnp.sum(scores)
+
+  return jax.grad(total)(output)
