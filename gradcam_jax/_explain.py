@@ -14,7 +14,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import ImageError
+from gradcam_jax._errors import GradCAMError, ImageError
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
@@ -37,7 +37,9 @@ class _Setup:
     self.variables = as_variables(apply_fn, params)
     try:
       infos, self.out_shape = list_layers(apply_fn, self.variables, images)
-    except (TypeError, ValueError) as err:
+    except GradCAMError:
+      raise
+    except Exception as err:  # the model's own error, re-raised with our context
       raise ImageError(
           f"the model could not run on images of shape {tuple(images.shape)} "
           f"{images.dtype} (expected (B, H, W, C) as the model expects); the model "
@@ -51,12 +53,25 @@ class _Setup:
     return LayerRef(self.info.path, self.info.call, self.info.method)
 
   def zeros(self):
-    return jnp.zeros(self.info.shape, self.info.dtype)
+    """Zeros shaped like the activation, varying over the same manual mesh axes as
+    the images: under ``shard_map`` an unvarying zero would make the transpose sum
+    its cotangent over devices, silently mixing examples."""
+    z = jnp.zeros(self.info.shape, self.info.dtype)
+    axes = _varying_axes(self.images)
+    return jax.lax.pcast(z, axes, to="varying") if axes else z
 
   def cotangent(self, target_fn, output):
     targets = (default_targets(output, self.batch) if self.targets is None
                else self.targets)
     return score_cotangent(target_fn, output, targets, self.batch), targets
+
+
+def _varying_axes(x) -> tuple:
+  """The manual mesh axes `x` varies over inside ``shard_map`` (empty outside)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)  # jax 0.10
+  axes = getattr(manual, "varying", None) or getattr(aval, "vma", None) or ()
+  return tuple(sorted(axes))
 
 
 def _cam_maps(map_fn, a, da, size, eps):

@@ -41,4 +41,7 @@ def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
   hi = jnp.max(maps, axis=(1, 2), keepdims=True)
   span = hi - lo
   ok = span > eps
-  return jnp.where(ok, (maps - lo) / jnp.where(ok, span, 1), 0).astype(maps.dtype)
+  scaled = (maps - lo) / jnp.where(ok, span, 1)
+  # XLA may divide as a multiply by the reciprocal: pin the maximum to exactly 1
+  scaled = jnp.where(maps == hi, 1, scaled)
+  return jnp.where(ok, scaled, 0).astype(maps.dtype)

@@ -1,0 +1,86 @@
+"""Bad input gets a clear error: what was expected, what came, the valid choices."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import gradcam_jax as gcj
+from tests import models
+
+
+@pytest.fixture(scope="module")
+def vgg():
+  return models.init(models.VggNet)
+
+
+def test_unknown_layer_lists_valid_paths(vgg):
+  model, variables = vgg
+  with pytest.raises(gcj.LayerNotFoundError) as err:
+    gcj.gradcam(model.apply, variables, layer="conv9")(models.images(2))
+  message = str(err.value)
+  assert "'conv9'" in message and "conv2/conv" in message and "fc1" in message
+
+
+def test_non_spatial_layer_lists_spatial_ones(vgg):
+  model, variables = vgg
+  with pytest.raises(gcj.LayerShapeError) as err:
+    gcj.gradcam(model.apply, variables, layer="fc1")(models.images(2))
+  assert "(2, 8)" in str(err.value) and "conv2" in str(err.value)
+
+
+def test_bad_layer_spec():
+  with pytest.raises(gcj.LayerNotFoundError, match="path tuple"):
+    gcj.gradcam(lambda v, x: x, None, layer=3)
+  with pytest.raises(gcj.LayerNotFoundError, match="call index"):
+    gcj.gradcam(lambda v, x: x, None, layer="a@b")
+
+
+@pytest.mark.parametrize("images, match", [
+    (jnp.ones((8, 8, 3)), "rank 4.*images\\[None\\]"),
+    (jnp.ones((2, 8, 8, 3), jnp.uint8), "floating dtype.*uint8"),
+    (jnp.ones((2, 8, 8, 5)), "could not run on images of shape \\(2, 8, 8, 5\\)"),
+    (jnp.ones((2, 8, 8, 3)).at[1, 0, 0, 0].set(jnp.nan), "NaN or Inf in images \\[1\\]"),
+])
+def test_bad_images(vgg, images, match):
+  model, variables = vgg
+  with pytest.raises(gcj.ImageError, match=match):
+    gcj.guided_gradcam(model.apply, variables)(images)
+
+
+@pytest.mark.parametrize("targets, match", [
+    (jnp.zeros((2, 2), jnp.int32), "shape \\(2,\\).*got shape \\(2, 2\\)"),
+    (jnp.zeros((3,), jnp.int32), "shape \\(2,\\).*got shape \\(3,\\)"),
+    (jnp.zeros((2,)), "integer dtype"),
+    (jnp.array([1, 4]), "0..3; got \\[4\\] at positions \\[1\\]"),
+    (jnp.array([-1, 0]), "got \\[-1\\] at positions \\[0\\]"),
+])
+def test_bad_targets(vgg, targets, match):
+  model, variables = vgg
+  with pytest.raises(gcj.TargetError, match=match):
+    gcj.gradcam(model.apply, variables)(models.images(2), targets)
+
+
+def test_out_of_range_target_under_jit_gives_zero_map(vgg):
+  model, variables = vgg
+  out = jax.jit(gcj.gradcam(model.apply, variables))(models.images(2), jnp.array([9, 1]))
+  assert float(jnp.abs(out.cam_raw[0]).max()) == 0.0
+  assert float(out.cam[1].max()) == 1.0
+
+
+def test_unknown_method(vgg):
+  model, variables = vgg
+  with pytest.raises(gcj.MethodError, match="got 'gradcam\\+\\+\\+'.*\\n  gradcam"):
+    gcj.gradcam(model.apply, variables, method="gradcam+++")
+
+
+def test_target_function_of_wrong_shape(vgg):
+  model, variables = vgg
+  with pytest.raises(gcj.TargetError, match="scores of shape \\(2,\\)"):
+    gcj.gradcam(model.apply, variables, target=lambda o, t: o)(models.images(2))
+
+
+def test_errors_are_value_errors():
+  assert issubclass(gcj.GradCAMError, ValueError)
+  for cls in (gcj.LayerNotFoundError, gcj.LayerShapeError, gcj.ImageError,
+              gcj.TargetError, gcj.NoReLUError, gcj.MethodError):
+    assert issubclass(cls, gcj.GradCAMError)
