@@ -15,6 +15,7 @@ from gradcam_jax._errors import TargetError
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
+from gradcam_jax._explain import jit
 from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._layers import LayerInfo
@@ -50,6 +51,7 @@ __all__ = (
     "guided_backprop",
     "guided_gradcam",
     "guided_relu",
+    "jit",
     "list_layers",
     "normalize",
     "upsample",

@@ -133,3 +133,16 @@ def test_gradcam_under_shard_map_keeps_examples_apart():
   out = per_device(x)
   assert_close(out.cam_raw, reference.cam_raw)
   assert_close(out.cam, reference.cam, atol=1e-5)
+
+
+def test_gcj_jit_equals_jax_jit_and_keeps_params_out_of_the_program():
+  explain, _ = _vgg_explainer()
+  x, t = models.images(), jnp.array([1, 0, 3, 2])
+  fast = gcj.jit(explain)
+  _assert_explanations_close(fast(x, t), jax.jit(explain)(x, t), atol=1e-6)
+  _assert_explanations_close(fast(x), jax.jit(explain)(x), atol=1e-6)
+  # the closure form embeds the params as constants; gcj.jit passes them as arguments
+  closure_hlo = jax.jit(explain).lower(x).as_text()
+  _, variables = models.init(models.VggNet)
+  arg_hlo = jax.jit(explain.with_params).lower(variables, x).as_text()
+  assert len(arg_hlo) < len(closure_hlo)
