@@ -29,33 +29,56 @@ KERAS_CONV_NAMES = {
 }
 
 
+class ConvReLU(nn.Module):
+  """A Keras ``Conv2D(activation="relu")``: one module, post-ReLU output."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.relu(nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype,
+                           name="conv")(x))
+
+
 class VGG16(nn.Module):
   """torchvision ``vgg16`` (no batch norm): 13 convs, 3 dense layers, dropout off.
 
   Attributes:
     num_classes: size of the last dense layer.
+    naming: ``"torchvision"`` (``features_28`` conv, ``features_29`` its ReLU,
+      ``classifier_0/3/6``) or ``"keras"`` (``block5_conv3`` = conv + ReLU as in
+      Keras, ``fc1``, ``fc2``, ``predictions``). Same computation either way.
     dtype: computation dtype (params stay float32).
   """
   num_classes: int = 1000
+  naming: str = "torchvision"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    index = 0
+    keras = self.naming == "keras"
+    index, block, conv = 0, 1, 1
     for v in VGG16_CONFIG:
       if v == "M":
-        x = MaxPool(2, name=f"features_{index}")(x)
-        index += 1
+        x = MaxPool(2, name=f"block{block}_pool" if keras else f"features_{index}")(x)
+        index, block, conv = index + 1, block + 1, 1
       else:
-        x = nn.Conv(v, (3, 3), padding=1, dtype=self.dtype, name=f"features_{index}")(x)
-        x = ReLU(name=f"features_{index + 1}")(x)
-        index += 2
+        if keras:
+          x = ConvReLU(v, self.dtype, name=f"block{block}_conv{conv}")(x)
+        else:
+          x = nn.Conv(v, (3, 3), padding=1, dtype=self.dtype, name=f"features_{index}")(x)
+          x = ReLU(name=f"features_{index + 1}")(x)
+        index, conv = index + 2, conv + 1
     x = adaptive_avg_pool(x, (7, 7))
     # torchvision flattens NCHW: keep its order so classifier_0 weights carry over
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-    x = ReLU(name="classifier_1")(nn.Dense(4096, dtype=self.dtype, name="classifier_0")(x))
-    x = ReLU(name="classifier_4")(nn.Dense(4096, dtype=self.dtype, name="classifier_3")(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier_6")(x)
+    names = ("fc1", "fc2", "predictions") if keras else (
+        "classifier_0", "classifier_3", "classifier_6")
+    x = ReLU(name="fc1_relu" if keras else "classifier_1")(
+        nn.Dense(4096, dtype=self.dtype, name=names[0])(x))
+    x = ReLU(name="fc2_relu" if keras else "classifier_4")(
+        nn.Dense(4096, dtype=self.dtype, name=names[1])(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name=names[2])(x)
 
 
 def init_vgg16(key=None, num_classes: int = 1000, size: int = 224):
