@@ -110,7 +110,10 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, *, layer=None,
   todo = [s for s in mine if s not in set(done)]
   skipped = len(done)
   batch, sharding = _device_batch(batch_size)
-  explain = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables,
+  variables = model.variables
+  if sharding is not None:  # params replicated on every device, images split
+    variables = jax.device_put(variables, NamedSharding(sharding.mesh, P()))
+  explain = gcj.jit(gcj.guided_gradcam(model.apply_fn, variables,
                                        layer=layer or model.layer))
   h, w = model.input_size
   bar = _Progress(len(todo)) if progress else None

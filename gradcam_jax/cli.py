@@ -1,8 +1,9 @@
 """The ``gradcam-jax`` command: ``demo`` and ``explain``.
 
 Exit status of ``explain``: 0 when every input was explained (or already done),
-1 when some inputs could not be read (they are listed in the index and at the
-end; everything else is written), 2 for usage errors.
+3 when some inputs could not be read or matched nothing (they are listed in the
+index and at the end; everything else is written), 2 for usage errors, 1 for a
+crash.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def cmd_explain(args) -> int:
   failed = [r for r in summary.records if r["status"] == "error"]
   for r in failed:
     print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
-  return 1 if (failed or missing) else 0
+  return 3 if (failed or missing) else 0
 
 
 def cmd_demo(args) -> int:

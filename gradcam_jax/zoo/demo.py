@@ -78,8 +78,12 @@ def load_variables(directory: Path | None = None):
     raise FileNotFoundError(
         f"demo checkpoint: expected a folder at {directory}; it is missing. "
         "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.train_demo`.")
+  # restore onto this process's first device: the saved sharding names the
+  # trainer's device, which other processes of a jax.distributed job do not have
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), abstract_variables())
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+      abstract_variables())
   return ocp.StandardCheckpointer().restore(directory, target)
 
 
