@@ -12,6 +12,7 @@ from gradcam_jax._errors import LayerShapeError
 from gradcam_jax._errors import MethodError
 from gradcam_jax._errors import NoReLUError
 from gradcam_jax._errors import TargetError
+from gradcam_jax._explain import cam
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
@@ -45,6 +46,7 @@ __all__ = (
     "Split",
     "TargetError",
     "class_logit",
+    "cam",
     "class_probability",
     "gradcam",
     "guided",

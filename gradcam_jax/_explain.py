@@ -1,15 +1,20 @@
-"""The explainers: Grad-CAM, guided backprop and Guided Grad-CAM.
+"""The explainers: the CAM family, guided backprop and Guided Grad-CAM.
 
 Data flows one way: model adapter (``_model``) -> target scores and ``jax.vjp`` ->
-CAM method (``_methods``) -> post-processing (``_postprocess``) -> :class:`Explanation`.
-Everything static (layer, method, target function, eps) is fixed when the explainer
-is built; arrays are arguments, so ``jax.jit`` compiles once per input shape.
+CAM method (``_methods``, ``_perturb``) -> post-processing (``_postprocess``) ->
+:class:`Explanation`. Everything static (layer, method, target function, eps) is
+fixed when the explainer is built; arrays are arguments, so ``jax.jit`` compiles
+once per input shape.
+
+Targets may be (B,) (one class per image) or (B, T): T classes per image from one
+forward pass, the T backward passes vmapped over their cotangents; every per-target
+field then gains a T axis after the batch axis.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,19 +24,30 @@ from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
 from gradcam_jax._methods import get_method
-from gradcam_jax._model import Split, as_variables, list_layers, run, tap
+from gradcam_jax._model import as_variables, list_layers, run, tap
+from gradcam_jax._perturb import (PERTURBATION_METHODS, ablation_weights,
+                                  scorecam_weights, weighted_sum)
 from gradcam_jax._postprocess import normalize, upsample
 from gradcam_jax._result import Explanation
-from gradcam_jax._targets import (class_logit, check_targets, default_targets,
-                                  score_cotangent)
+from gradcam_jax._targets import (class_logit, class_probability, check_targets,
+                                  default_targets, score_cotangent)
 
-__all__ = ["gradcam", "guided_backprop", "guided_gradcam", "jit"]
+__all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam", "jit"]
+
+
+def _varying_axes(x) -> tuple:
+  """The manual mesh axes `x` varies over inside ``shard_map`` (empty outside)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)  # jax 0.10
+  axes = getattr(manual, "varying", None) or getattr(aval, "vma", None) or ()
+  return tuple(sorted(axes))
 
 
 class _Setup:
   """What one trace of an explainer knows: variables, checked inputs, the layer."""
 
   def __init__(self, apply_fn, params, images, targets, layer):
+    self.apply_fn = apply_fn
     self.images = check_images(images)
     self.batch = images.shape[0]
     self.variables = as_variables(apply_fn, params)
@@ -46,6 +62,7 @@ class _Setup:
           f"raised {type(err).__name__}: {err}") from err
     self.targets = (None if targets is None
                     else check_targets(targets, self.batch, self.out_shape))
+    self.multi = self.targets is not None and self.targets.ndim == 2
     self.info = None if layer is False else select_layer(infos, layer, self.batch)
 
   @property
@@ -60,23 +77,37 @@ class _Setup:
     axes = _varying_axes(self.images)
     return jax.lax.pcast(z, axes, to="varying") if axes else z
 
+  def run(self, x, edit):
+    return run(self.apply_fn, self.variables, x, self.layer, edit)
+
   def cotangent(self, target_fn, output):
+    """The output cotangent(s) of the target scores, and the targets used. With
+    (B, T) targets the cotangent leaves carry a leading T axis."""
     targets = (default_targets(output, self.batch) if self.targets is None
                else self.targets)
-    return score_cotangent(target_fn, output, targets, self.batch), targets
+    if not self.multi:
+      return score_cotangent(target_fn, output, targets, self.batch), targets
+    cts = jax.vmap(lambda t: score_cotangent(target_fn, output, t, self.batch),
+                   in_axes=1)(targets)
+    return cts, targets
+
+  def pullback(self, vjp, ct):
+    """``vjp(ct)``, vmapped over the T cotangents when there are several."""
+    return jax.vmap(vjp)(ct) if self.multi else vjp(ct)
 
 
-def _varying_axes(x) -> tuple:
-  """The manual mesh axes `x` varies over inside ``shard_map`` (empty outside)."""
-  aval = jax.typeof(x)
-  manual = getattr(aval, "manual_axis_type", None)  # jax 0.10
-  axes = getattr(manual, "varying", None) or getattr(aval, "vma", None) or ()
-  return tuple(sorted(axes))
+def _t_second(x):
+  """(T, B, ...) -> (B, T, ...)."""
+  return jnp.moveaxis(x, 0, 1)
 
 
-def _cam_maps(map_fn, a, da, size, eps):
-  raw = jax.nn.relu(jax.vmap(map_fn)(a.astype(jnp.float32), da.astype(jnp.float32)))
-  return normalize(upsample(raw, size), eps), raw
+def _postprocess(raw, size, eps, multi):
+  """ReLU'd raw maps (B[, T], h, w) -> normalised maps at input size."""
+  if multi:
+    b, t = raw.shape[:2]
+    flat = raw.reshape(b * t, *raw.shape[2:])
+    return normalize(upsample(flat, size), eps).reshape(b, t, *size)
+  return normalize(upsample(raw, size), eps)
 
 
 def _bind_params(explain_with: Callable, params, doc: str) -> Callable:
@@ -108,6 +139,7 @@ def jit(explain: Callable, **jit_kwargs) -> Callable:
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from gradcam_jax import Split
     >>> split = Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
     >>> explain = jit(gradcam(split, jnp.float32(2.0)))
     >>> explain(jnp.ones((1, 4, 4, 3))).cam.shape
@@ -125,9 +157,16 @@ def jit(explain: Callable, **jit_kwargs) -> Callable:
   return explain_jitted
 
 
-def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
-            method="gradcam", eps: float = 1e-7) -> Callable:
-  """Build a Grad-CAM explainer (cam fields only; guided fields are None).
+def _probability_score(target_fn):
+  """Score-CAM scores masked inputs by the softmax probability of the class (the
+  official code) when the target is the default class logit."""
+  return class_probability if target_fn is class_logit else target_fn
+
+
+def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_logit,
+        eps: float = 1e-7, batch_size: int | None = None,
+        top_n: int | None = None) -> Callable:
+  """Build a class-activation-map explainer (cam fields only; guided fields None).
 
   Args:
     apply_fn: ``apply_fn(variables, images) -> output``: a Flax linen ``model.apply``
@@ -136,18 +175,89 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     params: Flax variables (``{"params": ..., "batch_stats": ...}``) or a bare params
       tree. None builds the params-as-argument form ``explain(params, images,
       targets=None)``; otherwise ``explain(images, targets=None)``.
+    method: ``"gradcam"``, ``"hirescam"``, ``"gradcam_elementwise"``,
+      ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
+      ``"eigengradcam"``, ``"scorecam"``, ``"ablationcam"``, or your own
+      ``map(A, dA) -> (h, w)`` for one example.
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
       None for the last spatial (B, h, w, C) activation.
     target: ``target_fn(output, targets) -> (B,)`` scores; default the class logit.
-    method: a CAM method name (see ``gradcam_jax.METHODS``) or ``map(A, dA)``.
     eps: maps whose range is at most `eps` normalise to all zeros.
+    batch_size: Score-/Ablation-CAM: channels per chunk of masked forward passes
+      (memory bound); None runs all channels in one vmapped pass.
+    top_n: Score-CAM only: score the `top_n` channels of highest spatial variance
+      (Faster Score-CAM); None scores all.
 
   Returns:
     ``explain`` returning an :class:`Explanation` with ``cam``, ``cam_raw``,
-    ``logits`` and ``targets``. `targets` is an int array (B,) or None for the
-    argmax class. Out-of-range targets raise when concrete; under ``jax.jit`` they
-    score 0 and give all-zero maps.
+    ``logits`` and ``targets``. `targets` is an int array (B,), (B, T) for T maps
+    per image, or None for the argmax class. Out-of-range targets raise when
+    concrete; under ``jax.jit`` they score 0 and give all-zero maps.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+    ...     return nn.Dense(3)(x.mean((1, 2)))
+    >>> net = Net()
+    >>> variables = net.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+    >>> explain = jax.jit(cam(net.apply, variables, method="layercam", layer="conv"))
+    >>> explain(jnp.ones((2, 8, 8, 3))).cam.shape
+    (2, 8, 8)
+
+  References:
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017; each method's docstring in
+    ``gradcam_jax.METHODS`` gives its formula and paper.
+  """
+  layer = parse_layer(layer)
+  perturbation = method in PERTURBATION_METHODS
+  map_fn = None if perturbation else get_method(method)
+
+  def cam_explain(params, images, targets=None):
+    s = _Setup(apply_fn, params, images, targets, layer)
+    output, vjp = jax.vjp(lambda d, p: s.run(images, lambda a: tap(a, p) + d),
+                          s.zeros(), s.zeros())
+    ct, targets = s.cotangent(target, output)
+    da, a = s.pullback(vjp, ct)
+    if perturbation:
+      raw = _perturbation_maps(s, method, output, a[0] if s.multi else a, targets,
+                               target, batch_size, top_n)
+    elif s.multi:
+      raw = _t_second(jax.vmap(jax.vmap(map_fn))(a.astype(jnp.float32),
+                                                 da.astype(jnp.float32)))
+    else:
+      raw = jax.vmap(map_fn)(a.astype(jnp.float32), da.astype(jnp.float32))
+    raw = jax.nn.relu(raw)
+    return Explanation(_postprocess(raw, images.shape[1:3], eps, s.multi), raw, None,
+                       None, output, targets)
+
+  return _bind_params(cam_explain, params, cam.__doc__)
+
+
+def _perturbation_maps(s, method, output, a, targets, target_fn, batch_size, top_n):
+  def one_target(t):
+    if method == "scorecam":
+      score = _probability_score(target_fn)
+      w = scorecam_weights(lambda x: score(s.run(x, lambda act: act), t), s.images,
+                           a, top_n, batch_size)
+    else:
+      w = ablation_weights(lambda act: target_fn(s.run(s.images, lambda _: act), t),
+                           a, target_fn(output, t), batch_size)
+    return weighted_sum(a, w)
+  if s.multi:
+    return _t_second(jax.vmap(one_target, in_axes=1)(targets))
+  return one_target(targets)
+
+
+def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
+            method="gradcam", eps: float = 1e-7) -> Callable:
+  """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
+
+  See :func:`cam` for the arguments.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -166,22 +276,7 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017.
   """
-  layer, map_fn = parse_layer(layer), get_method(method)
-
-  def gradcam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer)
-
-    def forward(delta, probe):
-      return run(apply_fn, s.variables, images, s.layer,
-                 lambda a: tap(a, probe) + delta)
-
-    output, vjp = jax.vjp(forward, s.zeros(), s.zeros())
-    ct, targets = s.cotangent(target, output)
-    da, a = vjp(ct)
-    cam, raw = _cam_maps(map_fn, a, da, images.shape[1:3], eps)
-    return Explanation(cam, raw, None, None, output, targets)
-
-  return _bind_params(gradcam_explain, params, gradcam.__doc__)
+  return cam(apply_fn, params, method=method, layer=layer, target=target, eps=eps)
 
 
 def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
@@ -189,7 +284,7 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
 
   The gradient of the target score w.r.t. the input with every ReLU's backward rule
   replaced by ``g * [g > 0] * [x > 0]`` (see :func:`guided`). Arguments as for
-  :func:`gradcam`.
+  :func:`cam`.
 
   References:
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
@@ -199,7 +294,8 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
     s = _Setup(apply_fn, params, images, targets, layer=False)
     output, vjp = jax.vjp(lambda x: guided(apply_fn)(s.variables, x), images)
     ct, targets = s.cotangent(target, output)
-    (grad,) = vjp(ct)
+    (grad,) = s.pullback(vjp, ct)
+    grad = _t_second(grad) if s.multi else grad
     return Explanation(None, None, grad, None, output, targets)
 
   return _bind_params(guided_explain, params, guided_backprop.__doc__)
@@ -213,7 +309,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   the model's) yields the output, the guided input gradient and the activation;
   the plain gradient ``dy/dA`` for Grad-CAM then runs only the part of the model
   after the target layer. ``guided_gradcam = guided * cam[..., None]``. Arguments as
-  for :func:`gradcam`.
+  for :func:`cam` (gradient-based methods only).
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -240,14 +336,21 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),
                           images, s.zeros())
     ct, targets = s.cotangent(target, output)
-    grad, a = vjp(ct)
+    grad, a = s.pullback(vjp, ct)
+    a = a[0] if s.multi else a
     # dy/dA with plain ReLUs: only the model after the layer runs (the part before
     # it is dead code once A is given, and is removed by XLA under jit).
-    _, head_vjp = jax.vjp(
-        lambda a: run(apply_fn, s.variables, images, s.layer, lambda _: a), a)
-    (da,) = head_vjp(ct)
-    cam, raw = _cam_maps(map_fn, a, da, images.shape[1:3], eps)
-    return Explanation(cam, raw, grad, grad * cam[..., None].astype(grad.dtype),
+    _, head_vjp = jax.vjp(lambda act: s.run(images, lambda _: act), a)
+    (da,) = s.pullback(head_vjp, ct)
+    f32 = lambda v: v.astype(jnp.float32)
+    if s.multi:
+      raw = _t_second(jax.vmap(lambda d: jax.vmap(map_fn)(f32(a), f32(d)))(da))
+      grad = _t_second(grad)
+    else:
+      raw = jax.vmap(map_fn)(f32(a), f32(da))
+    raw = jax.nn.relu(raw)
+    cam_ = _postprocess(raw, images.shape[1:3], eps, s.multi)
+    return Explanation(cam_, raw, grad, grad * cam_[..., None].astype(grad.dtype),
                        output, targets)
 
   return _bind_params(guided_gradcam_explain, params, guided_gradcam.__doc__)

@@ -1,7 +1,9 @@
 """CAM methods: each is a pure function of one example's activations and gradients.
 
 A method maps ``A`` (h, w, K) and ``dA = dy/dA`` (h, w, K) to a map (h, w) before
-the final ReLU; the driver batches it with ``vmap`` and applies the ReLU.
+the final ReLU; the driver batches it with ``vmap`` and applies the ReLU. The
+gradient-free methods that need extra forward passes (Score-CAM, Ablation-CAM) live
+in ``_perturb.py`` behind the same driver.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import jax.numpy as jnp
 
 from gradcam_jax._errors import MethodError, format_choices
 
-__all__ = ["METHODS", "get_method", "gradcam_map"]
+__all__ = ["METHODS", "get_method", "gradcam_map", "hirescam_map",
+           "gradcam_elementwise_map", "xgradcam_map", "gradcampp_map", "layercam_map",
+           "eigencam_map", "eigengradcam_map"]
 
 MapFn = Callable[[jax.Array, jax.Array], jax.Array]
+_EPS = 1e-7
 
 
 def gradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -36,8 +41,108 @@ def gradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   return jnp.einsum("hwk,k->hw", a, alpha)
 
 
+def hirescam_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """HiResCAM: ``sum_k dA_k * A_k`` elementwise, without spatial averaging of the
+  gradient, so the map is faithful to the score for a linear head.
+
+  References:
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", 2020.
+  """
+  return jnp.einsum("hwk,hwk->hw", a, da)
+
+
+def gradcam_elementwise_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """Element-wise Grad-CAM (pytorch-grad-cam's ``GradCAMElementWise``):
+  ``sum_k ReLU(dA_k * A_k)``, the ReLU applied before the channel sum."""
+  return jnp.sum(jax.nn.relu(a * da), axis=-1)
+
+
+def xgradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """XGrad-CAM: ``alpha_k = sum_ij (A_ijk / (sum_ij A_ijk + eps)) dA_ijk``.
+
+  References:
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation
+    of CNNs", BMVC 2020.
+  """
+  total = jnp.sum(a, axis=(0, 1))
+  alpha = jnp.sum(a * da, axis=(0, 1)) / (total + _EPS)
+  return jnp.einsum("hwk,k->hw", a, alpha)
+
+
+def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """Grad-CAM++ in its closed form for an exponential score ``exp(y)`` (as
+  pytorch-grad-cam and tf-keras-vis implement it):
+
+  ``a_ijk = g^2 / (2 g^2 + sum_ab A_abk g^3)`` (0 where g = 0),
+  ``alpha_k = sum_ij a_ijk ReLU(g_ijk)``, map ``sum_k alpha_k A_k``, with ``g = dA``.
+
+  References:
+    Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations
+    for Deep Convolutional Networks", WACV 2018, eq. (19).
+  """
+  g2, g3 = da ** 2, da ** 3
+  total = jnp.sum(a, axis=(0, 1), keepdims=True)
+  denom = 2 * g2 + total * g3 + _EPS
+  coeff = jnp.where(da != 0, g2 / denom, 0.0)
+  alpha = jnp.sum(coeff * jax.nn.relu(da), axis=(0, 1))
+  return jnp.einsum("hwk,k->hw", a, alpha)
+
+
+def layercam_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """LayerCAM: ``sum_k ReLU(dA_k) * A_k`` (positive gradients as pixel weights).
+
+  References:
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+    Localization", IEEE TIP 2021.
+  """
+  return jnp.sum(jax.nn.relu(da) * a, axis=-1)
+
+
+def _first_component(x: jax.Array, a: jax.Array) -> jax.Array:
+  """Projection of the (h*w, K) rows of `x` (centred) on their first principal
+  direction, signed to correlate positively with the channel-mean of `a`."""
+  h, w, k = x.shape
+  rows = x.reshape(h * w, k)
+  rows = rows - rows.mean(axis=0, keepdims=True)
+  _, _, vt = jnp.linalg.svd(rows, full_matrices=False)
+  proj = rows @ vt[0]
+  ref = a.reshape(h * w, k).mean(axis=1)
+  ref = ref - ref.mean()
+  sign = jnp.where(jnp.dot(proj, ref) < 0, -1.0, 1.0)
+  return (sign * proj).reshape(h, w)
+
+
+def eigencam_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """Eigen-CAM: the activations projected on their first principal component
+  (SVD of the centred (h*w, K) matrix, batched on the device). Gradient-free: `da`
+  is unused. The sign of a singular vector is arbitrary; we choose it so the map
+  correlates positively with the mean activation over channels.
+
+  References:
+    Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal
+    Components", IJCNN 2020.
+  """
+  del da
+  return _first_component(a, a)
+
+
+def eigengradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
+  """Eigen-Grad-CAM: the first principal component of ``dA * A`` (class-specific),
+  signed like :func:`eigencam_map`, against the channel-mean of ``dA * A``."""
+  prod = a * da
+  return _first_component(prod, prod)
+
+
 METHODS: dict[str, MapFn] = {
     "gradcam": gradcam_map,
+    "hirescam": hirescam_map,
+    "gradcam_elementwise": gradcam_elementwise_map,
+    "xgradcam": xgradcam_map,
+    "gradcam++": gradcampp_map,
+    "layercam": layercam_map,
+    "eigencam": eigencam_map,
+    "eigengradcam": eigengradcam_map,
 }
 
 
@@ -48,5 +153,5 @@ def get_method(method: str | MapFn) -> MapFn:
   if method not in METHODS:
     raise MethodError(f"method: expected one of the names below or a function "
                       f"map(A, dA) -> (h, w); got {method!r}. Methods:\n"
-                      + format_choices(sorted(METHODS)))
+                      + format_choices(sorted(METHODS) + ["scorecam", "ablationcam"]))
   return METHODS[method]

@@ -65,13 +65,15 @@ def default_targets(output, batch: int):
 
 
 def check_targets(targets, batch: int, out_shape) -> jax.Array:
-  """Validate an explicit targets array: shape (B,), integer, in range when concrete."""
+  """Validate an explicit targets array: shape (B,) or (B, T) for T targets per
+  image, integer, in range when concrete."""
   targets = jnp.asarray(targets) if not isinstance(targets, jax.Array) else targets
   if targets.ndim == 0:
     targets = jnp.broadcast_to(targets, (batch,))
-  if targets.shape != (batch,):
-    raise TargetError(f"targets: expected shape ({batch},), one class per image; got "
-                      f"shape {targets.shape}.")
+  if targets.ndim not in (1, 2) or targets.shape[0] != batch:
+    raise TargetError(f"targets: expected shape ({batch},), one class per image, or "
+                      f"({batch}, T) for T classes per image; got shape "
+                      f"{targets.shape}.")
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     raise TargetError(f"targets: expected an integer dtype (class indices); got "
                       f"{targets.dtype}.")
@@ -79,11 +81,12 @@ def check_targets(targets, batch: int, out_shape) -> jax.Array:
       and not isinstance(targets, jax.core.Tracer)):
     values = np.asarray(targets)
     num_classes = out_shape.shape[-1]
-    bad = np.flatnonzero((values < 0) | (values >= num_classes))
+    bad = np.argwhere((values < 0) | (values >= num_classes))
     if bad.size:
+      where = [tuple(b) if len(b) > 1 else int(b[0]) for b in bad.tolist()]
       raise TargetError(
           f"targets: expected class indices in 0..{num_classes - 1}; got "
-          f"{values[bad].tolist()} at positions {bad.tolist()}.")
+          f"{values[tuple(bad.T)].tolist()} at positions {where}.")
   return targets.astype(jnp.int32)
 
 

@@ -48,8 +48,9 @@ def test_bad_images(vgg, images, match):
 
 
 @pytest.mark.parametrize("targets, match", [
-    (jnp.zeros((2, 2), jnp.int32), "shape \\(2,\\).*got shape \\(2, 2\\)"),
+    (jnp.zeros((2, 2, 1), jnp.int32), "\\(2, T\\).*got shape \\(2, 2, 1\\)"),
     (jnp.zeros((3,), jnp.int32), "shape \\(2,\\).*got shape \\(3,\\)"),
+    (jnp.array([[0, 1], [2, 5]]), "0..3; got \\[5\\]"),
     (jnp.zeros((2,)), "integer dtype"),
     (jnp.array([1, 4]), "0..3; got \\[4\\] at positions \\[1\\]"),
     (jnp.array([-1, 0]), "got \\[-1\\] at positions \\[0\\]"),
@@ -69,7 +70,7 @@ def test_out_of_range_target_under_jit_gives_zero_map(vgg):
 
 def test_unknown_method(vgg):
   model, variables = vgg
-  with pytest.raises(gcj.MethodError, match="got 'gradcam\\+\\+\\+'.*\\n  gradcam"):
+  with pytest.raises(gcj.MethodError, match="(?s)got 'gradcam\\+\\+\\+'.*  layercam"):
     gcj.gradcam(model.apply, variables, method="gradcam+++")
 
 

@@ -1,0 +1,226 @@
+"""The CAM family: each method against its formula written out independently,
+relations between methods, chunking, multi-target, eager == jit, batch == per-example."""
+
+import functools
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradcam_jax as gcj
+from gradcam_jax import _methods as m
+from tests import models
+from tests.models import assert_close
+
+GRADIENT_METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
+                    "layercam", "eigencam", "eigengradcam"]
+ALL_METHODS = GRADIENT_METHODS + ["scorecam", "ablationcam"]
+
+
+def _rand(seed, shape, positive=False):
+  x = np.random.default_rng(seed).normal(size=shape).astype(np.float64)
+  return np.abs(x) if positive else x
+
+
+def _reference(method, a, g):
+  """The formulas, written with NumPy loops over channels (h, w, K) -> (h, w)."""
+  h, w, k = a.shape
+  out = np.zeros((h, w))
+  if method == "gradcam":
+    for c in range(k):
+      out += g[:, :, c].mean() * a[:, :, c]
+  elif method == "hirescam":
+    for c in range(k):
+      out += g[:, :, c] * a[:, :, c]
+  elif method == "gradcam_elementwise":
+    for c in range(k):
+      out += np.maximum(g[:, :, c] * a[:, :, c], 0)
+  elif method == "xgradcam":
+    for c in range(k):
+      out += (a[:, :, c] * g[:, :, c]).sum() / (a[:, :, c].sum() + 1e-7) * a[:, :, c]
+  elif method == "gradcam++":
+    for c in range(k):
+      gc, s = g[:, :, c], a[:, :, c].sum()
+      coeff = np.where(gc != 0, gc ** 2 / (2 * gc ** 2 + s * gc ** 3 + 1e-7), 0)
+      out += (coeff * np.maximum(gc, 0)).sum() * a[:, :, c]
+  elif method == "layercam":
+    for c in range(k):
+      out += np.maximum(g[:, :, c], 0) * a[:, :, c]
+  elif method in ("eigencam", "eigengradcam"):
+    x = a if method == "eigencam" else a * g
+    rows = x.reshape(h * w, k) - x.reshape(h * w, k).mean(0)
+    cov = rows.T @ rows  # first principal direction = top eigenvector of X^T X
+    vals, vecs = np.linalg.eigh(cov)
+    proj = rows @ vecs[:, -1]
+    ref = x.reshape(h * w, k).mean(1)
+    out = (proj if proj @ (ref - ref.mean()) >= 0 else -proj).reshape(h, w)
+  return out
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_method_matches_formula(method):
+  a = _rand(0, (5, 6, 4), positive=True)
+  g = _rand(1, (5, 6, 4))
+  got = m.METHODS[method](jnp.asarray(a, jnp.float32), jnp.asarray(g, jnp.float32))
+  assert_close(got, _reference(method, a, g), atol=2e-5, rtol=2e-4)
+
+
+def test_gradcam_equals_hirescam_for_spatially_constant_gradient():
+  a = jnp.asarray(_rand(2, (4, 4, 3), positive=True), jnp.float32)
+  g = jnp.broadcast_to(jnp.array([0.5, -1.0, 2.0]), (4, 4, 3))
+  assert_close(m.gradcam_map(a, g), m.hirescam_map(a, g), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_methods_are_finite_on_all_zero_inputs(method):
+  z = jnp.zeros((4, 4, 3))
+  assert np.isfinite(np.asarray(m.METHODS[method](z, z))).all()
+  assert np.isfinite(np.asarray(m.METHODS[method](z, jnp.ones((4, 4, 3))))).all()
+
+
+def test_eigencam_sign_follows_mean_activation():
+  a = jnp.asarray(_rand(3, (6, 6, 5), positive=True), jnp.float32)
+  a = a.at[1:3, 1:3].add(5.0)  # a strong blob
+  got = np.asarray(m.eigencam_map(a, jnp.zeros_like(a)))
+  assert np.corrcoef(got.ravel(), np.asarray(a.mean(-1)).ravel())[0, 1] > 0.5
+  flipped = np.asarray(m.eigencam_map(-a, jnp.zeros_like(a)))  # sign fixed per input
+  assert np.corrcoef(flipped.ravel(), np.asarray(-a.mean(-1)).ravel())[0, 1] > 0.5
+
+
+# --- a tiny model with hand-checkable perturbation methods ------------------------
+
+def _split_model():
+  def features(p, x):  # 8x8 -> 4x4, K = 4 channels
+    y = jax.nn.relu(jnp.einsum("bhwc,ck->bhwk", x, p["w"]))
+    return y.reshape(y.shape[0], 4, 2, 4, 2, 4).mean(axis=(2, 4))
+
+  def head(p, a):
+    return jax.nn.relu(a.mean(axis=(1, 2)) @ p["v1"]) @ p["v2"]
+
+  rng = np.random.default_rng(5)
+  params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+            "v1": jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),
+            "v2": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)}
+  return gcj.Split(features, head), params
+
+
+def _images(n=3):
+  return jnp.asarray(np.random.default_rng(6).uniform(size=(n, 8, 8, 3)), jnp.float32)
+
+
+def test_scorecam_matches_hand_computation():
+  split, params = _split_model()
+  x, t = _images(), jnp.array([0, 1, 2])
+  out = gcj.cam(split, params, method="scorecam")(x, t)
+  a = np.asarray(split.features(params, x), np.float64)
+  for b in range(3):
+    weights = []
+    for k in range(4):
+      up = cv2.resize(a[b, :, :, k].astype(np.float32), (8, 8),
+                      interpolation=cv2.INTER_LINEAR).astype(np.float64)
+      mask = (up - up.min()) / (up.max() - up.min()) if up.max() > up.min() else 0 * up
+      logits = np.asarray(split(params, (np.asarray(x[b]) * mask[..., None])[None]))[0]
+      p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+      weights.append(p[int(t[b])])
+    expected = np.maximum(np.einsum("hwk,k->hw", a[b], np.array(weights)), 0)
+    assert_close(out.cam_raw[b], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_ablationcam_matches_hand_computation():
+  split, params = _split_model()
+  x, t = _images(), jnp.array([2, 0, 1])
+  out = gcj.cam(split, params, method="ablationcam")(x, t)
+  a = np.asarray(split.features(params, x), np.float64)
+  for b in range(3):
+    y = float(split.head(params, a[b:b + 1].astype(np.float32))[0, int(t[b])])
+    weights = []
+    for k in range(4):
+      ablated = a[b:b + 1].copy()
+      ablated[..., k] = 0
+      yk = float(split.head(params, ablated.astype(np.float32))[0, int(t[b])])
+      weights.append((y - yk) / y)
+    expected = np.maximum(np.einsum("hwk,k->hw", a[b], np.array(weights)), 0)
+    assert_close(out.cam_raw[b], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_chunked_equals_unchunked(method):
+  split, params = _split_model()
+  x, t = _images(), jnp.array([0, 1, 2])
+  ref = jax.jit(gcj.cam(split, params, method=method))(x, t)
+  for batch_size in (1, 2, 3, 4):
+    out = jax.jit(gcj.cam(split, params, method=method, batch_size=batch_size))(x, t)
+    assert_close(out.cam_raw, ref.cam_raw, atol=1e-6)
+
+
+def test_faster_scorecam_top_n():
+  split, params = _split_model()
+  x, t = _images(), jnp.array([0, 1, 2])
+  full = gcj.cam(split, params, method="scorecam")(x, t)
+  same = gcj.cam(split, params, method="scorecam", top_n=4)(x, t)
+  assert_close(full.cam_raw, same.cam_raw, atol=1e-6)
+  # top_n=2: only the two channels of highest spatial variance carry weight
+  a = np.asarray(split.features(params, x))
+  top2 = np.argsort(-a.var(axis=(1, 2)), axis=1)[:, :2]
+  two = gcj.cam(split, params, method="scorecam", top_n=2)(x, t)
+  for b in range(3):
+    drop = [k for k in range(4) if k not in top2[b]]
+    a_kept = a[b].copy()
+    a_kept[..., drop] = 0
+    # the map only mixes the kept channels: it lies in their span
+    coeffs, *_ = np.linalg.lstsq(a_kept.reshape(-1, 4)[:, top2[b]],
+                                 np.asarray(two.cam_raw[b]).ravel(), rcond=None)
+    pos = np.asarray(two.cam_raw[b]).ravel() > 0
+    resid = a_kept.reshape(-1, 4)[:, top2[b]][pos] @ coeffs - np.asarray(two.cam_raw[b]).ravel()[pos]
+    assert np.abs(resid).max() < 1e-4
+
+
+@functools.lru_cache(maxsize=None)
+def _vgg():
+  return models.init(models.VggNet)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_methods_through_driver_nonnegative_jit_and_per_example(method):
+  model, variables = _vgg()
+  x, t = models.images(3), jnp.array([0, 2, 1])
+  explain = gcj.cam(model.apply, variables, method=method, batch_size=2)
+  jitted = jax.jit(explain)
+  out = jitted(x, t)
+  assert out.cam.shape == (3, 8, 8) and out.cam_raw.shape == (3, 4, 4)
+  assert np.all(np.asarray(out.cam_raw) >= 0) and np.isfinite(out.cam).all()
+  assert_close(explain(x, t).cam_raw, out.cam_raw, atol=1e-5, rtol=1e-4)
+  for i in range(3):
+    assert_close(jitted(x[i:i + 1], t[i:i + 1]).cam_raw[0], out.cam_raw[i], atol=1e-5,
+                 rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "ablationcam"])
+def test_multi_target_equals_single_target_runs(method):
+  model, variables = _vgg()
+  x = models.images(2)
+  targets = jnp.array([[0, 1, 3], [2, 2, 0]])
+  explain = jax.jit(gcj.cam(model.apply, variables, method=method))
+  multi = explain(x, targets)
+  assert multi.cam.shape == (2, 3, 8, 8) and multi.cam_raw.shape == (2, 3, 4, 4)
+  for j in range(3):
+    single = explain(x, targets[:, j])
+    assert_close(multi.cam_raw[:, j], single.cam_raw, atol=1e-5, rtol=1e-4)
+    assert_close(multi.cam[:, j], single.cam, atol=1e-5)
+
+
+def test_multi_target_guided_gradcam():
+  model, variables = _vgg()
+  x = models.images(2)
+  targets = jnp.array([[0, 1], [3, 2]])
+  explain = jax.jit(gcj.guided_gradcam(model.apply, variables))
+  multi = explain(x, targets)
+  assert multi.guided.shape == (2, 2, 8, 8, 3)
+  for j in range(2):
+    single = explain(x, targets[:, j])
+    for field in ("cam", "cam_raw", "guided", "guided_gradcam"):
+      assert_close(getattr(multi, field)[:, j], getattr(single, field), atol=1e-5)
+  gb = jax.jit(gcj.guided_backprop(model.apply, variables))(x, targets)
+  assert_close(gb.guided, multi.guided, atol=1e-6)
