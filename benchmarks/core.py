@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import versions  # noqa: E402
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
 
@@ -93,14 +95,6 @@ def _subprocess(args: list[str], env_extra: dict) -> dict:
   return json.loads(out.strip().splitlines()[-1])
 
 
-def _versions() -> dict:
-  import flax
-  import jax
-  return {"jax": jax.__version__, "flax": flax.__version__,
-          "python": platform.python_version(), "machine": platform.machine(),
-          "cpus": os.cpu_count(), "device": str(jax.devices()[0].device_kind)}
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=4)
@@ -119,7 +113,7 @@ def main() -> None:
 
   common = ["--batch", str(args.batch), "--size", str(args.size)]
   configs = {"default flags": {}, "ynn individual fusion": {"XLA_FLAGS": YNN_FLAG}}
-  result = {"versions": _versions(), "batch": args.batch, "size": args.size,
+  result = {"versions": versions(), "batch": args.batch, "size": args.size,
             "rounds": args.rounds, "date": time.strftime("%Y-%m-%d"),
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "steady": {}, "first_call": []}

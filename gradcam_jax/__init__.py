@@ -27,6 +27,8 @@ from gradcam_jax._model import list_layers
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._postprocess import upsample
 from gradcam_jax._result import Explanation
+from gradcam_jax._smooth import augment
+from gradcam_jax._smooth import noise_tunnel
 from gradcam_jax._targets import class_logit
 from gradcam_jax._targets import class_probability
 
@@ -44,6 +46,7 @@ __all__ = (
     "MethodError",
     "NoReLUError",
     "Split",
+    "augment",
     "TargetError",
     "class_logit",
     "cam",
@@ -55,6 +58,7 @@ __all__ = (
     "guided_relu",
     "jit",
     "list_layers",
+    "noise_tunnel",
     "normalize",
     "upsample",
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -42,14 +43,22 @@ def _outputs(out_dir: Path, stem: str) -> list[Path]:
   return [out_dir / f"{stem}{s}" for s in SUFFIXES]
 
 
-def _decoded(sources, size, workers: int) -> Iterator[tuple]:
-  """(source, image or None, error or None), decoded ahead by a thread pool."""
+def _decoded(sources, size, workers: int, ahead: int) -> Iterator[tuple]:
+  """(source, image or None, error or None) in order, decoded by a thread pool at
+  most `ahead` images in advance (memory stays bounded whatever the folder size)."""
   def load(source):
     image, error = io.read_image(source.path)
     return source, None if image is None else io.fit_size(image, size), error
 
+  pending: deque = deque()
+  todo = iter(sources)
   with ThreadPoolExecutor(workers) as pool:
-    yield from pool.map(load, sources)  # map keeps order and runs ahead
+    for source in todo:
+      pending.append(pool.submit(load, source))
+      if len(pending) >= ahead:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 def _batches(items: Iterator[tuple], batch: int) -> Iterator[list]:
@@ -120,7 +129,7 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, *, layer=None,
   ok = failed = 0
   records = []
   with index_path.open("a") as log:
-    for chunk in _batches(_decoded(todo, (h, w), workers), batch):
+    for chunk in _batches(_decoded(todo, (h, w), workers, ahead=2 * batch), batch):
       good = [(s, im) for s, im, err in chunk if im is not None]
       for s, _, err in chunk:
         if err is not None:

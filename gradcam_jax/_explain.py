@@ -24,7 +24,7 @@ from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
 from gradcam_jax._methods import get_method
-from gradcam_jax._model import as_variables, list_layers, run, tap
+from gradcam_jax._model import as_variables, list_layers, run, run_many, tap
 from gradcam_jax._perturb import (PERTURBATION_METHODS, ablation_weights,
                                   scorecam_weights, weighted_sum)
 from gradcam_jax._postprocess import normalize, upsample
@@ -63,22 +63,24 @@ class _Setup:
     self.targets = (None if targets is None
                     else check_targets(targets, self.batch, self.out_shape))
     self.multi = self.targets is not None and self.targets.ndim == 2
-    self.info = None if layer is False else select_layer(infos, layer, self.batch)
+    layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
+    self.infos = [select_layer(infos, l, self.batch) for l in layers]
+    self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
 
   @property
   def layer(self) -> LayerRef:
-    return LayerRef(self.info.path, self.info.call, self.info.method)
+    return self.refs[0]
 
-  def zeros(self):
-    """Zeros shaped like the activation, varying over the same manual mesh axes as
+  def zeros(self, i: int = 0):
+    """Zeros shaped like activation `i`, varying over the same manual mesh axes as
     the images: under ``shard_map`` an unvarying zero would make the transpose sum
     its cotangent over devices, silently mixing examples."""
-    z = jnp.zeros(self.info.shape, self.info.dtype)
+    z = jnp.zeros(self.infos[i].shape, self.infos[i].dtype)
     axes = _varying_axes(self.images)
     return jax.lax.pcast(z, axes, to="varying") if axes else z
 
-  def run(self, x, edit):
-    return run(self.apply_fn, self.variables, x, self.layer, edit)
+  def run(self, x, edit, i: int = 0):
+    return run(self.apply_fn, self.variables, x, self.refs[i], edit)
 
   def cotangent(self, target_fn, output):
     """The output cotangent(s) of the target scores, and the targets used. With
@@ -181,7 +183,9 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       ``map(A, dA) -> (h, w)`` for one example.
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
-      None for the last spatial (B, h, w, C) activation.
+      None for the last spatial (B, h, w, C) activation. A list of layers gives
+      one map per layer, each normalised at input size, averaged (``cam_raw`` is
+      then that average at input size, ``cam`` its normalisation).
     target: ``target_fn(output, targets) -> (B,)`` scores; default the class logit.
     eps: maps whose range is at most `eps` normalise to all zeros.
     batch_size: Score-/Ablation-CAM: channels per chunk of masked forward passes
@@ -213,39 +217,58 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     Gradient-based Localization", ICCV 2017; each method's docstring in
     ``gradcam_jax.METHODS`` gives its formula and paper.
   """
-  layer = parse_layer(layer)
+  layer = ([parse_layer(l) for l in layer] if isinstance(layer, list)
+           else parse_layer(layer))
   perturbation = method in PERTURBATION_METHODS
   map_fn = None if perturbation else get_method(method)
 
   def cam_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, layer)
-    output, vjp = jax.vjp(lambda d, p: s.run(images, lambda a: tap(a, p) + d),
-                          s.zeros(), s.zeros())
+    n = len(s.refs)
+    zeros = [s.zeros(i) for i in range(n)]
+    output, vjp = jax.vjp(
+        lambda ds, ps: run_many(apply_fn, s.variables, images, s.refs,
+                                [functools.partial(_tapped, d=d, p=p)
+                                 for d, p in zip(ds, ps)]), zeros, zeros)
     ct, targets = s.cotangent(target, output)
-    da, a = s.pullback(vjp, ct)
-    if perturbation:
-      raw = _perturbation_maps(s, method, output, a[0] if s.multi else a, targets,
-                               target, batch_size, top_n)
-    elif s.multi:
-      raw = _t_second(jax.vmap(jax.vmap(map_fn))(a.astype(jnp.float32),
-                                                 da.astype(jnp.float32)))
-    else:
-      raw = jax.vmap(map_fn)(a.astype(jnp.float32), da.astype(jnp.float32))
-    raw = jax.nn.relu(raw)
-    return Explanation(_postprocess(raw, images.shape[1:3], eps, s.multi), raw, None,
-                       None, output, targets)
+    das, acts = s.pullback(vjp, ct)
+    raws = []
+    for i, (da, a) in enumerate(zip(das, acts)):
+      if perturbation:
+        raw = _perturbation_maps(s, i, method, output, a[0] if s.multi else a, targets,
+                                 target, batch_size, top_n)
+      elif s.multi:
+        raw = _t_second(jax.vmap(jax.vmap(map_fn))(a.astype(jnp.float32),
+                                                   da.astype(jnp.float32)))
+      else:
+        raw = jax.vmap(map_fn)(a.astype(jnp.float32), da.astype(jnp.float32))
+      raws.append(jax.nn.relu(raw))
+    size = images.shape[1:3]
+    if n == 1:
+      return Explanation(_postprocess(raws[0], size, eps, s.multi), raws[0], None, None,
+                         output, targets)
+    # several layers (pytorch-grad-cam's convention): each layer's map normalised at
+    # input size, then averaged; cam_raw is that average, cam its normalisation
+    mean = sum(_postprocess(r, size, eps, s.multi) for r in raws) / n
+    flat = mean.reshape(-1, *size)
+    return Explanation(normalize(flat, eps).reshape(mean.shape), mean, None, None,
+                       output, targets)
 
   return _bind_params(cam_explain, params, cam.__doc__)
 
 
-def _perturbation_maps(s, method, output, a, targets, target_fn, batch_size, top_n):
+def _tapped(a, d, p):
+  return tap(a, p) + d
+
+
+def _perturbation_maps(s, i, method, output, a, targets, target_fn, batch_size, top_n):
   def one_target(t):
     if method == "scorecam":
       score = _probability_score(target_fn)
-      w = scorecam_weights(lambda x: score(s.run(x, lambda act: act), t), s.images,
+      w = scorecam_weights(lambda x: score(s.apply_fn(s.variables, x), t), s.images,
                            a, top_n, batch_size)
     else:
-      w = ablation_weights(lambda act: target_fn(s.run(s.images, lambda _: act), t),
+      w = ablation_weights(lambda act: target_fn(s.run(s.images, lambda _: act, i), t),
                            a, target_fn(output, t), batch_size)
     return weighted_sum(a, w)
   if s.multi:
@@ -257,20 +280,7 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
             method="gradcam", eps: float = 1e-7) -> Callable:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
-  See :func:`cam` for the arguments.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, flax.linen as nn
-    >>> class Net(nn.Module):
-    ...   @nn.compact
-    ...   def __call__(self, x):
-    ...     x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
-    ...     return nn.Dense(3)(x.mean((1, 2)))
-    >>> net = Net()
-    >>> variables = net.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
-    >>> explain = jax.jit(gradcam(net.apply, variables, layer="conv"))
-    >>> explain(jnp.ones((2, 8, 8, 3))).cam.shape
-    (2, 8, 8)
+  See :func:`cam` for the arguments and an example.
 
   References:
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via

@@ -24,7 +24,7 @@ import jax
 
 from gradcam_jax._layers import LayerInfo, LayerRef
 
-__all__ = ["Split", "as_variables", "list_layers", "run", "tap"]
+__all__ = ["Split", "as_variables", "list_layers", "run", "run_many", "tap"]
 
 
 class Split(NamedTuple):
@@ -132,12 +132,18 @@ def run(apply_fn, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax
 
   `layer` must be resolved (see ``select_layer``): its ``call`` is the call index.
   """
+  return run_many(apply_fn, variables, x, (layer,), (edit,))
+
+
+def run_many(apply_fn, variables, x, layers, edits):
+  """:func:`run` with an edit at each of several layers, in one forward pass."""
   if isinstance(apply_fn, Split):
-    return apply_fn.head(variables, edit(apply_fn.features(variables, x)))
+    if len(layers) != 1:
+      raise ValueError(f"a Split model has one layer (its features); got {len(layers)}.")
+    return apply_fn.head(variables, edits[0](apply_fn.features(variables, x)))
   calls: dict = {}
+  wanted = {(ref.path, ref.method, ref.call or 0): edit for ref, edit in zip(layers, edits)}
   edited: list = []
-  target = (layer.path, layer.method)
-  wanted = layer.call or 0
 
   def intercept(next_fun, args, kwargs, context):
     module, method = context.module, context.method_name
@@ -146,15 +152,15 @@ def run(apply_fn, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax
     key = (tuple(module.path), method)
     index = calls[key] = calls.get(key, -1) + 1
     out = next_fun(*args, **kwargs)
-    if key == target and index == wanted:
+    edit = wanted.get((*key, index))
+    if edit is not None:
       edited.append(key)
       return edit(out)
     return out
 
   with nn.intercept_methods(intercept):
     out = apply_fn(variables, x)
-  if len(edited) != 1:  # a model whose calls differ between traces
-    raise RuntimeError(f"layer {layer} was reached {len(edited)} times while running "
-                       "the model; expected exactly once.")
+  if len(edited) != len(wanted):  # a model whose calls differ between traces
+    raise RuntimeError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
+                       f"{len(wanted)} while running the model; expected each once.")
   return out
-

@@ -152,3 +152,48 @@ def test_demo_command(tmp_path, capsys):
   for r in records:
     figure = cv2.imread(str(tmp_path / "demo" / r["file"]))
     assert figure is not None and figure.shape[1] > 4 * 64
+
+
+def test_decoding_runs_a_bounded_distance_ahead(tmp_path):
+  """The decoder never holds more than `ahead` images beyond what was consumed."""
+  sources = [io.Source(tmp_path / f"{i}.png", str(i)) for i in range(50)]
+  started = []
+  real = io.read_image
+
+  def counting(path):
+    started.append(path)
+    return real(path)
+
+  io.read_image = counting
+  try:
+    stream = _batch._decoded(sources, (8, 8), workers=2, ahead=4)
+    consumed = 0
+    for _ in range(10):
+      next(stream)
+      consumed += 1
+      assert len(started) <= consumed + 4
+  finally:
+    io.read_image = real
+
+
+def tiny_zoo_model():
+  """A `module:factory` for --model: any ZooModel-shaped record works."""
+  model, variables = models_init()
+  return zoo.ZooModel("tiny", model, model.apply, variables, "conv2",
+                      lambda im: np.asarray(im, np.float32)[..., :3] / 255.0,
+                      [str(i) for i in range(4)], (8, 8))
+
+
+def models_init():
+  from tests import models
+  return models.init(models.VggNet)
+
+
+def test_module_factory_model(folder, tmp_path):
+  out = tmp_path / "out"
+  assert cli.main(["explain", str(folder / "a.png"), "--out", str(out), "--quiet",
+                   "--model", "tests.test_cli:tiny_zoo_model"]) == 0
+  (record,) = io.read_index(out)
+  assert record["status"] == "ok" and record["predicted_name"] in "0123"
+  npz = np.load(out / record["outputs"][2])
+  assert npz["cam"].shape == (8, 8)

@@ -224,3 +224,65 @@ def test_multi_target_guided_gradcam():
       assert_close(getattr(multi, field)[:, j], getattr(single, field), atol=1e-5)
   gb = jax.jit(gcj.guided_backprop(model.apply, variables))(x, targets)
   assert_close(gb.guided, multi.guided, atol=1e-6)
+
+
+# --- several layers, smoothing ------------------------------------------------------
+
+def test_several_layers_average_normalised_maps():
+  model, variables = _vgg()
+  x, t = models.images(2), jnp.array([1, 3])
+  both = gcj.cam(model.apply, variables, layer=["conv1", "conv2"])(x, t)
+  one = gcj.cam(model.apply, variables, layer="conv1")(x, t)
+  two = gcj.cam(model.apply, variables, layer="conv2")(x, t)
+  mean = (one.cam + two.cam) / 2
+  assert_close(both.cam_raw, mean, atol=1e-6)
+  assert_close(both.cam, gcj.normalize(mean), atol=1e-6)
+
+
+def test_noise_tunnel_reproducible_and_sigma_zero_is_identity():
+  model, variables = _vgg()
+  x = models.images(2)
+  explain = gcj.guided_gradcam(model.apply, variables)
+  plain = explain(x)
+  zero = gcj.noise_tunnel(explain, n=3, sigma=0.0)(x, key=jax.random.key(0))
+  for field in ("cam", "cam_raw", "guided", "guided_gradcam"):
+    assert_close(getattr(zero, field), getattr(plain, field), atol=1e-6)
+  smooth = jax.jit(gcj.noise_tunnel(explain, n=4, sigma=0.2), static_argnames=())
+  a = smooth(x, key=jax.random.key(1))
+  b = smooth(x, key=jax.random.key(1))
+  c = smooth(x, key=jax.random.key(2))
+  np.testing.assert_array_equal(a.cam_raw, b.cam_raw)
+  assert not np.allclose(a.cam_raw, c.cam_raw)
+  np.testing.assert_array_equal(a.targets, plain.targets)
+  chunked = gcj.noise_tunnel(explain, n=4, sigma=0.2, batch_size=3)(x, key=jax.random.key(1))
+  assert_close(chunked.cam_raw, a.cam_raw, atol=1e-5)
+  # by hand: the mean of the explanations of the noisy copies
+  span = x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3))
+  noise = jax.random.normal(jax.random.key(1), (4, *x.shape)) * (0.2 * span)[None, :, None,
+                                                                              None, None]
+  hand = np.mean([explain(x + noise[i], plain.targets).cam_raw for i in range(4)], axis=0)
+  assert_close(a.cam_raw, hand, atol=1e-5)
+
+
+def test_noise_tunnel_params_form_and_perturbation_method():
+  split, params = _split_model()
+  x = _images(2)
+  smooth = gcj.noise_tunnel(gcj.cam(split, method="scorecam"), n=2, sigma=0.1)
+  out = smooth(params, x, key=jax.random.key(0))
+  assert out.cam.shape == (2, 8, 8) and np.isfinite(out.cam).all()
+
+
+def test_augment_flip_is_the_mean_of_the_flipped_back_maps():
+  model, variables = _vgg()
+  x, t = models.images(2), jnp.array([0, 1])
+  explain = gcj.guided_gradcam(model.apply, variables)
+  out = gcj.augment(explain, flips=True)(x, t)
+  plain = explain(x, t)
+  flipped = explain(x[:, :, ::-1], t)
+  assert_close(out.cam_raw, (plain.cam_raw + flipped.cam_raw[..., ::-1]) / 2, atol=1e-6)
+  assert_close(out.guided, (plain.guided + flipped.guided[:, :, ::-1]) / 2, atol=1e-6)
+  gap, gap_vars = models.init(models.GapNet)  # rescaling needs a size-agnostic head
+  scaled = gcj.augment(gcj.guided_gradcam(gap.apply, gap_vars), flips=False,
+                       scales=(1.0, 2.0))(x, t)
+  assert scaled.cam.shape == (2, 8, 8) and scaled.cam_raw.shape == (2, 8, 8)
+  assert np.isfinite(scaled.guided_gradcam).all()

@@ -146,3 +146,21 @@ def test_gcj_jit_equals_jax_jit_and_keeps_params_out_of_the_program():
   _, variables = models.init(models.VggNet)
   arg_hlo = jax.jit(explain.with_params).lower(variables, x).as_text()
   assert len(arg_hlo) < len(closure_hlo)
+
+
+def _convolutions(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).compile().as_text().count(" convolution(")
+
+
+def test_guided_gradcam_runs_one_forward_pass():
+  """In the compiled program, Guided Grad-CAM has exactly the convolutions of guided
+  backprop (forward + input-gradient backward): the Grad-CAM half adds none, and
+  Grad-CAM at the last conv block adds no convolution to the forward's."""
+  model, variables = models.init(models.VggNet)
+  x = models.images(2)
+  forward = _convolutions(lambda x: model.apply(variables, x), x)
+  assert forward == 2
+  assert _convolutions(gcj.gradcam(model.apply, variables), x) == forward
+  guided = _convolutions(gcj.guided_backprop(model.apply, variables), x)
+  assert guided == 2 * forward
+  assert _convolutions(gcj.guided_gradcam(model.apply, variables), x) == guided

@@ -3,7 +3,7 @@
 Its head is not GAP + linear (a flatten, a dense layer with a ReLU, then the
 classifier, as in VGG16), so Grad-CAM differs from CAM and guided backprop differs
 from the plain gradient in the head too. Every ReLU and pool is a module, so both
-pre-activation (``block3_conv2``) and post-activation (``block3_relu2``, the
+pre-activation (``block4_conv2``) and post-activation (``block4_relu2``, 8x8, the
 default Grad-CAM layer) maps have paths. Trained by
 ``python -m gradcam_jax.zoo.train_demo``; weights ship inside the package as an
 orbax checkpoint.
@@ -25,24 +25,30 @@ from gradcam_jax.zoo._layers import MaxPool, ReLU
 __all__ = ["DemoNet", "DEFAULT_LAYER", "CLASS_NAMES", "preprocess", "asset_dir",
            "load_variables", "save_variables", "load_samples"]
 
-DEFAULT_LAYER = "block3_relu2"
+DEFAULT_LAYER = "block4_relu2"
 CLASS_NAMES = tuple(str(d) for d in range(10))
-WIDTHS = (16, 32, 64)
+WIDTHS = (16, 32, 64, 96)
+_HE = nn.initializers.he_normal()  # keeps the signal's scale through eight ReLU layers
 
 
 class DemoNet(nn.Module):
-  """Three blocks of two 3x3 conv+ReLU and a 2x2 max pool; dense 128 + ReLU; dense 10."""
+  """Four blocks of two (3x3 conv, BatchNorm, ReLU) and a 2x2 max pool (64 -> 4 px);
+  flatten; dense 128 + ReLU; dense 10. ``train=False`` (the default) uses the
+  BatchNorm running statistics, as explanations need."""
   num_classes: int = 10
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     for b, width in enumerate(WIDTHS, start=1):
       for i in (1, 2):
-        x = nn.Conv(width, (3, 3), padding=1, name=f"block{b}_conv{i}")(x)
+        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, kernel_init=_HE,
+                    name=f"block{b}_conv{i}")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         name=f"block{b}_bn{i}")(x)
         x = ReLU(name=f"block{b}_relu{i}")(x)
       x = MaxPool(2, name=f"block{b}_pool")(x)
     x = x.reshape(x.shape[0], -1)
-    x = ReLU(name="fc1_relu")(nn.Dense(128, name="fc1")(x))
+    x = ReLU(name="fc1_relu")(nn.Dense(128, kernel_init=_HE, name="fc1")(x))
     return nn.Dense(self.num_classes, name="fc2")(x)
 
 

@@ -38,23 +38,43 @@ def accuracy(apply_fn, variables, scenes, batch: int = 500) -> dict:
           "two_digit_n": int(two.sum())}
 
 
+def pointing(apply_fn, variables, scenes, layer: str, batch: int = 500) -> float:
+  """Grad-CAM pointing game on two-digit scenes: the map of each digit's class
+  peaks inside that digit's box."""
+  import gradcam_jax as gcj
+  explain = gcj.jit(gcj.gradcam(apply_fn, variables, layer=layer))
+  two = np.flatnonzero(scenes.classes[:, 1] >= 0)
+  hits = []
+  for i in range(0, len(two), batch):
+    idx = two[i:i + batch]
+    cam = np.asarray(explain(demo.preprocess(scenes.images[idx]),
+                             jnp.asarray(scenes.classes[idx])).cam)  # (b, 2, H, W)
+    for j, b in enumerate(idx):
+      for k in range(2):
+        y, x = np.unravel_index(np.argmax(cam[j, k]), cam.shape[-2:])
+        x0, y0, x1, y1 = scenes.boxes[b, k]
+        hits.append(x0 <= x < x1 and y0 <= y < y1)
+  return float(np.mean(hits))
+
+
 def train(epochs: int, per_epoch: int, batch: int, seed: int, lr: float):
   model = demo.DemoNet()
   variables = model.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3)))
   steps = epochs * (per_epoch // batch)
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, steps // 20, steps),
                    weight_decay=1e-4)
-  params, opt_state = variables["params"], None
+  params, stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
 
   @jax.jit
-  def step(params, opt_state, images, labels):
+  def step(params, stats, opt_state, images, labels):
     def loss_fn(p):
-      logits = model.apply({"params": p}, images)
-      return optax.softmax_cross_entropy(logits, labels).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+      logits, new = model.apply({"params": p, "batch_stats": stats}, images, train=True,
+                                mutable=["batch_stats"])
+      return optax.softmax_cross_entropy(logits, labels).mean(), new["batch_stats"]
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), stats, opt_state, loss
 
   for epoch in range(epochs):
     start = time.perf_counter()
@@ -63,13 +83,13 @@ def train(epochs: int, per_epoch: int, batch: int, seed: int, lr: float):
     losses = []
     for i in range(0, per_epoch - batch + 1, batch):
       idx = order[i:i + batch]
-      params, opt_state, loss = step(params, opt_state,
-                                     demo.preprocess(scenes.images[idx]),
-                                     jnp.asarray(scenes.labels[idx]))
+      params, stats, opt_state, loss = step(params, stats, opt_state,
+                                            demo.preprocess(scenes.images[idx]),
+                                            jnp.asarray(scenes.labels[idx]))
       losses.append(float(loss))
     print(f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
-  return model, {"params": params}
+  return model, {"params": params, "batch_stats": stats}
 
 
 def write_samples(folder: Path, model, variables, n: int = 6, seed: int = 7) -> None:
@@ -90,7 +110,7 @@ def write_samples(folder: Path, model, variables, n: int = 6, seed: int = 7) -> 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--epochs", type=int, default=14)
+  parser.add_argument("--epochs", type=int, default=12)
   parser.add_argument("--per-epoch", type=int, default=12000)
   parser.add_argument("--batch", type=int, default=100)
   parser.add_argument("--lr", type=float, default=2e-3)
@@ -103,6 +123,8 @@ def main(argv=None) -> None:
   train_s = time.perf_counter() - start
   test = make_scenes(args.test_scenes, "test", seed=12345)
   acc = accuracy(jax.jit(model.apply), variables, test)
+  acc["two_digit_gradcam_pointing"] = pointing(model.apply, variables, test,
+                                               demo.DEFAULT_LAYER)
   print(json.dumps(acc, indent=1))
   args.out.mkdir(parents=True, exist_ok=True)
   demo.save_variables(variables, args.out / "checkpoint")

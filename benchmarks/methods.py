@@ -1,0 +1,93 @@
+"""Methods table: images/s of every CAM method on ResNet-50 (random weights, 224x224)
+at two batch sizes, on this machine, with the jitted forward as the reference.
+
+Calls of all methods are interleaved round by round, and each row reports the
+median; Score-CAM scores the top-N channels (Faster Score-CAM) since all 2048
+channels of layer4 cost 2048 forward passes per image.
+
+    python benchmarks/methods.py                       # batch 1 and 4, 3 rounds
+    python benchmarks/methods.py --batches 2 8 --rounds 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import versions  # noqa: E402
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--size", type=int, default=224)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--scorecam-top-n", type=int, default=64)
+  parser.add_argument("--chunk", type=int, default=16, help="Score/Ablation-CAM batch_size")
+  parser.add_argument("--json", default="benchmarks/results/methods.json")
+  args = parser.parse_args()
+
+  import jax
+  import gradcam_jax as gcj
+  from gradcam_jax.zoo.resnet import init_resnet50
+
+  model, variables = init_resnet50(size=args.size)
+  jax.block_until_ready(variables)
+  methods = ["forward", "gradcam", "hirescam", "gradcam_elementwise", "xgradcam",
+             "gradcam++", "layercam", "eigencam", "eigengradcam", "ablationcam",
+             f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam"]
+
+  def build(name):
+    if name == "forward":
+      return jax.jit(model.apply)
+    if name == "guided_backprop":
+      return jax.jit(gcj.guided_backprop(model.apply))
+    if name == "guided_gradcam":
+      return jax.jit(gcj.guided_gradcam(model.apply, layer="layer4"))
+    if name.startswith("scorecam"):
+      return jax.jit(gcj.cam(model.apply, method="scorecam", layer="layer4",
+                             top_n=args.scorecam_top_n, batch_size=args.chunk))
+    return jax.jit(gcj.cam(model.apply, method=name, layer="layer4",
+                           batch_size=args.chunk))
+
+  rows = []
+  for batch in args.batches:
+    x = jax.random.normal(jax.random.key(1), (batch, args.size, args.size, 3))
+    fns, first = {}, {}
+    for name in methods:
+      fns[name] = build(name)
+      start = time.perf_counter()
+      jax.block_until_ready(fns[name](variables, x))
+      first[name] = time.perf_counter() - start
+    times = {name: [] for name in methods}
+    for _ in range(args.rounds):
+      for name in methods:
+        start = time.perf_counter()
+        jax.block_until_ready(fns[name](variables, x))
+        times[name].append(time.perf_counter() - start)
+    fwd = statistics.median(times["forward"])
+    for name in methods:
+      med = statistics.median(times[name])
+      rows.append({"method": name, "batch": batch, "median_s": med,
+                   "images_per_s": batch / med, "x_forward": med / fwd,
+                   "first_call_s": first[name]})
+      print(f"batch {batch:3d}  {name:26s} {med:8.3f} s  {batch / med:8.2f} img/s  "
+            f"{med / fwd:6.2f}x fwd  first call {first[name]:6.2f} s", flush=True)
+
+  result = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "rounds": args.rounds,
+            "chunk": args.chunk, "scorecam_top_n": args.scorecam_top_n,
+            "versions": versions(),
+            "rows": rows}
+  os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+  with open(args.json, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()
