@@ -75,7 +75,7 @@ guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 # Recognising ReLUs in a jaxpr.
 
 _ZERO_PASSTHROUGH = frozenset(
-    {"pvary", "broadcast_in_dim", "convert_element_type", "reshape", "copy", "copy_p"})
+    {"pvary", "broadcast_in_dim", "convert_element_type", "reshape", "copy"})
 
 
 def _literal_is_zero(atom) -> bool:

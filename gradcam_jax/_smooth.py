@@ -64,7 +64,7 @@ def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
     Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017.
   """
 
-  @functools.wraps(explain)
+  @functools.wraps(explain, updated=())  # not its __dict__: gcj.jit must not see
   def smoothed(*args, key):
     prefix, images, targets = _split_args(explain, args)
     clean = explain(*prefix, images, targets)
@@ -109,7 +109,7 @@ def augment(explain: Callable, *, flips: bool = True,
     (1, 4, 4)
   """
 
-  @functools.wraps(explain)
+  @functools.wraps(explain, updated=())  # the inner explainer's params
   def augmented(*args):
     prefix, images, targets = _split_args(explain, args)
     clean = explain(*prefix, images, targets)

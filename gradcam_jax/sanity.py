@@ -94,15 +94,19 @@ def hog_correlation(a: jax.Array, b: jax.Array, cell: int = 8) -> jax.Array:
   return _pearson(hog(a, cell), hog(b, cell))
 
 
-def top_down_layers(params) -> list[tuple[str, ...]]:
-  """Paths of the parameterised modules of a Flax params tree, from the output down
-  (the order in which the modules were defined, reversed)."""
-  paths = []
-  for path, _ in jax.tree_util.tree_leaves_with_path(params):
-    module = tuple(str(getattr(k, "key", k)) for k in path[:-1])
-    if module not in paths:
-      paths.append(module)
-  return paths[::-1]
+def top_down_layers(apply_fn, variables, images) -> list[tuple[str, ...]]:
+  """Paths of the modules that own parameters, from the output down: the order in
+  which the model computes them on `images`, reversed (traced, not run)."""
+  from gradcam_jax._model import list_layers
+  owners = set()
+  for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"]):
+    owners.add(tuple(str(getattr(k, "key", k)) for k in path[:-1]))
+  infos, _ = list_layers(apply_fn, variables, images)
+  order = []
+  for info in infos:
+    if info.path in owners and info.path not in order:
+      order.append(info.path)
+  return order[::-1]
 
 
 def randomise(variables, layers: Sequence[tuple[str, ...]], key):
@@ -140,7 +144,8 @@ def _as_maps(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x, jnp.abs(x)
 
 
-def randomisation_table(make_explainer: Callable, variables, images, targets, *, key,
+def randomisation_table(make_explainer: Callable, apply_fn, variables, images, targets,
+                        *, key,
                         field: str = "cam", mode: str = "cascading",
                         layers: Sequence[tuple[str, ...]] | None = None,
                         cell: int = 8) -> list[SanityRow]:
@@ -149,13 +154,14 @@ def randomisation_table(make_explainer: Callable, variables, images, targets, *,
   Args:
     make_explainer: ``variables -> explain`` (e.g.
       ``lambda v: gcj.gradcam(model.apply, v, layer=...)``).
+    apply_fn: the model's apply function (for the order of its layers).
     variables: the trained model's Flax variables.
     targets: the explained classes, fixed across randomisations.
     field: the :class:`Explanation` field compared (``"cam"``, ``"guided"``,
       ``"guided_gradcam"``).
     mode: ``"cascading"`` (randomise from the top layer down, cumulatively) or
       ``"independent"`` (one layer at a time).
-    layers: the order of layers; default :func:`top_down_layers`.
+    layers: the layers in the order to randomise; default :func:`top_down_layers`.
 
   Returns:
     One row for the original model (similarity 1) and one per randomisation step.
@@ -165,7 +171,8 @@ def randomisation_table(make_explainer: Callable, variables, images, targets, *,
   """
   if mode not in ("cascading", "independent"):
     raise ValueError(f"mode: expected 'cascading' or 'independent'; got {mode!r}.")
-  layers = list(top_down_layers(variables["params"]) if layers is None else layers)
+  layers = list(top_down_layers(apply_fn, variables, images) if layers is None
+                else layers)
   ref = getattr(make_explainer(variables)(images, targets), field)
   ref_signed, ref_abs = _as_maps(ref)
   rows = [SanityRow("none", 1.0, 1.0, 1.0, 1.0)]

@@ -286,3 +286,14 @@ def test_augment_flip_is_the_mean_of_the_flipped_back_maps():
                        scales=(1.0, 2.0))(x, t)
   assert scaled.cam.shape == (2, 8, 8) and scaled.cam_raw.shape == (2, 8, 8)
   assert np.isfinite(scaled.guided_gradcam).all()
+
+
+def test_gcj_jit_of_a_smoothed_explainer_keeps_the_smoothing():
+  model, variables = _vgg()
+  x = models.images(2)
+  smooth = gcj.noise_tunnel(gcj.gradcam(model.apply, variables), n=2, sigma=0.3)
+  assert not hasattr(smooth, "with_params")
+  a = gcj.jit(smooth)(x, key=jax.random.key(0))
+  b = smooth(x, key=jax.random.key(0))
+  assert_close(a.cam_raw, b.cam_raw, atol=1e-5)
+  assert not np.allclose(a.cam_raw, gcj.gradcam(model.apply, variables)(x).cam_raw)

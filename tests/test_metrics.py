@@ -141,17 +141,19 @@ def test_randomisation_table_shapes_and_identity():
   model, variables = models.init(models.GapNet, shape=(1, 16, 16, 3))
   x = models.images(2, size=16)
   t = jnp.array([0, 1])
-  assert sanity.top_down_layers(variables["params"])[0] == ("fc",)
+  assert sanity.top_down_layers(model.apply, variables, x) == [
+      ("fc",), ("block2", "conv"), ("block1", "conv")]
   rows = sanity.randomisation_table(lambda v: gcj.gradcam(model.apply, v, layer="block2"),
-                                    variables, x, t, key=jax.random.key(0))
+                                    model.apply, variables, x, t, key=jax.random.key(0))
   assert [r.randomised for r in rows] == ["none", "down to fc", "down to block2/conv",
                                           "down to block1/conv"]
   assert all(-1 <= r.spearman <= 1 for r in rows)
   same = sanity.randomisation_table(lambda v: gcj.gradcam(model.apply, v, layer="block2"),
-                                    variables, x, t, key=jax.random.key(0), layers=[])
+                                    model.apply, variables, x, t, key=jax.random.key(0),
+                                    layers=[])
   assert same == [sanity.SanityRow("none", 1.0, 1.0, 1.0, 1.0)]
   indep = sanity.randomisation_table(lambda v: gcj.guided_backprop(model.apply, v),
-                                     variables, x, t, key=jax.random.key(0),
+                                     model.apply, variables, x, t, key=jax.random.key(0),
                                      field="guided", mode="independent")
   assert [r.randomised for r in indep][1:] == ["fc", "block2/conv", "block1/conv"]
   r = sanity.randomise(variables, [("fc",)], jax.random.key(1))

@@ -53,3 +53,13 @@ def test_each_class_map_lands_on_its_digit(model):
       y, xx = np.unravel_index(np.argmax(cam[j]), cam[j].shape)
       x0, y0, x1, y1 = records[i]["boxes"][k]
       assert x0 - 2 <= xx < x1 + 2 and y0 - 2 <= y < y1 + 2, (i, k, (xx, y))
+
+
+def test_gradcam_pointing_game_on_held_out_two_digit_scenes(model):
+  """Each digit's class map peaks inside that digit's box (measured 0.867 on these
+  300 explanations; 0.848 on the 2000 scenes of meta.json)."""
+  pytest.importorskip("sklearn")
+  from gradcam_jax.zoo.digit_scenes import make_scenes
+  from gradcam_jax.zoo.train_demo import pointing
+  scenes = make_scenes(300, "test", two_fraction=0.5, seed=99)
+  assert pointing(model.apply_fn, model.variables, scenes, model.layer) >= 0.8
