@@ -34,6 +34,7 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=777)
   parser.add_argument("--steps", type=int, default=16)
   parser.add_argument("--sanity-scenes", type=int, default=32)
+  parser.add_argument("--chunk", type=int, default=40, help="images per explainer call")
   parser.add_argument("--json", default="benchmarks/results/faithfulness.json")
   args = parser.parse_args()
 
@@ -54,14 +55,19 @@ def main() -> None:
   score = metrics.probabilities(model.apply_fn, model.variables)
   n = x.shape[0]
 
+  def chunked(fn):  # explain `chunk` images at a time: Score-CAM's masked batches
+    parts = [fn(x[i:i + args.chunk], targets[i:i + args.chunk])  # stay in memory
+             for i in range(0, n, args.chunk)]
+    return jnp.concatenate(parts)
+
   def gradient_map(explain):
-    g = explain(x, targets).guided
-    return gcj.normalize(jnp.abs(g).sum(-1))
+    return chunked(lambda x, t: gcj.normalize(jnp.abs(explain(x, t).guided).sum(-1)))
 
   maps = {}
   for m in METHODS:
-    maps[m] = gcj.jit(gcj.cam(model.apply_fn, model.variables, method=m,
-                              layer=model.layer, batch_size=32))(x, targets).cam
+    explain = gcj.jit(gcj.cam(model.apply_fn, model.variables, method=m,
+                              layer=model.layer, batch_size=16))
+    maps[m] = chunked(lambda x, t: explain(x, t).cam)
   maps["guided_backprop"] = gradient_map(
       jax.jit(gcj.guided_backprop(model.apply_fn, model.variables)))
 
@@ -70,7 +76,7 @@ def main() -> None:
     g = jax.grad(lambda x: jnp.sum(gcj.class_logit(model.apply_fn(model.variables, x), t)))(x)
     return gcj.normalize(jnp.abs(g).sum(-1))
 
-  maps["input_gradient"] = input_gradient(x, targets)
+  maps["input_gradient"] = chunked(input_gradient)
   maps["random"] = jax.random.uniform(jax.random.key(0), (n, 64, 64))
   yy, xx = jnp.mgrid[0:64, 0:64]
   maps["centre_gaussian"] = jnp.broadcast_to(
@@ -78,18 +84,30 @@ def main() -> None:
 
   rows = []
   for name, cam in maps.items():
-    dele = metrics.deletion(score, x, cam, targets, steps=args.steps, batch_size=4)
-    ins = metrics.insertion(score, x, cam, targets, steps=args.steps, batch_size=4)
-    drop, inc = metrics.average_drop_increase(score, x, cam, targets)
-    morf = metrics.road(score, x, cam, targets, key=jax.random.key(1), order="morf")
-    lerf = metrics.road(score, x, cam, targets, key=jax.random.key(1), order="lerf")
+    parts = {k: [] for k in ("del", "ins", "drop", "inc", "morf", "lerf")}
+    for i in range(0, n, args.chunk):  # bounded memory: `chunk` images at a time
+      xc, mc, tc = x[i:i + args.chunk], cam[i:i + args.chunk], targets[i:i + args.chunk]
+      w = xc.shape[0] / n
+      parts["del"].append(metrics.deletion(score, xc, mc, tc, steps=args.steps,
+                                           batch_size=4).auc)
+      parts["ins"].append(metrics.insertion(score, xc, mc, tc, steps=args.steps,
+                                            batch_size=4).auc)
+      drop, inc = metrics.average_drop_increase(score, xc, mc, tc)
+      parts["drop"].append(drop * w)
+      parts["inc"].append(inc * w)
+      parts["morf"].append(metrics.road(score, xc, mc, tc, key=jax.random.key(1),
+                                        order="morf").mean(1))
+      parts["lerf"].append(metrics.road(score, xc, mc, tc, key=jax.random.key(1),
+                                        order="lerf").mean(1))
+    mean = lambda k: float(jnp.mean(jnp.concatenate(parts[k])))
     rows.append({
         "method": name,
         "pointing": float(metrics.pointing_game(cam, boxes).mean()),
         "localisation_iou50": float(metrics.localisation(cam, boxes).mean()),
-        "deletion_auc": float(dele.auc.mean()), "insertion_auc": float(ins.auc.mean()),
-        "average_drop": float(drop), "increase_in_confidence": float(inc),
-        "road_morf": float(morf.mean()), "road_lerf": float(lerf.mean())})
+        "deletion_auc": mean("del"), "insertion_auc": mean("ins"),
+        "average_drop": float(sum(parts["drop"])),
+        "increase_in_confidence": float(sum(parts["inc"])),
+        "road_morf": mean("morf"), "road_lerf": mean("lerf")})
     r = rows[-1]
     print(f"{name:22s} point {r['pointing']:.3f}  loc {r['localisation_iou50']:.3f}  "
           f"del {r['deletion_auc']:.3f}  ins {r['insertion_auc']:.3f}  "
