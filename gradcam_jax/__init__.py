@@ -17,6 +17,7 @@ from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
 from gradcam_jax._explain import jit
+from gradcam_jax._explain import tokens_to_grid
 from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._layers import LayerInfo
@@ -31,6 +32,9 @@ from gradcam_jax._smooth import augment
 from gradcam_jax._smooth import noise_tunnel
 from gradcam_jax._targets import class_logit
 from gradcam_jax._targets import class_probability
+from gradcam_jax._targets import detection_target
+from gradcam_jax._targets import embedding_target
+from gradcam_jax._targets import segmentation_target
 
 __version__ = "0.1.0"
 
@@ -51,6 +55,8 @@ __all__ = (
     "class_logit",
     "cam",
     "class_probability",
+    "detection_target",
+    "embedding_target",
     "gradcam",
     "guided",
     "guided_backprop",
@@ -60,5 +66,7 @@ __all__ = (
     "list_layers",
     "noise_tunnel",
     "normalize",
+    "segmentation_target",
+    "tokens_to_grid",
     "upsample",
 )

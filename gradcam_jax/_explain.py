@@ -32,7 +32,7 @@ from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (class_logit, class_probability, check_targets,
                                   default_targets, score_cotangent)
 
-__all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam", "jit"]
+__all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam", "jit", "tokens_to_grid"]
 
 
 def _varying_axes(x) -> tuple:
@@ -46,7 +46,7 @@ def _varying_axes(x) -> tuple:
 class _Setup:
   """What one trace of an explainer knows: variables, checked inputs, the layer."""
 
-  def __init__(self, apply_fn, params, images, targets, layer):
+  def __init__(self, apply_fn, params, images, targets, layer, reshape=None):
     self.apply_fn = apply_fn
     self.images = check_images(images)
     self.batch = images.shape[0]
@@ -64,7 +64,8 @@ class _Setup:
                     else check_targets(targets, self.batch, self.out_shape))
     self.multi = self.targets is not None and self.targets.ndim == 2
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
-    self.infos = [select_layer(infos, l, self.batch) for l in layers]
+    self.infos = [select_layer(infos, l, self.batch, reshape) for l in layers]
+    self.reshape = reshape
     self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
 
   @property
@@ -85,7 +86,7 @@ class _Setup:
   def cotangent(self, target_fn, output):
     """The output cotangent(s) of the target scores, and the targets used. With
     (B, T) targets the cotangent leaves carry a leading T axis."""
-    targets = (default_targets(output, self.batch) if self.targets is None
+    targets = (default_targets(output, self.batch, target_fn) if self.targets is None
                else self.targets)
     if not self.multi:
       return score_cotangent(target_fn, output, targets, self.batch), targets
@@ -96,6 +97,41 @@ class _Setup:
   def pullback(self, vjp, ct):
     """``vjp(ct)``, vmapped over the T cotangents when there are several."""
     return jax.vmap(vjp)(ct) if self.multi else vjp(ct)
+
+  def grid(self, x):
+    """The layer's activation (or its gradient) as (B, h, w, C): `reshape` applied
+    (token grids of transformers), vmapped over a leading T axis when multi."""
+    if self.reshape is None:
+      return x
+    return jax.vmap(self.reshape)(x) if self.multi else self.reshape(x)
+
+
+def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Callable:
+  """A `reshape` for transformers: (B, prefix + N, D) tokens -> (B, h, w, D).
+
+  Drops the first `prefix` tokens (the class token; more for register tokens) and
+  lays the N patch tokens out row by row on a `grid` of (h, w), inferred as a square
+  when None.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tokens_to_grid()(jnp.zeros((2, 1 + 16, 8))).shape
+    (2, 4, 4, 8)
+  """
+  def reshape(tokens):
+    b, n, d = tokens.shape
+    patches = n - prefix
+    h, w = grid if grid is not None else (int(round(patches ** 0.5)),) * 2
+    if h * w != patches:
+      raise ValueError(f"tokens_to_grid: {patches} patch tokens (after dropping "
+                       f"{prefix}) do not fill a {h}x{w} grid; pass grid=(h, w).")
+    return tokens[:, prefix:].reshape(b, h, w, d)
+  return reshape
+
+
+def _f32(x):
+  """At least float32 (bfloat16 activations are widened; float64 kept)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _t_second(x):
@@ -166,8 +202,8 @@ def _probability_score(target_fn):
 
 
 def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_logit,
-        eps: float = 1e-7, batch_size: int | None = None,
-        top_n: int | None = None) -> Callable:
+        eps: float = 1e-7, batch_size: int | None = None, top_n: int | None = None,
+        reshape: Callable | None = None) -> Callable:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
   Args:
@@ -192,6 +228,8 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       (memory bound); None runs all channels in one vmapped pass.
     top_n: Score-CAM only: score the `top_n` channels of highest spatial variance
       (Faster Score-CAM); None scores all.
+    reshape: turns the layer's activation into (B, h, w, C) before the method sees
+      it, e.g. :func:`tokens_to_grid` for a transformer block's (B, 1+N, D) tokens.
 
   Returns:
     ``explain`` returning an :class:`Explanation` with ``cam``, ``cam_raw``,
@@ -223,7 +261,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   map_fn = None if perturbation else get_method(method)
 
   def cam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape)
     n = len(s.refs)
     zeros = [s.zeros(i) for i in range(n)]
     output, vjp = jax.vjp(
@@ -233,15 +271,16 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     ct, targets = s.cotangent(target, output)
     das, acts = s.pullback(vjp, ct)
     raws = []
-    for i, (da, a) in enumerate(zip(das, acts)):
+    for i, (da, a_layer) in enumerate(zip(das, acts)):
+      da, a = s.grid(da), s.grid(a_layer)
       if perturbation:
-        raw = _perturbation_maps(s, i, method, output, a[0] if s.multi else a, targets,
-                                 target, batch_size, top_n)
+        first = (lambda v: v[0]) if s.multi else (lambda v: v)
+        raw = _perturbation_maps(s, i, method, output, first(a), first(a_layer),
+                                 targets, target, batch_size, top_n)
       elif s.multi:
-        raw = _t_second(jax.vmap(jax.vmap(map_fn))(a.astype(jnp.float32),
-                                                   da.astype(jnp.float32)))
+        raw = _t_second(jax.vmap(jax.vmap(map_fn))(_f32(a), _f32(da)))
       else:
-        raw = jax.vmap(map_fn)(a.astype(jnp.float32), da.astype(jnp.float32))
+        raw = jax.vmap(map_fn)(_f32(a), _f32(da))
       raws.append(jax.nn.relu(raw))
     size = images.shape[1:3]
     if n == 1:
@@ -261,7 +300,10 @@ def _tapped(a, d, p):
   return tap(a, p) + d
 
 
-def _perturbation_maps(s, i, method, output, a, targets, target_fn, batch_size, top_n):
+def _perturbation_maps(s, i, method, output, a, a_layer, targets, target_fn, batch_size,
+                       top_n):
+  """Score-/Ablation-CAM maps from `a` (B, h, w, K); Ablation-CAM zeroes channels
+  of `a_layer`, the activation in the layer's own layout (tokens for a ViT)."""
   def one_target(t):
     if method == "scorecam":
       score = _probability_score(target_fn)
@@ -269,7 +311,7 @@ def _perturbation_maps(s, i, method, output, a, targets, target_fn, batch_size, 
                            a, top_n, batch_size)
     else:
       w = ablation_weights(lambda act: target_fn(s.run(s.images, lambda _: act, i), t),
-                           a, target_fn(output, t), batch_size)
+                           a_layer, target_fn(output, t), batch_size)
     return weighted_sum(a, w)
   if s.multi:
     return _t_second(jax.vmap(one_target, in_axes=1)(targets))
@@ -277,7 +319,8 @@ def _perturbation_maps(s, i, method, output, a, targets, target_fn, batch_size, 
 
 
 def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
-            method="gradcam", eps: float = 1e-7) -> Callable:
+            method="gradcam", eps: float = 1e-7,
+            reshape: Callable | None = None) -> Callable:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
   See :func:`cam` for the arguments and an example.
@@ -286,7 +329,8 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017.
   """
-  return cam(apply_fn, params, method=method, layer=layer, target=target, eps=eps)
+  return cam(apply_fn, params, method=method, layer=layer, target=target, eps=eps,
+             reshape=reshape)
 
 
 def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
@@ -312,7 +356,8 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
 
 
 def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
-                   method="gradcam", eps: float = 1e-7) -> Callable:
+                   method="gradcam", eps: float = 1e-7,
+                   reshape: Callable | None = None) -> Callable:
   """Build a Guided Grad-CAM explainer: every field of :class:`Explanation`.
 
   One forward pass serves both halves: the guided-ReLU forward (bit-identical to
@@ -340,7 +385,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   layer, map_fn = parse_layer(layer), get_method(method)
 
   def guided_gradcam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape)
     guided_run = guided(lambda v, x, probe: run(apply_fn, v, x, s.layer,
                                                 lambda a: tap(a, probe)))
     output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),
@@ -352,12 +397,13 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     # it is dead code once A is given, and is removed by XLA under jit).
     _, head_vjp = jax.vjp(lambda act: s.run(images, lambda _: act), a)
     (da,) = s.pullback(head_vjp, ct)
-    f32 = lambda v: v.astype(jnp.float32)
+    a = a if s.reshape is None else s.reshape(a)  # `a` has no T axis here
+    da = s.grid(da)
     if s.multi:
-      raw = _t_second(jax.vmap(lambda d: jax.vmap(map_fn)(f32(a), f32(d)))(da))
+      raw = _t_second(jax.vmap(lambda d: jax.vmap(map_fn)(_f32(a), _f32(d)))(da))
       grad = _t_second(grad)
     else:
-      raw = jax.vmap(map_fn)(f32(a), f32(da))
+      raw = jax.vmap(map_fn)(_f32(a), _f32(da))
     raw = jax.nn.relu(raw)
     cam_ = _postprocess(raw, images.shape[1:3], eps, s.multi)
     return Explanation(cam_, raw, grad, grad * cam_[..., None].astype(grad.dtype),

@@ -79,7 +79,20 @@ def _call_counts(infos: Sequence[LayerInfo]) -> dict:
   return counts
 
 
-def is_spatial(info: LayerInfo, batch: int) -> bool:
+def _transformed(info: LayerInfo, transform) -> LayerInfo:
+  """`info` with the shape `transform` (e.g. tokens -> grid) gives, or no shape."""
+  if transform is None or info.shape is None:
+    return info
+  import jax
+  try:
+    out = jax.eval_shape(transform, jax.ShapeDtypeStruct(info.shape, info.dtype))
+  except Exception:  # not a shape the transform accepts: not a candidate
+    return info._replace(shape=None)
+  return info._replace(shape=tuple(out.shape))
+
+
+def is_spatial(info: LayerInfo, batch: int, transform=None) -> bool:
+  info = _transformed(info, transform)
   return (info.shape is not None and len(info.shape) == 4 and info.shape[0] == batch
           and info.shape[1] > 1 and info.shape[2] > 1)
 
@@ -90,15 +103,16 @@ def describe_layers(infos: Sequence[LayerInfo]) -> str:
 
 
 def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
-                 batch: int) -> LayerInfo:
+                 batch: int, transform=None) -> LayerInfo:
   """The activation `layer` names among `infos`, or the automatic choice.
 
   The automatic choice (``layer=None``) is the last activation, in the order the
-  model finished computing them, of shape (batch, h, w, C) with h, w > 1.
+  model finished computing them, of shape (batch, h, w, C) with h, w > 1 (after
+  `transform`, e.g. a token-to-grid reshape, when one is given).
   """
   counts = _call_counts(infos)
   if layer is None:
-    spatial = [i for i in infos if is_spatial(i, batch)]
+    spatial = [i for i in infos if is_spatial(i, batch, transform)]
     if not spatial:
       raise LayerShapeError(
           "layer=None: expected the model to produce at least one (B, h, w, C) "
@@ -121,11 +135,12 @@ def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
         f"layer {str(layer)!r}: call index {index} requested, but the module is called "
         f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}.")
   info = matches[index]
-  if not is_spatial(info, batch):
+  if not is_spatial(info, batch, transform):
     raise LayerShapeError(
         f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "
         f"a CAM needs a spatial activation of shape (B={batch}, h, w, C) with h, w > 1. "
         "Spatial layers of this model:\n"
         + format_choices(i.describe(counts[(i.path, i.method)])
-                         for i in infos if is_spatial(i, batch)))
+                         for i in infos if is_spatial(i, batch, transform))
+        + ("" if transform is None else "\n(shapes checked after the reshape)"))
   return info

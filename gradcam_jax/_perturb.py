@@ -83,9 +83,9 @@ def ablation_weights(head_fn, a, base: jax.Array, batch_size: int | None,
   image gets large, finite weights instead of NaN.
 
   Args:
-    head_fn: ``(B, h, w, K) activation -> (B,)`` target scores (the model after the
-      layer).
-    a: (B, h, w, K) activations.
+    head_fn: ``activation -> (B,)`` target scores (the model after the layer).
+    a: the activations in the layer's layout, channels last: (B, h, w, K), or
+      (B, tokens, K) for a transformer.
     base: (B,) the unablated scores ``y``.
 
   References:
@@ -96,7 +96,7 @@ def ablation_weights(head_fn, a, base: jax.Array, batch_size: int | None,
 
   def score(ch):
     keep = (jnp.arange(k) != ch).astype(a.dtype)
-    return head_fn(a * keep[None, None, None, :])
+    return head_fn(a * keep.reshape((1,) * (a.ndim - 1) + (k,)))
 
   ablated = _over_channels(score, jnp.arange(k), batch_size).T  # (B, K)
   y = base.astype(jnp.float32)[:, None]
@@ -106,5 +106,5 @@ def ablation_weights(head_fn, a, base: jax.Array, batch_size: int | None,
 
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:
   """``sum_k w_k A_k`` per image: (B, h, w, K), (B, K) -> (B, h, w)."""
-  return jnp.einsum("bhwk,bk->bhw", a.astype(jnp.float32), weights)
+  return jnp.einsum("bhwk,bk->bhw", a.astype(weights.dtype), weights)
 

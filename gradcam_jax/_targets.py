@@ -17,7 +17,8 @@ import numpy as np
 from gradcam_jax._errors import TargetError
 
 __all__ = ["class_logit", "class_probability", "default_targets", "check_targets",
-           "score_cotangent"]
+           "score_cotangent", "segmentation_target", "detection_target",
+           "embedding_target"]
 
 TargetFn = Callable[[Any, Any], jax.Array]
 
@@ -54,8 +55,11 @@ def _is_classifier_output(out, batch: int) -> bool:
   return (hasattr(out, "shape") and len(out.shape) == 2 and out.shape[0] == batch)
 
 
-def default_targets(output, batch: int):
-  """argmax of a (B, num_classes) output, as int32."""
+def default_targets(output, batch: int, target_fn=None):
+  """argmax of a (B, num_classes) output, as int32; None for a target function that
+  declares ``needs_targets = False`` (e.g. :func:`embedding_target`)."""
+  if getattr(target_fn, "needs_targets", True) is False:
+    return None
   if not _is_classifier_output(output, batch):
     raise TargetError(
         "targets=None: the default target is the argmax class of a (B, num_classes) "
@@ -105,3 +109,55 @@ def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
     return jnp.sum(scores)
 
   return jax.grad(total)(output)
+
+
+def segmentation_target(mask) -> TargetFn:
+  """Target for segmentation models: the sum of class ``targets[b]``'s logits over
+  the pixels of `mask`.
+
+  Args:
+    mask: (H, W) or (B, H, W) bool/float weights over the output's pixels.
+
+  Returns:
+    ``target_fn(output (B, H, W, C), targets (B,)) -> (B,)``.
+  """
+  mask = jnp.asarray(mask, jnp.float32)
+
+  def target_fn(output, targets):
+    m = mask if mask.ndim == 3 else mask[None]
+    per_pixel = jnp.sum(output * _one_hot(targets, output.shape[-1], output.dtype)
+                        [:, None, None, :], axis=-1)
+    return jnp.sum(per_pixel * m, axis=(1, 2))
+
+  return target_fn
+
+
+def detection_target(box_index) -> TargetFn:
+  """Target for detectors whose output is ``(boxes (B, N, 4), scores (B, N, C))``:
+  the score of class ``targets[b]`` for box ``box_index[b]`` (an int or (B,) ints)."""
+  box_index = jnp.asarray(box_index, jnp.int32)
+
+  def target_fn(output, targets):
+    _, scores = output
+    idx = jnp.broadcast_to(box_index, (scores.shape[0],))
+    per_box = jnp.take_along_axis(scores, idx[:, None, None], axis=1)[:, 0]  # (B, C)
+    return jnp.sum(per_box * _one_hot(targets, scores.shape[-1], scores.dtype), axis=-1)
+
+  return target_fn
+
+
+def embedding_target(reference) -> TargetFn:
+  """Target for embedding models: the cosine similarity of each output embedding
+  (B, D) to `reference` ((D,) or (B, D)); ``targets`` is unused (pass None)."""
+  reference = jnp.asarray(reference, jnp.float32)
+
+  def target_fn(output, targets):
+    del targets
+    ref = reference if reference.ndim == 2 else reference[None]
+    out = output.astype(jnp.float32)
+    num = jnp.sum(out * ref, axis=-1)
+    den = jnp.linalg.norm(out, axis=-1) * jnp.linalg.norm(ref, axis=-1)
+    return num / jnp.maximum(den, 1e-12)
+
+  target_fn.needs_targets = False
+  return target_fn
