@@ -24,6 +24,7 @@ from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
 from gradcam_jax._methods import get_method
+from gradcam_jax._nnx import adapt
 from gradcam_jax._model import as_variables, list_layers, run, run_many, tap
 from gradcam_jax._perturb import (PERTURBATION_METHODS, ablation_weights,
                                   scorecam_weights, weighted_sum)
@@ -208,8 +209,10 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
 
   Args:
     apply_fn: ``apply_fn(variables, images) -> output``: a Flax linen ``model.apply``
-      (or a ``functools.partial`` of it, e.g. with ``train=False``), or a
-      :class:`Split` of two pure functions for any other JAX model.
+      (or a ``functools.partial`` of it, e.g. with ``train=False``); a Flax NNX
+      module (its state is the params), ``(graphdef, state)`` or a ``GraphDef``
+      (params-as-argument form); or a :class:`Split` of two pure functions for any
+      other JAX model.
     params: Flax variables (``{"params": ..., "batch_stats": ...}``) or a bare params
       tree. None builds the params-as-argument form ``explain(params, images,
       targets=None)``; otherwise ``explain(images, targets=None)``.
@@ -255,6 +258,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     Gradient-based Localization", ICCV 2017; each method's docstring in
     ``gradcam_jax.METHODS`` gives its formula and paper.
   """
+  apply_fn, params = adapt(apply_fn, params)
   layer = ([parse_layer(l) for l in layer] if isinstance(layer, list)
            else parse_layer(layer))
   perturbation = method in PERTURBATION_METHODS
@@ -344,6 +348,8 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
   """
 
+  apply_fn, params = adapt(apply_fn, params)
+
   def guided_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, layer=False)
     output, vjp = jax.vjp(lambda x: guided(apply_fn)(s.variables, x), images)
@@ -382,6 +388,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   References:
     Selvaraju et al., "Grad-CAM", ICCV 2017, section 3.1.
   """
+  apply_fn, params = adapt(apply_fn, params)
   layer, map_fn = parse_layer(layer), get_method(method)
 
   def guided_gradcam_explain(params, images, targets=None):

@@ -63,8 +63,8 @@ def parse_layer(layer) -> LayerRef | None:
           f"layer {layer!r}: expected a call index after '@' (e.g. 'block@1'), "
           f"got {call!r}.")
     return LayerRef(path, int(call) if call else None, method or "__call__")
-  if isinstance(layer, (tuple, list)) and all(isinstance(p, str) for p in layer):
-    return LayerRef(tuple(layer))
+  if isinstance(layer, tuple) and all(isinstance(p, (str, int)) for p in layer):
+    return LayerRef(tuple(str(p) for p in layer))  # NNX paths hold list indices
   raise LayerNotFoundError(
       f"layer: expected None, a path tuple of strings such as ('layer4',), a string "
       f"such as 'layer4/1' or a LayerRef; got {layer!r} of type "

@@ -55,7 +55,8 @@ def as_variables(apply_fn, params):
   convention) and becomes ``{"params": params}``. :class:`Split` models get `params`
   unchanged.
   """
-  if isinstance(apply_fn, Split):
+  from gradcam_jax._nnx import NNXModel
+  if isinstance(apply_fn, (Split, NNXModel)):
     return params
   if hasattr(params, "keys") and "params" in params.keys():
     return params
@@ -97,6 +98,9 @@ def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
   Uses ``jax.eval_shape``: nothing is computed. For a :class:`Split` model the one
   layer is the output of ``features`` (path ``("features",)``).
   """
+  from gradcam_jax import _nnx
+  if isinstance(apply_fn, _nnx.NNXModel):
+    return _nnx.list_layers(apply_fn, variables, x)
   if isinstance(apply_fn, Split):
     a = jax.eval_shape(apply_fn.features, variables, x)
     out = jax.eval_shape(apply_fn.head, variables, a)
@@ -137,6 +141,9 @@ def run(apply_fn, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax
 
 def run_many(apply_fn, variables, x, layers, edits):
   """:func:`run` with an edit at each of several layers, in one forward pass."""
+  from gradcam_jax import _nnx
+  if isinstance(apply_fn, _nnx.NNXModel):
+    return _nnx.run_many(apply_fn, variables, x, layers, edits)
   if isinstance(apply_fn, Split):
     if len(layers) != 1:
       raise ValueError(f"a Split model has one layer (its features); got {len(layers)}.")
