@@ -44,8 +44,8 @@ class LinenNet(nn.Module):
 
 
 def _linen_variables(net):
-  conv = lambda c: {"kernel": c.kernel.value, "bias": c.bias.value}
-  dense = lambda d: {"kernel": d.kernel.value, "bias": d.bias.value}
+  conv = lambda c: {"kernel": c.kernel[...], "bias": c.bias[...]}
+  dense = lambda d: {"kernel": d.kernel[...], "bias": d.bias[...]}
   return {"params": {"blocks_0": {"conv": conv(net.blocks[0].conv)},
                      "blocks_1": {"conv": conv(net.blocks[1].conv)},
                      "fc1": dense(net.fc1), "fc2": dense(net.fc2)}}
