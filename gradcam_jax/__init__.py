@@ -13,6 +13,7 @@ from gradcam_jax._errors import MethodError
 from gradcam_jax._errors import NoReLUError
 from gradcam_jax._errors import TargetError
 from gradcam_jax._explain import cam
+from gradcam_jax._explain import channels_last
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
@@ -54,6 +55,7 @@ __all__ = (
     "TargetError",
     "class_logit",
     "cam",
+    "channels_last",
     "class_probability",
     "detection_target",
     "embedding_target",

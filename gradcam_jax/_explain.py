@@ -24,8 +24,10 @@ from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
 from gradcam_jax._methods import get_method
+from gradcam_jax._equinox import EquinoxModel, adapt_layers
 from gradcam_jax._nnx import adapt
-from gradcam_jax._model import as_variables, list_layers, run, run_many, tap
+from gradcam_jax._model import (Edit, as_variables, list_layers, replace, run, run_many,
+                                tap, tap_add)
 from gradcam_jax._perturb import (PERTURBATION_METHODS, ablation_weights,
                                   scorecam_weights, weighted_sum)
 from gradcam_jax._postprocess import normalize, upsample
@@ -33,7 +35,8 @@ from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (class_logit, class_probability, check_targets,
                                   default_targets, score_cotangent)
 
-__all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam", "jit", "tokens_to_grid"]
+__all__ = ["cam", "channels_last", "gradcam", "guided_backprop", "guided_gradcam", "jit",
+           "tokens_to_grid"]
 
 
 def _varying_axes(x) -> tuple:
@@ -130,9 +133,23 @@ def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Call
   return reshape
 
 
+def _adapt(apply_fn, params, layer):
+  """The model adapter, its params and the parsed layer(s) for what the user gave."""
+  apply_fn, params = adapt(apply_fn, params)
+  if isinstance(apply_fn, EquinoxModel):
+    apply_fn, layer = adapt_layers(apply_fn, layer)
+  layer = [parse_layer(l) for l in layer] if isinstance(layer, list) else parse_layer(layer)
+  return apply_fn, params, layer
+
+
 def _f32(x):
   """At least float32 (bfloat16 activations are widened; float64 kept)."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def channels_last(a: jax.Array) -> jax.Array:
+  """A `reshape` for channels-first layers (Equinox/PyTorch style (B, C, h, w))."""
+  return jnp.moveaxis(a, 1, -1)
 
 
 def _t_second(x):
@@ -211,8 +228,9 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     apply_fn: ``apply_fn(variables, images) -> output``: a Flax linen ``model.apply``
       (or a ``functools.partial`` of it, e.g. with ``train=False``); a Flax NNX
       module (its state is the params), ``(graphdef, state)`` or a ``GraphDef``
-      (params-as-argument form); or a :class:`Split` of two pure functions for any
-      other JAX model.
+      (params-as-argument form); an Equinox module mapping one example to its
+      output (its arrays are the params; ``layer`` is then a selector such as
+      ``lambda m: m.layers[3]``); or a :class:`Split` of two pure functions.
     params: Flax variables (``{"params": ..., "batch_stats": ...}``) or a bare params
       tree. None builds the params-as-argument form ``explain(params, images,
       targets=None)``; otherwise ``explain(images, targets=None)``.
@@ -258,9 +276,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     Gradient-based Localization", ICCV 2017; each method's docstring in
     ``gradcam_jax.METHODS`` gives its formula and paper.
   """
-  apply_fn, params = adapt(apply_fn, params)
-  layer = ([parse_layer(l) for l in layer] if isinstance(layer, list)
-           else parse_layer(layer))
+  apply_fn, params, layer = _adapt(apply_fn, params, layer)
   perturbation = method in PERTURBATION_METHODS
   map_fn = None if perturbation else get_method(method)
 
@@ -270,7 +286,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     zeros = [s.zeros(i) for i in range(n)]
     output, vjp = jax.vjp(
         lambda ds, ps: run_many(apply_fn, s.variables, images, s.refs,
-                                [functools.partial(_tapped, d=d, p=p)
+                                [Edit(tap_add, (p, d))
                                  for d, p in zip(ds, ps)]), zeros, zeros)
     ct, targets = s.cotangent(target, output)
     das, acts = s.pullback(vjp, ct)
@@ -300,26 +316,43 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   return _bind_params(cam_explain, params, cam.__doc__)
 
 
-def _tapped(a, d, p):
-  return tap(a, p) + d
-
-
 def _perturbation_maps(s, i, method, output, a, a_layer, targets, target_fn, batch_size,
                        top_n):
-  """Score-/Ablation-CAM maps from `a` (B, h, w, K); Ablation-CAM zeroes channels
-  of `a_layer`, the activation in the layer's own layout (tokens for a ViT)."""
+  """Score-/Ablation-CAM maps from `a` (B, h, w, K). Ablation-CAM zeroes a channel
+  of `a_layer`, the activation in the layer's own layout (tokens for a ViT, channels
+  first for Equinox): the grid mask is carried back through the (linear) reshape."""
+  if method == "ablationcam":
+    to_layer = _mask_to_layer(s.reshape, a_layer)
+
+    def head_of(t):
+      return lambda keep: target_fn(
+          s.run(s.images, Edit(replace, (a_layer * to_layer(keep, a.shape),)), i), t)
+
   def one_target(t):
     if method == "scorecam":
       score = _probability_score(target_fn)
       w = scorecam_weights(lambda x: score(s.apply_fn(s.variables, x), t), s.images,
                            a, top_n, batch_size)
     else:
-      w = ablation_weights(lambda act: target_fn(s.run(s.images, lambda _: act, i), t),
-                           a_layer, target_fn(output, t), batch_size)
+      w = ablation_weights(head_of(t), a.shape[-1], target_fn(output, t), batch_size)
     return weighted_sum(a, w)
   if s.multi:
     return _t_second(jax.vmap(one_target, in_axes=1)(targets))
   return one_target(targets)
+
+
+def _mask_to_layer(reshape, a_layer):
+  """``keep (K,) -> mask`` in the layer's layout: ones where `reshape` drops
+  entries (a class token), `keep` on each channel it maps to the grid."""
+  if reshape is None:
+    return lambda keep, grid_shape: keep.astype(a_layer.dtype).reshape(
+        (1,) * (a_layer.ndim - 1) + (-1,))
+  _, back = jax.vjp(reshape, jnp.zeros_like(a_layer))
+
+  def to_layer(keep, grid_shape):
+    drop = jnp.broadcast_to(1 - keep.astype(a_layer.dtype), grid_shape)
+    return 1 - back(drop)[0]
+  return to_layer
 
 
 def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
@@ -388,13 +421,13 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   References:
     Selvaraju et al., "Grad-CAM", ICCV 2017, section 3.1.
   """
-  apply_fn, params = adapt(apply_fn, params)
-  layer, map_fn = parse_layer(layer), get_method(method)
+  apply_fn, params, layer = _adapt(apply_fn, params, layer)
+  map_fn = get_method(method)
 
   def guided_gradcam_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, layer, reshape)
     guided_run = guided(lambda v, x, probe: run(apply_fn, v, x, s.layer,
-                                                lambda a: tap(a, probe)))
+                                                Edit(tap, (probe,))))
     output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),
                           images, s.zeros())
     ct, targets = s.cotangent(target, output)
@@ -402,7 +435,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     a = a[0] if s.multi else a
     # dy/dA with plain ReLUs: only the model after the layer runs (the part before
     # it is dead code once A is given, and is removed by XLA under jit).
-    _, head_vjp = jax.vjp(lambda act: s.run(images, lambda _: act), a)
+    _, head_vjp = jax.vjp(lambda act: s.run(images, Edit(replace, (act,))), a)
     (da,) = s.pullback(head_vjp, ct)
     a = a if s.reshape is None else s.reshape(a)  # `a` has no T axis here
     da = s.grid(da)

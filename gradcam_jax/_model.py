@@ -24,7 +24,8 @@ import jax
 
 from gradcam_jax._layers import LayerInfo, LayerRef
 
-__all__ = ["Split", "as_variables", "list_layers", "run", "run_many", "tap"]
+__all__ = ["Edit", "Split", "as_variables", "list_layers", "replace", "run", "run_many",
+           "tap", "tap_add"]
 
 
 class Split(NamedTuple):
@@ -55,12 +56,44 @@ def as_variables(apply_fn, params):
   convention) and becomes ``{"params": params}``. :class:`Split` models get `params`
   unchanged.
   """
+  from gradcam_jax._equinox import EquinoxModel
   from gradcam_jax._nnx import NNXModel
+  if isinstance(apply_fn, EquinoxModel):
+    return apply_fn.arrays(params)
   if isinstance(apply_fn, (Split, NNXModel)):
     return params
   if hasattr(params, "keys") and "params" in params.keys():
     return params
   return {"params": params}
+
+
+class Edit(NamedTuple):
+  """An edit of a layer's activation: ``fn(A, *operands)``, elementwise over the
+  batch (example b of the result depends on example b of `A` and of each operand).
+
+  Models written for one example (Equinox) are run under ``vmap``; there the edit is
+  applied lane by lane with :meth:`lane`, each lane taking its own operand rows.
+  """
+  fn: Callable
+  operands: tuple = ()
+
+  def __call__(self, a):
+    return self.fn(a, *self.operands)
+
+  def lane(self, i) -> Callable:
+    """The edit of example `i` alone, for an unbatched activation."""
+    return lambda a: self.fn(a[None], *(o[i][None] for o in self.operands))[0]
+
+
+def tap_add(a, probe, delta):
+  """``tap(a, probe) + delta``: read A (via `probe`) and dy/dA (via `delta`)."""
+  return tap(a, probe) + delta
+
+
+def replace(a, value):
+  """Ignore the activation, use `value` (the model after the layer, on `value`)."""
+  del a
+  return value
 
 
 @jax.custom_vjp
@@ -98,9 +131,11 @@ def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
   Uses ``jax.eval_shape``: nothing is computed. For a :class:`Split` model the one
   layer is the output of ``features`` (path ``("features",)``).
   """
-  from gradcam_jax import _nnx
+  from gradcam_jax import _equinox, _nnx
   if isinstance(apply_fn, _nnx.NNXModel):
     return _nnx.list_layers(apply_fn, variables, x)
+  if isinstance(apply_fn, _equinox.EquinoxModel):
+    return _equinox.list_layers(apply_fn, variables, x)
   if isinstance(apply_fn, Split):
     a = jax.eval_shape(apply_fn.features, variables, x)
     out = jax.eval_shape(apply_fn.head, variables, a)
@@ -141,9 +176,11 @@ def run(apply_fn, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax
 
 def run_many(apply_fn, variables, x, layers, edits):
   """:func:`run` with an edit at each of several layers, in one forward pass."""
-  from gradcam_jax import _nnx
+  from gradcam_jax import _equinox, _nnx
   if isinstance(apply_fn, _nnx.NNXModel):
     return _nnx.run_many(apply_fn, variables, x, layers, edits)
+  if isinstance(apply_fn, _equinox.EquinoxModel):
+    return _equinox.run_many(apply_fn, variables, x, layers, edits)
   if isinstance(apply_fn, Split):
     if len(layers) != 1:
       raise ValueError(f"a Split model has one layer (its features); got {len(layers)}.")

@@ -32,7 +32,11 @@ class NNXModel:
 def adapt(apply_fn, params):
   """Turn what the user passed into (apply_fn, params): an ``nnx.Module`` (its state
   becomes the closed-over params unless `params` is given), a ``(graphdef, state)``
-  pair, or a bare ``GraphDef`` (params-as-argument form); anything else unchanged."""
+  pair, or a bare ``GraphDef`` (params-as-argument form); an Equinox module (its
+  arrays become the params); anything else unchanged."""
+  from gradcam_jax import _equinox
+  if _equinox.is_equinox(apply_fn):
+    return _equinox.EquinoxModel(apply_fn), apply_fn if params is None else params
   if isinstance(apply_fn, nnx.Module):
     graphdef, state = nnx.split(apply_fn)
     return NNXModel(graphdef), state if params is None else params

@@ -74,7 +74,7 @@ def scorecam_weights(score_fn, images, a, top_n: int | None,
   return weights.at[jnp.arange(a.shape[0])[:, None], chosen].set(scores)
 
 
-def ablation_weights(head_fn, a, base: jax.Array, batch_size: int | None,
+def ablation_weights(head_fn, k: int, base: jax.Array, batch_size: int | None,
                      eps: float = 1e-7) -> jax.Array:
   """Ablation-CAM channel weights ``(y - y_k) / y`` (B, K).
 
@@ -83,20 +83,17 @@ def ablation_weights(head_fn, a, base: jax.Array, batch_size: int | None,
   image gets large, finite weights instead of NaN.
 
   Args:
-    head_fn: ``activation -> (B,)`` target scores (the model after the layer).
-    a: the activations in the layer's layout, channels last: (B, h, w, K), or
-      (B, tokens, K) for a transformer.
+    head_fn: ``keep (K,) -> (B,)`` target scores of the model after the layer, run
+      on the activation with its channels multiplied by `keep`.
+    k: the number of channels.
     base: (B,) the unablated scores ``y``.
 
   References:
     Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
     Network via Gradient-free Localization", WACV 2020.
   """
-  k = a.shape[-1]
-
   def score(ch):
-    keep = (jnp.arange(k) != ch).astype(a.dtype)
-    return head_fn(a * keep.reshape((1,) * (a.ndim - 1) + (k,)))
+    return head_fn((jnp.arange(k) != ch).astype(jnp.float32))
 
   ablated = _over_channels(score, jnp.arange(k), batch_size).T  # (B, K)
   y = base.astype(jnp.float32)[:, None]
