@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 
 
 def box_masks(boxes: np.ndarray, size: int = 64) -> np.ndarray:
@@ -100,10 +100,7 @@ def main() -> None:
   result = {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
             "settings": vars(args), "before": before, "after": after, "log": log,
             "seconds": round(time.perf_counter() - start, 1)}
-  os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-  with open(args.json, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {args.json} in {result['seconds']} s")
+  write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
 
@@ -143,10 +143,7 @@ def main() -> None:
   for row in result["first_call"]:
     print(f"{row['form']:28s} {row['env']:42s} {row['first_call_s']:12.2f} "
           f"{row['hlo_mb']:7.1f}")
-  os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-  with open(args.json, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"\nwrote {args.json}")
+  write_json(args.json, result)
 
 
 if __name__ == "__main__":

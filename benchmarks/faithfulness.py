@@ -14,7 +14,6 @@ Deletion/insertion replace pixels by 0 (black); ROAD uses noisy linear imputatio
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 
 METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
            "layercam", "eigencam", "eigengradcam", "scorecam", "ablationcam"]
@@ -134,10 +133,7 @@ def main() -> None:
             "steps": args.steps, "baseline": "zeros (black)", "rows": rows,
             "sanity_scenes": k, "sanity": table,
             "seconds": round(time.perf_counter() - start, 1)}
-  os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-  with open(args.json, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"\nwrote {args.json} in {result['seconds']} s")
+  write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ channels of layer4 cost 2048 forward passes per image.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions  # noqa: E402
+from _common import versions, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -83,10 +82,7 @@ def main() -> None:
             "chunk": args.chunk, "scorecam_top_n": args.scorecam_top_n,
             "versions": versions(),
             "rows": rows}
-  os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-  with open(args.json, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {args.json}")
+  write_json(args.json, result)
 
 
 if __name__ == "__main__":

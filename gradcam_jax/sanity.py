@@ -13,7 +13,6 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["spearman", "ssim", "hog", "hog_correlation", "top_down_layers",
            "randomise", "randomisation_table", "SanityRow"]

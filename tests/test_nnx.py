@@ -1,7 +1,6 @@
 """Flax NNX models: the same explanation as the linen version of the same weights, and
 the user's module is never modified, also when tracing fails."""
 
-import copy
 
 import flax.linen as nn
 import jax

@@ -2,12 +2,10 @@
 models defined here), and the Keras VGG16 layout == the torchvision layout."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gradcam_jax import zoo
-from gradcam_jax.zoo import imagenet
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
