@@ -9,3 +9,6 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402  (after XLA_FLAGS)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# a helper module, not tests: imported by the parity tests only when torch is present
+collect_ignore = ["tests/torch_reference.py"]
