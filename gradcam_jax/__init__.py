@@ -13,12 +13,10 @@ from gradcam_jax._errors import MethodError
 from gradcam_jax._errors import NoReLUError
 from gradcam_jax._errors import TargetError
 from gradcam_jax._explain import cam
-from gradcam_jax._explain import channels_last
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
-from gradcam_jax._explain import jit
-from gradcam_jax._explain import tokens_to_grid
+from gradcam_jax._forms import jit
 from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._layers import LayerInfo
@@ -28,6 +26,8 @@ from gradcam_jax._model import Split
 from gradcam_jax._model import list_layers
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._postprocess import upsample
+from gradcam_jax._reshape import channels_last
+from gradcam_jax._reshape import tokens_to_grid
 from gradcam_jax._result import Explanation
 from gradcam_jax._smooth import augment
 from gradcam_jax._smooth import noise_tunnel

@@ -13,13 +13,13 @@ field then gains a T axis after the batch axis.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import GradCAMError, ImageError
+from gradcam_jax._forms import bind_params
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
@@ -35,8 +35,7 @@ from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (class_logit, class_probability, check_targets,
                                   default_targets, score_cotangent)
 
-__all__ = ["cam", "channels_last", "gradcam", "guided_backprop", "guided_gradcam", "jit",
-           "tokens_to_grid"]
+__all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam"]
 
 
 def _varying_axes(x) -> tuple:
@@ -110,29 +109,6 @@ class _Setup:
     return jax.vmap(self.reshape)(x) if self.multi else self.reshape(x)
 
 
-def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Callable:
-  """A `reshape` for transformers: (B, prefix + N, D) tokens -> (B, h, w, D).
-
-  Drops the first `prefix` tokens (the class token; more for register tokens) and
-  lays the N patch tokens out row by row on a `grid` of (h, w), inferred as a square
-  when None.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tokens_to_grid()(jnp.zeros((2, 1 + 16, 8))).shape
-    (2, 4, 4, 8)
-  """
-  def reshape(tokens):
-    b, n, d = tokens.shape
-    patches = n - prefix
-    h, w = grid if grid is not None else (int(round(patches ** 0.5)),) * 2
-    if h * w != patches:
-      raise ValueError(f"tokens_to_grid: {patches} patch tokens (after dropping "
-                       f"{prefix}) do not fill a {h}x{w} grid; pass grid=(h, w).")
-    return tokens[:, prefix:].reshape(b, h, w, d)
-  return reshape
-
-
 def _adapt(apply_fn, params, layer):
   """The model adapter, its params and the parsed layer(s) for what the user gave."""
   apply_fn, params = adapt(apply_fn, params)
@@ -147,11 +123,6 @@ def _f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def channels_last(a: jax.Array) -> jax.Array:
-  """A `reshape` for channels-first layers (Equinox/PyTorch style (B, C, h, w))."""
-  return jnp.moveaxis(a, 1, -1)
-
-
 def _t_second(x):
   """(T, B, ...) -> (B, T, ...)."""
   return jnp.moveaxis(x, 0, 1)
@@ -164,53 +135,6 @@ def _postprocess(raw, size, eps, multi):
     flat = raw.reshape(b * t, *raw.shape[2:])
     return normalize(upsample(flat, size), eps).reshape(b, t, *size)
   return normalize(upsample(raw, size), eps)
-
-
-def _bind_params(explain_with: Callable, params, doc: str) -> Callable:
-  """The two API forms: ``explain(params, images, targets=None)`` when `params` is
-  None, else ``explain(images, targets=None)`` closing over `params`."""
-  if params is None:
-    explain_with.__doc__ = doc
-    return explain_with
-
-  def explain(images, targets=None):
-    return explain_with(params, images, targets)
-
-  explain.__doc__ = doc
-  explain.__name__ = explain_with.__name__
-  explain.params = params  # read by gradcam_jax.jit
-  explain.with_params = explain_with
-  return explain
-
-
-def jit(explain: Callable, **jit_kwargs) -> Callable:
-  """``jax.jit`` for explainers that keeps closed-over params out of the program.
-
-  ``jax.jit(gradcam(apply_fn, params))`` works, but in jax 0.10 arrays a jitted
-  function closes over are embedded in the program as constants: a VGG16 (138 M
-  params) then takes seconds more to compile (see benchmarks/RESULTS.md). This
-  function jits the params-as-argument form instead and binds `params` at call
-  time: same signature, same results, the compile time of the fast form.
-  Explainers built without params are passed to ``jax.jit`` unchanged.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from gradcam_jax import Split
-    >>> split = Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
-    >>> explain = jit(gradcam(split, jnp.float32(2.0)))
-    >>> explain(jnp.ones((1, 4, 4, 3))).cam.shape
-    (1, 4, 4)
-  """
-  params = getattr(explain, "params", None)
-  if params is None:
-    return jax.jit(explain, **jit_kwargs)
-  jitted = jax.jit(explain.with_params, **jit_kwargs)
-
-  @functools.wraps(explain)
-  def explain_jitted(images, targets=None):
-    return jitted(params, images, targets)
-
-  return explain_jitted
 
 
 def _probability_score(target_fn):
@@ -313,7 +237,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     return Explanation(normalize(flat, eps).reshape(mean.shape), mean, None, None,
                        output, targets)
 
-  return _bind_params(cam_explain, params, cam.__doc__)
+  return bind_params(cam_explain, params, cam.__doc__)
 
 
 def _perturbation_maps(s, i, method, output, a, a_layer, targets, target_fn, batch_size,
@@ -391,7 +315,7 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
     grad = _t_second(grad) if s.multi else grad
     return Explanation(None, None, grad, None, output, targets)
 
-  return _bind_params(guided_explain, params, guided_backprop.__doc__)
+  return bind_params(guided_explain, params, guided_backprop.__doc__)
 
 
 def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
@@ -449,4 +373,4 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     return Explanation(cam_, raw, grad, grad * cam_[..., None].astype(grad.dtype),
                        output, targets)
 
-  return _bind_params(guided_gradcam_explain, params, guided_gradcam.__doc__)
+  return bind_params(guided_gradcam_explain, params, guided_gradcam.__doc__)
