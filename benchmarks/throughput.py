@@ -1,0 +1,109 @@
+"""Throughput of the explainers on VGG16 and ResNet-50 (random weights, 224x224) by
+batch size and dtype, with the same model's jitted forward measured in the same
+process, interleaved call by call.
+
+One process per (model, dtype, batch): it compiles every method (compile time =
+first call), then times rounds of one call per method; rows report medians, images/s
+and the ratio to that process's forward. ``peak_rss_gb`` is the process's maximum
+resident memory over all its methods. bfloat16 casts params and images.
+
+    python benchmarks/throughput.py                          # CPU defaults
+    python benchmarks/throughput.py --batches 64 256 --rounds 5   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import versions, write_json  # noqa: E402
+
+METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
+           "scorecam")
+
+
+def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import gradcam_jax as gcj
+  from gradcam_jax import zoo
+  m = zoo.load(model_name, random_init=True)
+  dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+  variables = jax.tree_util.tree_map(lambda a: a.astype(dt), m.variables)
+  x = jax.random.normal(jax.random.key(1), (batch, 224, 224, 3), dt)
+  layer = "layer4" if model_name == "resnet50" else "features_29"
+  fns = {
+      "forward": jax.jit(m.apply_fn),
+      "gradcam": jax.jit(gcj.gradcam(m.apply_fn, layer=layer)),
+      "guided_backprop": jax.jit(gcj.guided_backprop(m.apply_fn)),
+      "guided_gradcam": jax.jit(gcj.guided_gradcam(m.apply_fn, layer=layer)),
+      "ablationcam": jax.jit(gcj.cam(m.apply_fn, method="ablationcam", layer=layer,
+                                     batch_size=64)),
+      "scorecam": jax.jit(gcj.cam(m.apply_fn, method="scorecam", layer=layer,
+                                  top_n=top_n, batch_size=8)),
+  }
+  first = {}
+  for name, fn in fns.items():
+    start = time.perf_counter()
+    jax.block_until_ready(fn(variables, x))
+    first[name] = time.perf_counter() - start
+  times = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(variables, x))
+      times[name].append(time.perf_counter() - start)
+  fwd = statistics.median(times["forward"])
+  rows = [{"model": model_name, "dtype": dtype, "batch": batch, "method": name,
+           "median_s": statistics.median(t), "images_per_s": batch / statistics.median(t),
+           "x_forward": statistics.median(t) / fwd, "first_call_s": first[name]}
+          for name, t in times.items()]
+  return {"rows": rows, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+          "device": str(jax.devices()[0].device_kind)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", nargs="+", default=["resnet50", "vgg16"])
+  parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+  parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--scorecam-top-n", type=int, default=16)
+  parser.add_argument("--json", default="benchmarks/results/throughput.json")
+  parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"))
+  args = parser.parse_args()
+  if args.worker:
+    model_name, dtype, batch = args.worker
+    print(json.dumps(worker(model_name, dtype, int(batch), args.rounds,
+                            args.scorecam_top_n)))
+    return
+  results = []
+  for model_name in args.models:
+    for dtype in args.dtypes:
+      for batch in args.batches:
+        out = subprocess.run([sys.executable, __file__, "--worker", model_name, dtype,
+                              str(batch), "--rounds", str(args.rounds),
+                              "--scorecam-top-n", str(args.scorecam_top_n)],
+                             capture_output=True, text=True, check=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+        results.append(res)
+        for r in res["rows"]:
+          print(f"{model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "
+                f"{r['median_s']:8.3f} s {r['images_per_s']:8.2f} img/s "
+                f"{r['x_forward']:6.2f}x fwd  first {r['first_call_s']:6.2f} s", flush=True)
+        print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}", flush=True)
+  write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
+                         "rounds": args.rounds, "scorecam_top_n": args.scorecam_top_n,
+                         "results": results})
+
+
+if __name__ == "__main__":
+  main()
