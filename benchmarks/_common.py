@@ -21,3 +21,35 @@ def write_json(path: str, result: dict) -> None:
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {path}")
+
+
+def interleaved(fns: dict, call, rounds: int) -> tuple[dict, dict]:
+  """Time `call(fn)` for each fn: its first call (trace + compile + run), then
+  `rounds` rounds of one call each, interleaved so that drift hits all alike.
+
+  `call` must block until the result is ready. Returns (first_s, times_s lists)."""
+  import time
+  first = {}
+  for name, fn in fns.items():
+    start = time.perf_counter()
+    call(fn)
+    first[name] = time.perf_counter() - start
+  times = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      call(fn)
+      times[name].append(time.perf_counter() - start)
+  return first, times
+
+
+def run_worker(script: str, args: list, env_extra: dict | None = None) -> dict:
+  """Run `script` with `args` in a fresh Python process; parse its last stdout line
+  as JSON."""
+  import json
+  import subprocess
+  import sys
+  env = dict(os.environ, **(env_extra or {}))
+  out = subprocess.run([sys.executable, script, *map(str, args)], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])

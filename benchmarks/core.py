@@ -16,12 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions, write_json  # noqa: E402
+from _common import interleaved, run_worker, versions, write_json  # noqa: E402
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
 
@@ -70,29 +69,13 @@ def steady(batch: int, size: int, rounds: int) -> dict:
       "guided_backprop": jax.jit(gcj.guided_backprop(model.apply)),
       "guided_gradcam": jax.jit(gcj.guided_gradcam(model.apply)),
   }
-  compile_s = {}
-  for name, fn in fns.items():
-    start = time.perf_counter()
-    jax.block_until_ready(fn(variables, images))
-    compile_s[name] = time.perf_counter() - start
-  times = {name: [] for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(variables, images))
-      times[name].append(time.perf_counter() - start)
+  compile_s, times = interleaved(
+      fns, lambda fn: jax.block_until_ready(fn(variables, images)), rounds)
   medians = {name: statistics.median(t) for name, t in times.items()}
   return {name: {"median_s": medians[name], "min_s": min(times[name]),
                  "ratio_to_forward": medians[name] / medians["forward"],
                  "images_per_s": batch / medians[name],
                  "first_call_s": compile_s[name]} for name in fns}
-
-
-def _subprocess(args: list[str], env_extra: dict) -> dict:
-  env = dict(os.environ, **env_extra)
-  out = subprocess.run([sys.executable, __file__, *args], env=env, check=True,
-                       capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -118,7 +101,7 @@ def main() -> None:
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "steady": {}, "first_call": []}
   for label, env in configs.items():
-    result["steady"][label] = _subprocess(
+    result["steady"][label] = run_worker(__file__, 
         ["--steady-only", "--rounds", str(args.rounds), *common], env)
   for label, env in {"default": {},
                      "JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True":
@@ -126,7 +109,7 @@ def main() -> None:
     for form in ("closure", "params", "gcj.jit"):
       if label != "default" and form != "closure":
         continue
-      row = _subprocess(["--first-call", form, *common], env)
+      row = run_worker(__file__, ["--first-call", form, *common], env)
       row["env"] = label
       result["first_call"].append(row)
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import versions, write_json  # noqa: E402
+from _common import interleaved, versions, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -57,18 +57,9 @@ def main() -> None:
   rows = []
   for batch in args.batches:
     x = jax.random.normal(jax.random.key(1), (batch, args.size, args.size, 3))
-    fns, first = {}, {}
-    for name in methods:
-      fns[name] = build(name)
-      start = time.perf_counter()
-      jax.block_until_ready(fns[name](variables, x))
-      first[name] = time.perf_counter() - start
-    times = {name: [] for name in methods}
-    for _ in range(args.rounds):
-      for name in methods:
-        start = time.perf_counter()
-        jax.block_until_ready(fns[name](variables, x))
-        times[name].append(time.perf_counter() - start)
+    fns = {name: build(name) for name in methods}
+    first, times = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
+                               args.rounds)
     fwd = statistics.median(times["forward"])
     for name in methods:
       med = statistics.median(times[name])

@@ -21,13 +21,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import versions, write_json  # noqa: E402
+from _common import run_worker, versions, write_json  # noqa: E402
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
 
@@ -114,11 +113,8 @@ def main() -> None:
     for model_name in args.models:
       for method in args.methods:
         for impl in ("gradcam-jax", "captum"):
-          out = subprocess.run(
-              [sys.executable, __file__, "--worker", impl, model_name, method,
-               "--batch", str(args.batch), "--reps", str(args.reps)],
-              capture_output=True, text=True, check=True).stdout
-          row = json.loads(out.strip().splitlines()[-1])
+          row = run_worker(__file__, ["--worker", impl, model_name, method,
+                                      "--batch", args.batch, "--reps", args.reps])
           row["round"] = r
           rows.append(row)
           print(f"round {r} {model_name:9s} {method:16s} {impl:12s} "

@@ -18,13 +18,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import versions, write_json  # noqa: E402
+from _common import interleaved, run_worker, versions, write_json  # noqa: E402
 
 METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
            "scorecam")
@@ -50,17 +49,8 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int) -> 
       "scorecam": jax.jit(gcj.cam(m.apply_fn, method="scorecam", layer=layer,
                                   top_n=top_n, batch_size=8)),
   }
-  first = {}
-  for name, fn in fns.items():
-    start = time.perf_counter()
-    jax.block_until_ready(fn(variables, x))
-    first[name] = time.perf_counter() - start
-  times = {name: [] for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(variables, x))
-      times[name].append(time.perf_counter() - start)
+  first, times = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
+                             rounds)
   fwd = statistics.median(times["forward"])
   rows = [{"model": model_name, "dtype": dtype, "batch": batch, "method": name,
            "median_s": statistics.median(t), "images_per_s": batch / statistics.median(t),
@@ -89,11 +79,9 @@ def main() -> None:
   for model_name in args.models:
     for dtype in args.dtypes:
       for batch in args.batches:
-        out = subprocess.run([sys.executable, __file__, "--worker", model_name, dtype,
-                              str(batch), "--rounds", str(args.rounds),
-                              "--scorecam-top-n", str(args.scorecam_top_n)],
-                             capture_output=True, text=True, check=True).stdout
-        res = json.loads(out.strip().splitlines()[-1])
+        res = run_worker(__file__, ["--worker", model_name, dtype, batch,
+                                    "--rounds", args.rounds,
+                                    "--scorecam-top-n", args.scorecam_top_n])
         results.append(res)
         for r in res["rows"]:
           print(f"{model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "
