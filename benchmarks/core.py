@@ -101,8 +101,8 @@ def main() -> None:
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
             "steady": {}, "first_call": []}
   for label, env in configs.items():
-    result["steady"][label] = run_worker(__file__, 
-        ["--steady-only", "--rounds", str(args.rounds), *common], env)
+    result["steady"][label] = run_worker(
+        __file__, ["--steady-only", "--rounds", str(args.rounds), *common], env)
   for label, env in {"default": {},
                      "JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True":
                          {"JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS": "True"}}.items():
