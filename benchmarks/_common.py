@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import NamedTuple
+
+# jax 0.10.2's CPU backend, by default, merges chains of convolutions and dots into one
+# YNNPACK graph; this flag keeps each on its own (see RESULTS.md).
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
 
 
 def versions() -> dict:
@@ -23,24 +28,75 @@ def write_json(path: str, result: dict) -> None:
   print(f"wrote {path}")
 
 
-def interleaved(fns: dict, call, rounds: int) -> tuple[dict, dict]:
-  """Time `call(fn)` for each fn: its first call (trace + compile + run), then
-  `rounds` rounds of one call each, interleaved so that drift hits all alike.
+class Timing(NamedTuple):
+  first_s: dict    # name -> first call (trace + compile + run) seconds
+  times_s: dict    # name -> steady-state call seconds (all rounds)
+  switch_s: dict   # name -> seconds of each round's first call, right after another program
+  faults: dict     # name -> minor page faults per steady-state call
+  peak_gb: dict    # name -> max over its steady calls of (peak RSS during - RSS before)
+  process_peak_gb: float  # the process's peak RSS over every call, compiles included
 
-  `call` must block until the result is ready. Returns (first_s, times_s lists)."""
+
+class Measured(NamedTuple):
+  seconds: float
+  faults: int       # minor page faults during the call
+  peak_gb: float    # peak RSS during the call above the RSS before it (NaN if unknown)
+  hwm_gb: float     # the process's RSS high-water mark before and during the call
+
+
+def _status_gb(field: str) -> float:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1e6
+  return float("nan")
+
+
+def measured(call) -> Measured:
+  """Run `call()` and measure it. The peak is the kernel's high-water mark after
+  resetting it (``/proc/self/clear_refs``, which also resets ``ru_maxrss``); the
+  mark before the reset is carried into `hwm_gb`."""
+  import resource
   import time
-  first = {}
-  for name, fn in fns.items():
-    start = time.perf_counter()
-    call(fn)
-    first[name] = time.perf_counter() - start
-  times = {name: [] for name in fns}
+  hwm = _status_gb("VmHWM")
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    before = _status_gb("VmRSS")
+  except OSError:
+    before = float("nan")
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  start = time.perf_counter()
+  call()
+  seconds = time.perf_counter() - start
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+  after = _status_gb("VmHWM")
+  return Measured(seconds, faults, after - before, max(hwm, after))
+
+
+def interleaved(fns: dict, call, rounds: int, reps: int = 2) -> Timing:
+  """Time `call(fn)` for each fn: its first call (trace + compile + run), then
+  `rounds` rounds in which each fn in turn runs `reps` calls.
+
+  The first call of each block follows a different program and is kept apart
+  (`switch_s`): on this CPU backend it can cost 2x more (RESULTS.md, "switch cost").
+  The other calls are the steady state. `call` must block until the result is ready."""
+  first = {name: measured(lambda: call(fn)) for name, fn in fns.items()}
+  times, switch, faults, peak = ({name: [] for name in fns} for _ in range(4))
+  hwm = max(m.hwm_gb for m in first.values())
   for _ in range(rounds):
     for name, fn in fns.items():
-      start = time.perf_counter()
-      call(fn)
-      times[name].append(time.perf_counter() - start)
-  return first, times
+      for rep in range(reps):
+        m = measured(lambda: call(fn))
+        hwm = max(hwm, m.hwm_gb)
+        if rep == 0 and reps > 1:
+          switch[name].append(m.seconds)
+          continue
+        times[name].append(m.seconds)
+        faults[name].append(m.faults)
+        peak[name].append(m.peak_gb)
+  return Timing({n: m.seconds for n, m in first.items()}, times, switch, faults,
+                {n: max(v) for n, v in peak.items()}, hwm)
 
 
 def run_worker(script: str, args: list, env_extra: dict | None = None) -> dict:

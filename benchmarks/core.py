@@ -20,10 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import interleaved, run_worker, versions, write_json  # noqa: E402
-
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
-
+from _common import YNN_FLAG, interleaved, run_worker, versions, write_json  # noqa: E402
 
 def _model(batch: int, size: int):
   import jax
@@ -69,7 +66,7 @@ def steady(batch: int, size: int, rounds: int) -> dict:
       "guided_backprop": jax.jit(gcj.guided_backprop(model.apply)),
       "guided_gradcam": jax.jit(gcj.guided_gradcam(model.apply)),
   }
-  compile_s, times = interleaved(
+  compile_s, times, *_ = interleaved(
       fns, lambda fn: jax.block_until_ready(fn(variables, images)), rounds)
   medians = {name: statistics.median(t) for name, t in times.items()}
   return {name: {"median_s": medians[name], "min_s": min(times[name]),

@@ -58,7 +58,7 @@ def main() -> None:
   for batch in args.batches:
     x = jax.random.normal(jax.random.key(1), (batch, args.size, args.size, 3))
     fns = {name: build(name) for name in methods}
-    first, times = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
+    first, times, *_ = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
                                args.rounds)
     fwd = statistics.median(times["forward"])
     for name in methods:

@@ -16,20 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import interleaved, run_worker, versions, write_json  # noqa: E402
+from _common import (YNN_FLAG, interleaved, measured, run_worker, versions,  # noqa: E402
+                     write_json)
 
 METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
            "scorecam")
+FLAGS = {"default": "", "ynn": YNN_FLAG}
 
 
-def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int) -> dict:
+def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
+           closure_methods=("forward", "gradcam", "guided_gradcam")) -> dict:
   import jax
   import jax.numpy as jnp
   import gradcam_jax as gcj
@@ -49,15 +51,32 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int) -> 
       "scorecam": jax.jit(gcj.cam(m.apply_fn, method="scorecam", layer=layer,
                                   top_n=top_n, batch_size=8)),
   }
-  first, times = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
-                             rounds)
-  fwd = statistics.median(times["forward"])
+  timing = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)), rounds)
+  fwd = statistics.median(timing.times_s["forward"])
   rows = [{"model": model_name, "dtype": dtype, "batch": batch, "method": name,
            "median_s": statistics.median(t), "images_per_s": batch / statistics.median(t),
-           "x_forward": statistics.median(t) / fwd, "first_call_s": first[name]}
-          for name, t in times.items()]
-  return {"rows": rows, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-          "device": str(jax.devices()[0].device_kind)}
+           "x_forward": statistics.median(t) / fwd, "first_call_s": timing.first_s[name],
+           "switch_s": statistics.median(timing.switch_s[name]),
+           "page_faults": statistics.median(timing.faults[name]),
+           "peak_above_gb": timing.peak_gb[name]}
+          for name, t in timing.times_s.items()]
+  closure, peak = {}, timing.process_peak_gb
+  for name in closure_methods:  # closure form: params captured by the jitted function
+    build = {"forward": lambda: lambda images: m.apply_fn(variables, images),
+             "gradcam": lambda: gcj.gradcam(m.apply_fn, variables, layer=layer),
+             "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, variables,
+                                                          layer=layer)}[name]
+    for form, jit in (("jax.jit", jax.jit), ("gcj.jit", gcj.jit)):
+      if name == "forward" and form == "gcj.jit":
+        continue
+      fn = jit(build())
+      first = measured(lambda: jax.block_until_ready(fn(x)))
+      closure[f"{name} [{form}(closure)]"] = first.seconds
+      peak = max(peak, first.hwm_gb)
+  return {"rows": rows, "closure_first_call_s": closure,
+          "peak_rss_gb": peak,
+          "device": str(jax.devices()[0].device_kind),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def main() -> None:
@@ -67,6 +86,8 @@ def main() -> None:
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--scorecam-top-n", type=int, default=16)
+  parser.add_argument("--flags", nargs="+", default=["default"], choices=sorted(FLAGS),
+                      help="XLA flag sets to run the table under, each in its own processes")
   parser.add_argument("--json", default="benchmarks/results/throughput.json")
   parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"))
   args = parser.parse_args()
@@ -76,18 +97,27 @@ def main() -> None:
                             args.scorecam_top_n)))
     return
   results = []
-  for model_name in args.models:
-    for dtype in args.dtypes:
-      for batch in args.batches:
-        res = run_worker(__file__, ["--worker", model_name, dtype, batch,
-                                    "--rounds", args.rounds,
-                                    "--scorecam-top-n", args.scorecam_top_n])
-        results.append(res)
-        for r in res["rows"]:
-          print(f"{model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "
-                f"{r['median_s']:8.3f} s {r['images_per_s']:8.2f} img/s "
-                f"{r['x_forward']:6.2f}x fwd  first {r['first_call_s']:6.2f} s", flush=True)
-        print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}", flush=True)
+  for flags in args.flags:
+    env = {"XLA_FLAGS": FLAGS[flags]} if FLAGS[flags] else {}
+    for model_name in args.models:
+      for dtype in args.dtypes:
+        for batch in args.batches:
+          res = run_worker(__file__, ["--worker", model_name, dtype, batch,
+                                      "--rounds", args.rounds,
+                                      "--scorecam-top-n", args.scorecam_top_n], env)
+          res["flags"] = flags
+          results.append(res)
+          for r in res["rows"]:
+            print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "
+                  f"{r['median_s']:8.3f} s {r['images_per_s']:8.2f} img/s "
+                  f"{r['x_forward']:6.2f}x fwd  switch {r['switch_s']:6.3f} s  "
+                  f"first {r['first_call_s']:6.2f} s  "
+                  f"faults {r['page_faults']:8.0f}  peak+ {r['peak_above_gb']:5.2f} GB",
+                  flush=True)
+          for name, s in res["closure_first_call_s"].items():
+            print(f"  first call {name}: {s:.2f} s", flush=True)
+          print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}",
+                flush=True)
   write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
                          "rounds": args.rounds, "scorecam_top_n": args.scorecam_top_n,
                          "results": results})

@@ -167,3 +167,35 @@ def test_max_with_nonzero_or_integer_is_not_a_relu():
   f = lambda x, i: jnp.sum(jnp.maximum(x, 0.5)) + jnp.sum(jnp.maximum(i, 0))
   with pytest.raises(gcj.NoReLUError):
     gcj.guided(f)(jnp.ones(3), jnp.ones(3, jnp.int32))
+
+
+@pytest.mark.parametrize("window,strides,padding", [
+    ((2, 2), (2, 2), "VALID"),                 # VGG's pools
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),        # ResNet's stem pool: overlapping windows
+    ((3, 3), (1, 1), "SAME"),
+    ((2, 2), (3, 3), "VALID"),                 # gaps between windows
+])
+def test_max_pool_rewrite_routes_the_cotangent_exactly_as_xla(window, strides, padding):
+  # Post-ReLU values rounded to quarters: many ties, where the routing rule matters.
+  # Integer-valued cotangents make every sum exact, so any routing change is seen.
+  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 9, 11, 3))) * 4) / 4
+  pool = lambda x: nn.max_pool(x, window, strides, padding=padding)
+  y, vjp = jax.vjp(pool, x)
+  y_fast, vjp_fast = jax.vjp(gcj.guided(pool, require_relu=False), x)
+  g = jnp.round(jax.random.normal(jax.random.key(1), y.shape) * 8)
+  np.testing.assert_array_equal(y_fast, y)
+  np.testing.assert_array_equal(vjp_fast(g)[0], vjp(g)[0])
+  hlo = lambda v: str(jax.make_jaxpr(v)(g))
+  assert "select_and_scatter" in hlo(vjp) and "select_and_scatter" not in hlo(vjp_fast)
+
+
+def test_max_pool_rewrite_in_bfloat16_and_under_shard_map():
+  mesh = jax.make_mesh((4,), ("b",), axis_types=(jax.sharding.AxisType.Auto,))
+  body = lambda x: nn.max_pool(jax.nn.relu(x), (3, 3), (2, 2), padding="SAME")
+  x = jax.random.normal(jax.random.key(2), (8, 8, 8, 2), jnp.bfloat16)
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=P("b"), out_specs=P("b"))
+  g = jnp.ones((8, 4, 4, 2), jnp.bfloat16)
+  explicit = lambda x: nn.max_pool(gcj.guided_relu(x), (3, 3), (2, 2), padding="SAME")
+  expected = jax.vjp(explicit, x)[1](g)[0]
+  for f in (body, sharded):
+    np.testing.assert_array_equal(jax.vjp(gcj.guided(f), x)[1](g)[0], expected)
