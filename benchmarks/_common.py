@@ -44,7 +44,7 @@ class Measured(NamedTuple):
   hwm_gb: float     # the process's RSS high-water mark before and during the call
 
 
-def _status_gb(field: str) -> float:
+def status_gb(field: str) -> float:
   with open("/proc/self/status") as f:
     for line in f:
       if line.startswith(field + ":"):
@@ -58,11 +58,11 @@ def measured(call) -> Measured:
   mark before the reset is carried into `hwm_gb`."""
   import resource
   import time
-  hwm = _status_gb("VmHWM")
+  hwm = status_gb("VmHWM")
   try:
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")
-    before = _status_gb("VmRSS")
+    before = status_gb("VmRSS")
   except OSError:
     before = float("nan")
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -70,7 +70,7 @@ def measured(call) -> Measured:
   call()
   seconds = time.perf_counter() - start
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-  after = _status_gb("VmHWM")
+  after = status_gb("VmHWM")
   return Measured(seconds, faults, after - before, max(hwm, after))
 
 

@@ -1,17 +1,32 @@
-"""gradcam-jax vs Captum, side by side: Grad-CAM, guided backprop and Guided Grad-CAM
-on the same architecture, batch and input, each (implementation, model, method) in
-its own process, the processes interleaved round by round.
+"""gradcam-jax vs Captum and pytorch-grad-cam, side by side: Grad-CAM, guided backprop,
+Guided Grad-CAM and Score-CAM on the same architecture, batch and input, each
+(implementation, model, method) in its own process, the processes interleaved round
+by round.
 
-Needs the optional peers (never dependencies of the library):
-``pip install torch==2.13.0 captum`` (the CPU torch pin). pytorch-grad-cam also needs
-torchvision, which does not install beside that pin here; it is skipped when absent.
+Needs the optional peers (never dependencies of the library). Captum alone:
+``pip install torch==2.13.0 captum`` (the CPU torch pin on this disk). With
+pytorch-grad-cam, which needs torchvision (PyPI's torchvision does not import beside
+that pin), in a separate venv: ``pip install torch==2.14.1 torchvision==0.29.1 grad-cam
+captum`` then ``pip install -e .``. A peer that is not installed is skipped.
 
     python benchmarks/peers.py                       # batch 8, ResNet-50 and VGG16
     python benchmarks/peers.py --models resnet50 --rounds 3
 
-Each worker times `--reps` calls after one warm-up (compile) call and reports the
-median and its process's peak resident memory (``ru_maxrss``: weights, compiled
-program and activations together).
+Each worker makes one warm-up (compile) call, then times `--reps` calls and reports
+the median. Memory, read from the kernel (``/proc/self/status``): `peak_rss_gb` is the
+process's peak over everything (runtime, weights, compile, calls); `working_gb` is the
+peak during the timed calls above the RSS just before them, i.e. the memory one call
+needs beyond what the process already holds; `above_model_gb` is the peak during the
+timed calls above the RSS once the model and input were loaded (compiled program,
+activations and whatever the allocator keeps, together).
+
+What each peer runs (their documented usage): Captum's ``LayerGradCam`` (with
+``relu_attributions``), ``GuidedBackprop`` and ``GuidedGradCam`` on the batch;
+pytorch-grad-cam's ``GradCAM`` and ``ScoreCAM`` on the batch, and its
+``GuidedBackpropReLUModel``, which explains one image per call, on each image in turn
+(Guided Grad-CAM = ``GradCAM`` on the batch, guided backprop per image, product), as in
+its README. Score-CAM scores every channel of the layer on both sides (pytorch-grad-cam
+has no top-N option), one image, in chunks of 16 masked images.
 """
 
 from __future__ import annotations
@@ -19,76 +34,114 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import run_worker, versions, write_json  # noqa: E402
+from _common import measured, run_worker, status_gb, versions, write_json  # noqa: E402
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
+IMPLS = {"gradcam-jax": "gradcam_jax", "captum": "captum",
+         "pytorch-grad-cam": "pytorch_grad_cam"}
+# Score-CAM with every channel costs one forward per channel per image (512 for
+# VGG16, 2048 for ResNet-50): one image, and not Captum (it has no Score-CAM).
+SCORECAM_BATCH = 1
 
 
-def _ours(model_name, method, batch, reps):
-  import jax
+def _inputs(batch, layout):
   import numpy as np
+  x = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32)
+  return x if layout == "nhwc" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _ours(model_name, method, batch):
+  import jax
   import gradcam_jax as gcj
   from gradcam_jax import zoo
   m = zoo.load(model_name, random_init=True)
   layer = "layer4" if model_name == "resnet50" else "features_28"
   build = {"gradcam": lambda: gcj.gradcam(m.apply_fn, layer=layer),
            "guided_backprop": lambda: gcj.guided_backprop(m.apply_fn),
-           "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, layer=layer)}[method]
+           "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, layer=layer),
+           "scorecam": lambda: gcj.cam(m.apply_fn, method="scorecam", layer=layer,
+                                       batch_size=16)}[method]
   explain = jax.jit(build())
-  x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(batch, 224, 224, 3)),
-                        jax.numpy.float32)
+  x = jax.numpy.asarray(_inputs(batch, "nhwc"))
   t = jax.numpy.arange(batch) % 1000
-  run = lambda: jax.block_until_ready(explain(m.variables, x, t))
-  return run
+  return lambda: jax.block_until_ready(explain(m.variables, x, t))
 
 
-def _captum(model_name, method, batch, reps):
-  import numpy as np
+def _torch_net(model_name):
   import torch
-  from captum import attr
   sys.path.insert(0, os.path.dirname(HERE))
   from tests.torch_reference import torch_resnet50, torch_vgg16
   torch.set_num_threads(os.cpu_count() or 1)
   net = (torch_resnet50() if model_name == "resnet50" else torch_vgg16()).eval()
-  for mod in net.modules():  # captum's guided backprop needs non-inplace ReLUs
+  for mod in net.modules():  # guided backprop in both peers needs non-inplace ReLUs
     if isinstance(mod, torch.nn.ReLU):
       mod.inplace = False
   layer = net.layer4 if model_name == "resnet50" else net.features[28]
+  return net, layer
+
+
+def _captum(model_name, method, batch):
+  import torch
+  from captum import attr
+  net, layer = _torch_net(model_name)
   explainer = {"gradcam": lambda: attr.LayerGradCam(net, layer),
                "guided_backprop": lambda: attr.GuidedBackprop(net),
                "guided_gradcam": lambda: attr.GuidedGradCam(net, layer)}[method]()
-  x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, 3, 224, 224))
-                       .astype(np.float32))
+  x = torch.from_numpy(_inputs(batch, "nchw"))
   t = torch.arange(batch) % 1000
   kwargs = {"relu_attributions": True} if method == "gradcam" else {}
+  return lambda: explainer.attribute(x.clone().requires_grad_(), target=t,
+                                     **kwargs).detach()
 
-  def run():
-    out = explainer.attribute(x.clone().requires_grad_(), target=t, **kwargs)
-    return out.detach()
 
-  return run
+def _pytorch_grad_cam(model_name, method, batch):
+  import numpy as np
+  import torch
+  from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel, ScoreCAM
+  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+  net, layer = _torch_net(model_name)
+  x = torch.from_numpy(_inputs(batch, "nchw"))
+  targets = [ClassifierOutputTarget(i % 1000) for i in range(batch)]
+  if method == "scorecam":
+    cam = ScoreCAM(model=net, target_layers=[layer])
+    cam.batch_size = 16
+    return lambda: cam(input_tensor=x, targets=targets)
+  gradcam = GradCAM(model=net, target_layers=[layer])
+  guided_bp = GuidedBackpropReLUModel(model=net, device="cpu")
+
+  def guided_backprop():
+    return np.stack([guided_bp(x[i:i + 1], target_category=i % 1000)
+                     for i in range(batch)])
+
+  def guided_gradcam():
+    cams = gradcam(input_tensor=x, targets=targets)
+    return cams[..., None] * guided_backprop()
+
+  return {"gradcam": lambda: gradcam(input_tensor=x, targets=targets),
+          "guided_backprop": guided_backprop, "guided_gradcam": guided_gradcam}[method]
 
 
 def worker(impl, model_name, method, batch, reps) -> dict:
-  run = (_ours if impl == "gradcam-jax" else _captum)(model_name, method, batch, reps)
-  start = time.perf_counter()
-  run()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
+  build = {"gradcam-jax": _ours, "captum": _captum, "pytorch-grad-cam": _pytorch_grad_cam}
+  run = build[impl](model_name, method, batch)
+  loaded = status_gb("VmRSS")
+  first = measured(run)
+  calls = [measured(run) for _ in range(reps)]
   return {"impl": impl, "model": model_name, "method": method, "batch": batch,
-          "median_s": statistics.median(times), "first_call_s": first,
-          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+          "median_s": statistics.median(c.seconds for c in calls),
+          "first_call_s": first.seconds,
+          "page_faults": statistics.median(c.faults for c in calls),
+          "working_gb": max(c.peak_gb for c in calls),
+          # each call's hwm_gb carries the mark of the call before it
+          "above_model_gb": max([status_gb("VmHWM")] + [c.hwm_gb for c in calls[1:]])
+                            - loaded,
+          "peak_rss_gb": max(first.hwm_gb, *(c.hwm_gb for c in calls))}
 
 
 def main() -> None:
@@ -98,48 +151,72 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--reps", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--scorecam-models", nargs="*", default=["vgg16"],
+                      help="models for the all-channel Score-CAM rows (batch 1, one rep)")
   parser.add_argument("--json", default="benchmarks/results/peers.json")
   parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODEL", "METHOD"))
   args = parser.parse_args()
   if args.worker:
     print(json.dumps(worker(*args.worker, args.batch, args.reps)))
     return
-  try:
-    import captum  # noqa: F401
-  except ImportError:
-    raise SystemExit("peers.py needs captum and torch: pip install torch==2.13.0 captum")
+  import importlib.util
+  impls = [i for i, module in IMPLS.items() if importlib.util.find_spec(module)]
+  if impls == ["gradcam-jax"]:
+    raise SystemExit("peers.py found no peer: pip install torch==2.13.0 captum "
+                     "(see this script's docstring for pytorch-grad-cam)")
+  tasks = [(m, method, args.batch, args.reps) for m in args.models for method in args.methods]
+  tasks += [(m, "scorecam", SCORECAM_BATCH, 1) for m in args.scorecam_models]
   rows = []
   for r in range(args.rounds):
-    for model_name in args.models:
-      for method in args.methods:
-        for impl in ("gradcam-jax", "captum"):
-          row = run_worker(__file__, ["--worker", impl, model_name, method,
-                                      "--batch", args.batch, "--reps", args.reps])
-          row["round"] = r
-          rows.append(row)
-          print(f"round {r} {model_name:9s} {method:16s} {impl:12s} "
-                f"{row['median_s']:7.3f} s  peak {row['peak_rss_gb']:5.2f} GB  "
-                f"first call {row['first_call_s']:6.2f} s", flush=True)
+    for model_name, method, batch, reps in tasks:
+      for impl in impls:
+        if impl == "captum" and method == "scorecam":
+          continue
+        row = run_worker(__file__, ["--worker", impl, model_name, method,
+                                    "--batch", batch, "--reps", reps])
+        row["round"] = r
+        rows.append(row)
+        print(f"round {r} {model_name:9s} {method:16s} b{batch:<3d} {impl:16s} "
+              f"{row['median_s']:8.3f} s  above model {row['above_model_gb']:5.2f} GB  "
+              f"working {row['working_gb']:5.2f} GB  peak {row['peak_rss_gb']:5.2f} GB  "
+              f"faults {row['page_faults']:8.0f}  first {row['first_call_s']:6.2f} s",
+              flush=True)
   summary = []
-  for model_name in args.models:
-    for method in args.methods:
-      med = {impl: statistics.median(x["median_s"] for x in rows if x["impl"] == impl
-                                     and x["model"] == model_name and x["method"] == method)
-             for impl in ("gradcam-jax", "captum")}
-      mem = {impl: max(x["peak_rss_gb"] for x in rows if x["impl"] == impl
-                       and x["model"] == model_name and x["method"] == method)
-             for impl in ("gradcam-jax", "captum")}
-      summary.append({"model": model_name, "method": method, "ours_s": med["gradcam-jax"],
-                      "captum_s": med["captum"],
-                      "speedup": med["captum"] / med["gradcam-jax"],
-                      "ours_peak_gb": mem["gradcam-jax"], "captum_peak_gb": mem["captum"]})
-      s = summary[-1]
-      print(f"{model_name:9s} {method:16s} ours {s['ours_s']:.3f} s, Captum "
-            f"{s['captum_s']:.3f} s: {s['speedup']:.2f}x; peak RSS {s['ours_peak_gb']:.2f}"
-            f" vs {s['captum_peak_gb']:.2f} GB")
+  for model_name, method, batch, _ in tasks:
+    mine = [x for x in rows if x["model"] == model_name and x["method"] == method]
+    entry = {"model": model_name, "method": method, "batch": batch}
+    for impl in impls:
+      got = [x for x in mine if x["impl"] == impl]
+      if got:
+        entry[impl] = {"median_s": statistics.median(x["median_s"] for x in got),
+                       "above_model_gb": max(x["above_model_gb"] for x in got),
+                       "peak_rss_gb": max(x["peak_rss_gb"] for x in got)}
+    ours = entry["gradcam-jax"]["median_s"]
+    entry["speedup"] = {impl: v["median_s"] / ours for impl, v in entry.items()
+                        if isinstance(v, dict) and impl != "gradcam-jax"}
+    summary.append(entry)
+    print(f"{model_name:9s} {method:16s} b{batch:<3d} ours {ours:.3f} s; " + "; ".join(
+        f"{impl} {entry[impl]['median_s']:.3f} s ({x:.2f}x)"
+        for impl, x in entry["speedup"].items()) + "; above model GB " + ", ".join(
+        f"{impl} {entry[impl]['above_model_gb']:.2f}" for impl in impls if impl in entry))
   write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
-                         "batch": args.batch, "reps": args.reps, "rounds": args.rounds,
-                         "rows": rows, "summary": summary})
+                         "peer_versions": _peer_versions(impls), "xla_flags":
+                         os.environ.get("XLA_FLAGS", ""), "batch": args.batch,
+                         "reps": args.reps, "rounds": args.rounds, "rows": rows,
+                         "summary": summary})
+
+
+def _peer_versions(impls) -> dict:
+  import importlib.metadata as md
+  names = {"torch": "torch", "captum": "captum", "pytorch-grad-cam": "grad-cam",
+           "torchvision": "torchvision"}
+  out = {}
+  for key, dist in names.items():
+    try:
+      out[key] = md.version(dist)
+    except md.PackageNotFoundError:
+      pass
+  return out
 
 
 if __name__ == "__main__":

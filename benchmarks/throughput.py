@@ -2,13 +2,20 @@
 batch size and dtype, with the same model's jitted forward measured in the same
 process, interleaved call by call.
 
-One process per (model, dtype, batch): it compiles every method (compile time =
-first call), then times rounds of one call per method; rows report medians, images/s
-and the ratio to that process's forward. ``peak_rss_gb`` is the process's maximum
-resident memory over all its methods. bfloat16 casts params and images.
+One process per (environment, model, dtype, batch): it compiles every method (first
+call = trace + compile + run, params-as-argument form), then runs rounds in which each
+method makes two calls in a row: the first, right after another program, is reported
+apart as `switch` (on this CPU backend it can cost twice the steady state), the second
+is the steady state. Rows report medians, images/s, the ratio to that process's
+forward, minor page faults per call and the call's peak memory above the RSS before
+it. Then the first call of the closure form, under ``jax.jit`` and ``gcj.jit``.
+``peak_rss_gb`` is the process's peak over everything. bfloat16 casts params and
+images. ``--envs`` runs the table under XLA's per-operation YNN fusion or another
+malloc as well.
 
-    python benchmarks/throughput.py                          # CPU defaults
-    python benchmarks/throughput.py --batches 64 256 --rounds 5   # on a GPU
+    python benchmarks/throughput.py                                  # CPU defaults
+    python benchmarks/throughput.py --envs default ynn jemalloc --batches 4
+    python benchmarks/throughput.py --batches 64 256 --rounds 5      # on a GPU
 """
 
 from __future__ import annotations
@@ -27,11 +34,16 @@ from _common import (YNN_FLAG, interleaved, measured, run_worker, versions,  # n
 
 METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
            "scorecam")
-FLAGS = {"default": "", "ynn": YNN_FLAG}
+# Process environments to compare (each row says which it ran under): XLA's YNN fusion
+# per operation, and malloc replacements (Debian: apt install libjemalloc2
+# libtcmalloc-minimal4) that keep freed pages instead of unmapping them.
+ENVS = {"default": {}, "ynn": {"XLA_FLAGS": YNN_FLAG},
+        "jemalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+        "tcmalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}}
 
 
 def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
-           closure_methods=("forward", "gradcam", "guided_gradcam")) -> dict:
+           methods=METHODS) -> dict:
   import jax
   import jax.numpy as jnp
   import gradcam_jax as gcj
@@ -41,7 +53,7 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
   variables = jax.tree_util.tree_map(lambda a: a.astype(dt), m.variables)
   x = jax.random.normal(jax.random.key(1), (batch, 224, 224, 3), dt)
   layer = "layer4" if model_name == "resnet50" else "features_29"
-  fns = {
+  builders = {
       "forward": jax.jit(m.apply_fn),
       "gradcam": jax.jit(gcj.gradcam(m.apply_fn, layer=layer)),
       "guided_backprop": jax.jit(gcj.guided_backprop(m.apply_fn)),
@@ -51,6 +63,7 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
       "scorecam": jax.jit(gcj.cam(m.apply_fn, method="scorecam", layer=layer,
                                   top_n=top_n, batch_size=8)),
   }
+  fns = {name: builders[name] for name in dict.fromkeys(("forward", *methods))}
   timing = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)), rounds)
   fwd = statistics.median(timing.times_s["forward"])
   rows = [{"model": model_name, "dtype": dtype, "batch": batch, "method": name,
@@ -61,7 +74,8 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
            "peak_above_gb": timing.peak_gb[name]}
           for name, t in timing.times_s.items()]
   closure, peak = {}, timing.process_peak_gb
-  for name in closure_methods:  # closure form: params captured by the jitted function
+  for name in [n for n in ("forward", "gradcam", "guided_gradcam") if n in methods]:
+    # closure form: params captured by the jitted function
     build = {"forward": lambda: lambda images: m.apply_fn(variables, images),
              "gradcam": lambda: gcj.gradcam(m.apply_fn, variables, layer=layer),
              "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, variables,
@@ -86,26 +100,30 @@ def main() -> None:
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--scorecam-top-n", type=int, default=16)
-  parser.add_argument("--flags", nargs="+", default=["default"], choices=sorted(FLAGS),
-                      help="XLA flag sets to run the table under, each in its own processes")
+  parser.add_argument("--envs", nargs="+", default=["default"], choices=sorted(ENVS),
+                      help="process environments (XLA flags, allocator) to run the table "
+                           "under, each in its own processes")
+  parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
   parser.add_argument("--json", default="benchmarks/results/throughput.json")
   parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"))
   args = parser.parse_args()
   if args.worker:
     model_name, dtype, batch = args.worker
     print(json.dumps(worker(model_name, dtype, int(batch), args.rounds,
-                            args.scorecam_top_n)))
+                            args.scorecam_top_n, args.methods)))
     return
   results = []
-  for flags in args.flags:
-    env = {"XLA_FLAGS": FLAGS[flags]} if FLAGS[flags] else {}
+  for flags in args.envs:
+    env = ENVS[flags]
+    if "LD_PRELOAD" in env and not os.path.exists(env["LD_PRELOAD"]):
+      raise SystemExit(f"--envs {flags}: {env['LD_PRELOAD']} is not installed")
     for model_name in args.models:
       for dtype in args.dtypes:
         for batch in args.batches:
           res = run_worker(__file__, ["--worker", model_name, dtype, batch,
-                                      "--rounds", args.rounds,
+                                      "--rounds", args.rounds, "--methods", *args.methods,
                                       "--scorecam-top-n", args.scorecam_top_n], env)
-          res["flags"] = flags
+          res["env"] = flags
           results.append(res)
           for r in res["rows"]:
             print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "

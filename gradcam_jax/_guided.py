@@ -242,6 +242,82 @@ def _max_pool(eqn) -> Callable:
 
 
 # ----------------------------------------------------------------------------------
+# Strided convolutions with a faster input gradient.
+#
+# XLA differentiates a stride-s convolution with respect to its input as a convolution
+# over the cotangent dilated with s-1 zeros between elements: s*s times the work, and
+# off the CPU backend's fast path (4-5x the forward's time for ResNet-50's 7x7 stem and
+# 3x3 stride-2 convolutions). Split by output phase instead: the input positions
+# congruent to (a, b) modulo the strides receive only the kernel taps w[a::s, b::s], so
+# each phase is a stride-1 convolution of the undilated cotangent with that flipped
+# sub-kernel, and the phases interleave into the input gradient.
+
+_NHWC_HWIO = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
+  """The cotangent of x for ``y = conv(x, w)`` (NHWC/HWIO, no dilation, one group)."""
+  n, h, wd, c = x_shape
+  (sh, sw), ((plh, phh), (plw, phw)) = strides, padding
+  rows, cols = -(-(h + plh + phh) // sh), -(-(wd + plw + phw) // sw)
+  ho, wo = g.shape[1:3]
+  phases = []
+  for a in range(sh):
+    row = []
+    for b in range(sw):
+      sub = w[a::sh, b::sw]
+      qa, qb = sub.shape[:2]
+      if qa == 0 or qb == 0:  # kernel smaller than the stride: no tap reaches here
+        row.append(jnp.zeros((n, rows, cols, c), g.dtype))
+        continue
+      kernel = jnp.flip(sub, (0, 1)).transpose(0, 1, 3, 2)
+      row.append(lax.conv_general_dilated(
+          g, kernel, (1, 1), [(qa - 1, rows - ho), (qb - 1, cols - wo)],
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision))
+    phases.append(jnp.stack(row, 3))            # (n, rows, cols, sw, c)
+  full = jnp.stack(phases, 2).reshape(n, rows * sh, cols * sw, c)
+  return full[:, plh:plh + h, plw:plw + wd]
+
+
+def _is_strided_conv(eqn) -> bool:
+  if eqn.primitive.name != "conv_general_dilated":
+    return False
+  p = eqn.params
+  dn = p["dimension_numbers"]
+  return (len(eqn.invars[0].aval.shape) == 4 and _is_float(eqn.invars[0].aval)
+          and (dn.lhs_spec, dn.rhs_spec, dn.out_spec) == _NHWC_HWIO
+          and max(p["window_strides"]) > 1
+          and p["lhs_dilation"] == (1, 1) and p["rhs_dilation"] == (1, 1)
+          and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+          and p.get("preferred_element_type") is None
+          and not isinstance(p["padding"], str)
+          and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"]))
+
+
+def _strided_conv(eqn) -> Callable:
+  """The convolution of `eqn` (forward bit-identical) with the phase-split input
+  gradient; the kernel's gradient keeps XLA's rule."""
+  p = eqn.params
+
+  @jax.custom_vjp
+  def conv(x, w):
+    return _bind(eqn, [x, w])[0]
+
+  def conv_fwd(x, w):
+    return _bind(eqn, [x, w])[0], (x, w)
+
+  def conv_bwd(res, g):
+    x, w = res
+    dx = _conv_input_transpose(g, w, x.shape, p["window_strides"], p["padding"],
+                               p["precision"])
+    dw = jax.vjp(lambda w: _bind(eqn, [x, w])[0], w)[1](g)[0]
+    return dx.astype(x.dtype), dw
+
+  conv.defvjp(conv_fwd, conv_bwd)
+  return conv
+
+
+# ----------------------------------------------------------------------------------
 # Re-evaluating a jaxpr with a replacement for every ReLU.
 
 Rule = Callable[[jax.Array], jax.Array]
@@ -349,6 +425,8 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule) -> list:
       outs = [rule(invals[0])]
     elif _is_plain_max_pool(eqn):
       outs = [_max_pool(eqn)(invals[0])]
+    elif _is_strided_conv(eqn):
+      outs = [_strided_conv(eqn)(*invals)]
     elif relu_x is not None:
       outs = [rule(read(relu_x))]
     elif any(_relu_count(sub) for sub in _sub_jaxprs(eqn)):

@@ -199,3 +199,28 @@ def test_max_pool_rewrite_in_bfloat16_and_under_shard_map():
   expected = jax.vjp(explicit, x)[1](g)[0]
   for f in (body, sharded):
     np.testing.assert_array_equal(jax.vjp(gcj.guided(f), x)[1](g)[0], expected)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((7, 7), (2, 2), ((3, 3), (3, 3))),        # ResNet's stem
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),
+    ((1, 1), (2, 2), ((0, 0), (0, 0))),        # ResNet's downsampling shortcut
+    ((3, 2), (3, 2), ((0, 1), (2, 0))),        # uneven strides and padding
+    ((2, 2), (3, 3), ((0, 0), (0, 0))),        # kernel smaller than the stride
+])
+def test_strided_conv_rewrite_gives_xlas_input_gradient(kernel, strides, padding):
+  # Small integers everywhere: every sum is exact, so the phase-split gradient must
+  # equal XLA's bit for bit, and the kernel gradient (XLA's own rule) too.
+  ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)
+  x, w = ints(0, (2, 13, 12, 3)), ints(1, (*kernel, 3, 4))
+  conv = lambda x, w: lax.conv_general_dilated(x, w, strides, padding,
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y, vjp = jax.vjp(conv, x, w)
+  y_fast, vjp_fast = jax.vjp(gcj.guided(conv, require_relu=False), x, w)
+  g = ints(2, y.shape)
+  np.testing.assert_array_equal(y_fast, y)
+  for fast, plain in zip(vjp_fast(g), vjp(g)):
+    np.testing.assert_array_equal(fast, plain)
+  dilated = f"lhs_dilation=({strides[0]}, {strides[1]})"
+  jaxpr = lambda v: str(jax.make_jaxpr(v)(g))
+  assert dilated in jaxpr(vjp) and dilated not in jaxpr(vjp_fast)
