@@ -47,9 +47,10 @@ def fast_backward(eqn) -> Callable | None:
 # 7-12x slower than the pool itself (RESULTS.md, "make it fast"); in guided backprop,
 # whose backward pass crosses every pool of the network, replacing it cut VGG16's
 # time by a quarter. The rewrite below keeps the forward primitive and routes the
-# cotangent with strided slices and pads that XLA fuses: the same routing (each window's cotangent goes
-# to its first maximal element, as select_and_scatter with ``>=`` does), so the result
-# equals XLA's up to the order in which overlapping windows add.
+# cotangent with strided slices and pads that XLA fuses: the same routing (each
+# window's cotangent goes to its first maximal element, as select_and_scatter with
+# ``>=`` does), so the result equals XLA's up to the order in which overlapping
+# windows add.
 
 
 def _max_pool_transpose(x, y, g, window, strides, padding):
