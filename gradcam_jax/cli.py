@@ -1,48 +1,104 @@
 """The ``gradcam-jax`` command: ``demo`` and ``explain``.
 
-Exit status of ``explain``: 0 when every input was explained (or already done),
-3 when some inputs could not be read or matched nothing (they are listed in the
-index and at the end; everything else is written), 2 for usage errors, 1 for a
+Exit status of ``explain``: 0 when every input was explained (or already done);
+2 for a usage error (one line on stderr, checked before any image is decoded);
+3 when some inputs could not be explained or matched nothing (they are listed in
+the index and at the end; everything else is written), or when there was no image
+to explain; 130 when interrupted (run the same command again to resume); 1 for a
 crash.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
+EXIT_USAGE, EXIT_INPUTS, EXIT_INTERRUPTED = 2, 3, 130
 
-def _load_model(spec: str, weights: str | None):
+
+class UsageError(Exception):
+  """A bad command line: printed as one line, exit status 2."""
+
+
+def _fingerprint(path: Path) -> str:
+  """sha256 of a weights file, or of a checkpoint folder's files and names."""
+  digest = hashlib.sha256()
+  files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+  for f in files:
+    digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+    with f.open("rb") as fh:
+      for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+  return "sha256:" + digest.hexdigest()[:16]
+
+
+def _load_model(spec: str, weights: str | None, random_weights: bool):
+  """(ZooModel, weights identity); UsageError in CLI words for every bad choice."""
   from gradcam_jax import zoo
-  if ":" in spec:
-    module, _, factory = spec.partition(":")
-    model = getattr(importlib.import_module(module), factory)(
-        **({"weights": weights} if weights else {}))
-    missing = [f for f in zoo.ZooModel._fields if not hasattr(model, f)]
-    if missing:
-      raise SystemExit(f"--model {spec}: expected the factory to return a "
-                       f"gradcam_jax.zoo.ZooModel (fields {zoo.ZooModel._fields}); "
-                       f"it lacks {missing}.")
-    return model
-  return zoo.load(spec, weights)
+  if weights is not None and not Path(weights).exists():
+    raise UsageError(f"--weights {weights}: no such file or folder.")
+  try:
+    if ":" in spec:
+      module, _, factory = spec.partition(":")
+      try:
+        make = getattr(importlib.import_module(module), factory)
+      except ImportError as err:
+        raise UsageError(f"--model {spec}: cannot import module {module!r} ({err}).")
+      except AttributeError:
+        raise UsageError(f"--model {spec}: module {module!r} has no {factory!r}.")
+      model = make(**({"weights": weights} if weights else {}))
+      missing = [f for f in zoo.ZooModel._fields[:8] if not hasattr(model, f)]
+      if missing:
+        raise UsageError(f"--model {spec}: expected the factory to return a "
+                         f"gradcam_jax.zoo.ZooModel; it lacks {missing}.")
+    elif spec not in zoo.NAMES:
+      raise UsageError(f"--model: expected one of {', '.join(zoo.NAMES)} or "
+                       f"MODULE:FACTORY; got {spec!r}.")
+    elif spec != "demo" and weights is None and not random_weights:
+      from gradcam_jax.zoo.imagenet import WHERE
+      raise UsageError(
+          f"--model {spec} needs --weights FILE: {WHERE[spec]}, downloaded beforehand "
+          f"(gradcam-jax never downloads); or --random-weights for a timing run.")
+    else:
+      model = zoo.load(spec, weights, random_init=random_weights)
+  except ModuleNotFoundError as err:
+    if err.name in ("safetensors", "h5py", "torch"):
+      extra = ("pip install torch" if err.name == "torch"
+               else 'pip install "gradcam-jax[weights]"')
+      raise UsageError(f"--weights {weights}: reading this file needs {err.name}, "
+                       f"which is not installed; run: {extra}") from None
+    raise
+  except ValueError as err:  # a weights file that does not hold the model
+    raise UsageError(f"--weights {weights}: {err}") from None
+  if random_weights:
+    identity = "random(seed 0)"
+  elif weights:
+    identity = _fingerprint(Path(weights))
+  elif spec == "demo":
+    from gradcam_jax.zoo import demo
+    identity = _fingerprint(demo.asset_dir() / "checkpoint")
+  else:
+    identity = "factory default"
+  return model, identity
 
 
 def _parse_target(value: str | None, class_names) -> int | None:
   if value is None:
     return None
+  names = list(class_names)
+  if value in names:
+    return names.index(value)
   if value.lstrip("-").isdigit():
     c = int(value)
-  elif value in class_names:
-    c = list(class_names).index(value)
-  else:
-    raise SystemExit(f"--target: expected a class index 0..{len(class_names) - 1} or a "
-                     f"class name; got {value!r}.")
-  if not 0 <= c < len(class_names):
-    raise SystemExit(f"--target: expected 0..{len(class_names) - 1}; got {c}.")
-  return c
+    if 0 <= c < len(names):
+      return c
+  raise UsageError(f"--target: expected a class index 0..{len(names) - 1} or a class "
+                   f"name (e.g. {names[0]!r}); got {value!r}.")
 
 
 def _distributed() -> tuple[int, int]:
@@ -58,31 +114,138 @@ def _distributed() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _inside(path: Path, folder: Path) -> bool:
+  return path == folder or folder in path.parents
+
+
+def _check_out(out: Path, args_paths, sources) -> None:
+  """--out must be ours to write: not a file, not inside an input folder, not
+  holding inputs, and either new, empty, or made by gradcam-jax."""
+  from gradcam_jax._journal import MARKER
+  out = Path(os.path.realpath(out))
+  if out.exists() and not out.is_dir():
+    raise UsageError(f"--out {out}: expected a folder; it is a file.")
+  for arg in args_paths:
+    p = Path(os.path.realpath(arg))
+    if p.is_dir() and _inside(out, p):
+      raise UsageError(f"--out {out}: it is inside the input folder {arg}; outputs "
+                       "would mix with inputs. Choose a folder outside the inputs.")
+  for s in sources:
+    if _inside(Path(os.path.realpath(s.path)), out):
+      raise UsageError(f"--out {out}: it holds the input {s.path}; choose a folder "
+                       "outside the inputs.")
+  if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_dir():
+    raise UsageError(f"--out {out}: the folder exists and holds files gradcam-jax did "
+                     "not write; choose a new or empty folder.")
+  try:
+    (out / MARKER).mkdir(parents=True, exist_ok=True)
+    probe = out / MARKER / f"write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as err:
+    raise UsageError(f"--out {out}: cannot write there ({err.strerror or err}).")
+
+
+def _parse_save(value: str) -> tuple:
+  from gradcam_jax._outputs import KINDS
+  kinds = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+  bad = [k for k in kinds if k not in KINDS]
+  if bad or not kinds:
+    raise argparse.ArgumentTypeError(
+        f"expected a comma-separated list of {', '.join(KINDS)}; got {value!r}")
+  return kinds
+
+
+def _positive(value: str) -> int:
+  try:
+    n = int(value)
+  except ValueError:
+    n = 0
+  if n < 1:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {value!r}")
+  return n
+
+
+def _terminate(signum, frame):
+  raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: in-flight writes finish
+
+
 def cmd_explain(args) -> int:
-  from gradcam_jax import _batch, io
-  process = _distributed()
-  model = _load_model(args.model, args.weights)
-  sources, missing = io.find_images(args.paths)
+  import jax
+  import numpy as np
+  import gradcam_jax as gcj
+  from gradcam_jax import _folder_job, _report, io
+
+  sources, missing, notes = io.find_images(args.paths)
+  _check_out(args.out, args.paths, sources)
+  process = _distributed()  # before JAX runs anything
+  model, identity = _load_model(args.model, args.weights, args.random_weights)
+  target = _parse_target(args.target, model.class_names)
+  job = _folder_job.Job(layer=args.layer or model.layer, method=args.method,
+                        target=target, resize=args.resize or model.resize,
+                        save=args.save, arrays_dtype=args.arrays_dtype,
+                        weights=identity, max_pixels=args.max_pixels)
+  h, w = model.input_size
+  try:  # a bad layer or method fails here, traced on shapes only: nothing decoded
+    jax.eval_shape(_folder_job.build_explainer(model, model.variables, job),
+                   jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w)),
+                   None if target is None else jax.ShapeDtypeStruct((1,), np.int32))
+  except gcj.GradCAMError as err:
+    option = "--method" if isinstance(err, gcj.MethodError) else "--layer"
+    raise UsageError(f"{option}: {err}") from None
   for m in missing:
     print(f"warning: {m}: no such file, folder or glob match", file=sys.stderr)
-  target = _parse_target(args.target, model.class_names)
-  summary = _batch.explain_files(
-      model, sources, args.out, layer=args.layer, target=target,
-      batch_size=args.batch_size, overwrite=args.overwrite, process=process,
-      progress=not args.quiet)
+  for n in notes:
+    print(f"note: {n}", file=sys.stderr)
+  if not sources:
+    print("gradcam-jax explain: no image found in " + " ".join(args.paths)
+          + f" (image extensions: {' '.join(io.IMAGE_EXTENSIONS)}); nothing explained.",
+          file=sys.stderr)
+    return EXIT_INPUTS
+  print(f"gradcam-jax {gcj.__version__}: model {model.name}: {model.about or 'no description'}")
+  print(f"  input {h}x{w} ({job.resize}), layer {job.layer}, method {job.method}, "
+        f"target {'the predicted class' if target is None else model.class_names[target]}"
+        f", saving {','.join(job.save)} to {args.out}")
+
+  def on_start(todo, skipped):
+    print(f"  {todo + skipped} inputs for this process: {skipped} already done, "
+          f"{todo} to explain", flush=True)
+
+  signal.signal(signal.SIGTERM, _terminate)
+  try:
+    summary = _folder_job.explain_files(
+        model, sources, args.out, job, batch_size=args.batch_size,
+        overwrite=args.overwrite, process=process, workers=args.workers,
+        progress=not args.quiet, on_start=on_start)
+  except KeyboardInterrupt:
+    print("\ninterrupted: every finished image is recorded; run the same command "
+          "again to resume.", file=sys.stderr)
+    return EXIT_INTERRUPTED
   if process[1] > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("gradcam-jax explain done")
   if process[0] == 0:
     io.merge_index(args.out)
+    if not args.no_report:
+      _report.write_report(args.out)
+  failed = [r for r in io.read_index(args.out)
+            if r["status"] == "error" and r["path"] in {str(s.path) for s in sources}]
   rate = summary.ok / summary.seconds if summary.seconds else 0.0
   print(f"process {process[0]}/{process[1]}: explained {summary.ok}, skipped "
         f"{summary.skipped} already done, failed {summary.failed} "
-        f"({rate:.1f} img/s incl. start-up); index in {args.out / 'index.jsonl'}")
-  failed = [r for r in summary.records if r["status"] == "error"]
+        f"({rate:.1f} img/s incl. start-up); index {args.out / 'index.jsonl'}"
+        + ("" if args.no_report else f", report {args.out / 'report.html'}"))
   for r in failed:
     print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
-  return 3 if (failed or missing) else 0
+  return EXIT_INPUTS if (failed or missing) else 0
+
+
+def _input_dtype(model, h, w):
+  """The dtype the model's preprocessing gives (traced on shapes only)."""
+  import jax
+  import numpy as np
+  return jax.eval_shape(model.preprocess,
+                        jax.ShapeDtypeStruct((1, h, w, 3), np.uint8)).dtype
 
 
 def cmd_demo(args) -> int:
@@ -91,27 +254,59 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from gradcam_jax import __version__
+  from gradcam_jax._outputs import KINDS
+  from gradcam_jax.io import MAX_PIXELS, RESIZE_POLICIES
+  from gradcam_jax._methods import METHODS
+  fmt = argparse.ArgumentDefaultsHelpFormatter
   parser = argparse.ArgumentParser(
-      prog="gradcam-jax", description="Grad-CAM, guided backprop and Guided Grad-CAM "
-      "in JAX.")
+      prog="gradcam-jax", formatter_class=fmt,
+      description="Grad-CAM, guided backprop and Guided Grad-CAM in JAX.")
+  parser.add_argument("--version", action="version", version=f"gradcam-jax {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
-  demo = sub.add_parser("demo", help="explain the shipped sample scenes with the "
-                        "shipped model")
-  demo.add_argument("--out", type=Path, default=Path("gradcam_demo"))
+  demo = sub.add_parser("demo", formatter_class=fmt, help="explain the shipped sample "
+                        "scenes with the shipped model")
+  demo.add_argument("--out", type=Path, default=Path("gradcam_demo"),
+                    help="folder for the panels")
   demo.set_defaults(func=cmd_demo)
-  ex = sub.add_parser("explain", help="explain image files, folders and globs")
-  ex.add_argument("paths", nargs="+", help="files, folders (recursive) or globs")
+  ex = sub.add_parser("explain", formatter_class=fmt,
+                      help="explain image files, folders and globs",
+                      epilog="Exit status: 0 all done, 2 usage error, 3 some inputs "
+                      "failed or none found, 130 interrupted (rerun to resume).")
+  ex.add_argument("paths", nargs="+", help="files, folders (recursive) or globs; an "
+                  "existing path is taken literally")
   ex.add_argument("--model", default="demo",
-                  help="demo | vgg16 | resnet50 | module:factory (default demo)")
+                  help="demo | vgg16 | resnet50 | MODULE:FACTORY")
   ex.add_argument("--weights", help="weights file for vgg16/resnet50 (.safetensors, "
-                  ".pth, or Keras .h5 for vgg16)")
-  ex.add_argument("--layer", help="target layer path, e.g. features_29 or layer4")
+                  ".pth, or Keras .h5 for vgg16; needs pip install \"gradcam-jax[weights]\""
+                  " for .safetensors/.h5), or a checkpoint folder for demo")
+  ex.add_argument("--random-weights", action="store_true",
+                  help="vgg16/resnet50 with random weights (timing runs)")
+  ex.add_argument("--layer", help="target layer path, e.g. features_29 or layer4 "
+                  "(default: the model's last conv block)")
+  methods = sorted(METHODS) + ["scorecam", "ablationcam"]
+  ex.add_argument("--method", default="gradcam", choices=methods, metavar="METHOD",
+                  help="CAM method: " + ", ".join(methods))
   ex.add_argument("--target", help="class index or name to explain (default: the "
                   "predicted class)")
-  ex.add_argument("--batch-size", type=int, default=16)
+  ex.add_argument("--resize", choices=RESIZE_POLICIES,
+                  help="fit images to the model's input: squash, crop (shorter side "
+                  "then centre crop) or pad (default: the model's convention)")
+  ex.add_argument("--batch-size", type=_positive, default=16)
   ex.add_argument("--out", type=Path, default=Path("gradcam_out"))
+  ex.add_argument("--save", type=_parse_save, default=KINDS,
+                  help=f"comma-separated outputs to write: {', '.join(KINDS)}")
+  ex.add_argument("--arrays-dtype", choices=("float32", "float16"), default="float32",
+                  help="dtype of the maps in the .npz (float16: compressed, ~4x "
+                  "smaller)")
+  ex.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS,
+                  help="refuse images with more pixels (read from the header, before "
+                  "decoding)")
+  ex.add_argument("--workers", type=_positive, default=4, help="decoding threads")
   ex.add_argument("--overwrite", action="store_true",
-                  help="redo inputs whose outputs exist (default: resume)")
+                  help="redo every input (default: resume, redoing only inputs whose "
+                  "file or settings changed)")
+  ex.add_argument("--no-report", action="store_true", help="do not write report.html")
   ex.add_argument("--quiet", action="store_true", help="no progress bar")
   ex.set_defaults(func=cmd_explain)
   return parser
@@ -119,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  return args.func(args)
+  try:
+    return args.func(args)
+  except UsageError as err:
+    print(f"gradcam-jax {args.command}: error: {err}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""Images in, explanations out: finding and decoding files, writing results, the index.
+"""Images in: finding files, decoding them safely, fitting them to a model's input.
 
 Decoding never raises for a bad file: :func:`read_image` returns an error string,
-so a batch job reports the file and goes on.
+so a batch job reports the file and goes on. The index of a batch job is read with
+:func:`read_index` (see ``gradcam_jax._journal``).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -15,70 +15,147 @@ from typing import Iterable, NamedTuple
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "Source", "find_images", "read_image", "fit_size",
-           "read_index", "merge_index"]
+from gradcam_jax._errors import GradCAMError
+from gradcam_jax._journal import merge_index, read_index
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "RESIZE_POLICIES", "Source", "find_images",
+           "read_image", "fit_size", "resize_to", "read_index", "merge_index"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+# 40 megapixels: a 16-bit RGBA image this size decodes to 320 MB; photos from
+# current cameras (24-33 MP) pass.
+MAX_PIXELS = 40_000_000
+
+RESIZE_POLICIES = ("squash", "crop", "pad")
+
 
 class Source(NamedTuple):
-  """An input file and the output stem it maps to (its path under the input root)."""
-  path: Path
-  stem: str
+  """An input file and where its outputs go.
 
-
-def _stem(relative: Path) -> str:
-  return str(relative.with_suffix("")).replace(os.sep, "__")
-
-
-def find_images(paths: Iterable[str]) -> tuple[list[Source], list[str]]:
-  """Files, folders (recursive, image extensions only) and globs -> sources.
-
-  Returns the sources in a stable order and the arguments that matched nothing.
-  Explicitly named files are kept whatever their extension (a bad one is reported
-  when decoding fails).
+  Attributes:
+    path: the file as found (absolute; through a symlink if it was reached by one).
+    rel: its path relative to the common root of the arguments, POSIX form: the
+      outputs mirror it under ``--out``, so two inputs never share a name.
   """
-  sources: dict[Path, str] = {}
-  missing = []
+  path: Path
+  rel: str
+
+
+def _magic_free_prefix(pattern: str) -> Path:
+  parts = Path(pattern).parts
+  keep = []
+  for p in parts:
+    if glob.has_magic(p):
+      break
+    keep.append(p)
+  return Path(*keep) if keep else Path(".")
+
+
+def _walk(folder: Path, notes: list[str]) -> Iterable[Path]:
+  """Image files below `folder`, following symlinked folders, each real folder once
+  (a link back up the tree is reported in `notes` and not entered again)."""
+  seen: set[tuple[int, int]] = set()
+  for top, dirs, files in os.walk(folder, followlinks=True):
+    st = os.stat(top)
+    if (st.st_dev, st.st_ino) in seen:
+      notes.append(f"{top}: folder already visited (symlink loop); not entered again")
+      dirs[:] = []
+      continue
+    seen.add((st.st_dev, st.st_ino))
+    dirs.sort()
+    for name in sorted(files):
+      if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+        yield Path(top) / name
+
+
+def find_images(paths: Iterable[str]) -> tuple[list[Source], list[str], list[str]]:
+  """Files, folders (recursive, image extensions only, symlinks followed) and globs
+  -> sources.
+
+  An argument that exists is taken literally (``scan[1].png`` is that file); only
+  arguments that do not exist are expanded as globs. Each real file is explained
+  once, under the first path that reached it.
+
+  Returns:
+    ``(sources, missing, notes)``: the sources in a stable order, the arguments that
+    matched nothing, and remarks on what was passed over (symlink loops).
+  """
+  found: list[tuple[Path, Path]] = []  # (absolute path, argument root)
+  missing, notes = [], []
   for arg in paths:
-    p = Path(arg)
-    matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))] if (
-        glob.has_magic(arg)) else ([p] if p.exists() else [])
+    p = Path(os.path.abspath(arg))
+    if os.path.lexists(p):
+      matches, root = [p], (p if p.is_dir() else p.parent)
+    elif glob.has_magic(arg):
+      matches = [Path(os.path.abspath(m)) for m in sorted(glob.glob(arg, recursive=True))]
+      root = Path(os.path.abspath(_magic_free_prefix(arg)))
+    else:
+      matches, root = [], p
     if not matches:
       missing.append(arg)
     for m in matches:
       if m.is_dir():
-        for f in sorted(m.rglob("*")):
-          if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-            sources.setdefault(f.resolve(), _stem(f.relative_to(m)))
-      elif m.is_file():
-        sources.setdefault(m.resolve(), _stem(Path(m.name)))
-  out, seen = [], {}
-  for path, stem in sources.items():
-    n = seen.get(stem, 0)
-    seen[stem] = n + 1
-    out.append(Source(path, stem if n == 0 else f"{stem}~{n}"))
-  return out, missing
+        found.extend((f, root) for f in _walk(m, notes))
+      else:
+        found.append((m, root))  # named files are kept whatever their extension
+  if not found:
+    return [], missing, notes
+  common = Path(os.path.commonpath([str(root) for _, root in found]))
+  sources, real_seen = [], set()
+  for path, _ in found:
+    real = os.path.realpath(path)
+    if real in real_seen:
+      continue
+    real_seen.add(real)
+    sources.append(Source(path, path.relative_to(common).as_posix()))
+  return sources, missing, notes
 
 
 def _truncated_jpeg(data: bytes) -> bool:
   return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] != b"\xff\xd9"
 
 
-def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+def _pixel_count(data: bytes) -> int | None:
+  """Width x height from the file's header, without decoding (None: unknown)."""
+  import io as _io
+  from PIL import Image
+  try:
+    with Image.open(_io.BytesIO(data)) as im:
+      return im.size[0] * im.size[1]
+  except Image.DecompressionBombError:
+    return 2 ** 63
+  except Exception:  # not a format Pillow reads: OpenCV decides below
+    return None
+
+
+def read_image(path: Path, max_pixels: int | None = MAX_PIXELS
+               ) -> tuple[np.ndarray | None, str | None]:
   """Decode any image OpenCV reads into uint8 RGB (H, W, 3).
 
   Grayscale is repeated to RGB, alpha is composited over white, 16-bit and float
-  images are scaled to 8 bits. Returns ``(image, None)`` or ``(None, reason)``.
+  images are scaled to 8 bits. Images with more than `max_pixels` pixels (read from
+  the header, before decoding) are refused: a small file can decode to gigabytes.
+
+  Returns:
+    ``(image, None)`` or ``(None, reason)``.
   """
   try:
     data = Path(path).read_bytes()
   except OSError as err:
+    if not Path(path).exists() and os.path.islink(path):
+      return None, "broken symbolic link"
     return None, f"cannot read file: {err.strerror or err}"
   if not data:
     return None, "empty file (0 bytes)"
   if _truncated_jpeg(data):
     return None, "truncated JPEG (no end-of-image marker)"
+  if max_pixels is not None:
+    pixels = _pixel_count(data)
+    if pixels is not None and pixels > max_pixels:
+      size = "more than 2^63" if pixels == 2 ** 63 else f"{pixels:,}"
+      return None, (f"image too large: {size} pixels, the limit is {max_pixels:,} "
+                    "(raise it with --max-pixels)")
   img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if img is None or img.size == 0:
     return None, "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
@@ -107,31 +184,33 @@ def fit_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def read_index(out_dir: Path) -> list[dict]:
-  """All index records under `out_dir` (every process's part), one per input path.
+def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarray:
+  """Fit uint8 RGB `image` to the model's (H, W) input by `policy`.
 
-  Parts are read in name order and, within a part, in the order written; the last
-  record for a path wins (a resumed run's records replace the earlier run's).
+  * ``"squash"``: resize to (H, W), ignoring the aspect ratio (Keras'
+    ``load_img(target_size=...)``).
+  * ``"crop"``: resize the shorter side to ``round(min(H, W) / 0.875)`` (256 for
+    224), then take the centre (H, W) crop: torchvision's ``Resize(256)`` +
+    ``CenterCrop(224)``, the convention of its ImageNet weights.
+  * ``"pad"``: resize the longer side to fit, keep the aspect ratio, pad with black
+    to (H, W), the image centred.
   """
-  records: dict[str, dict] = {}
-  for part in sorted(Path(out_dir).glob("index*.jsonl")):
-    if part.name == "index.jsonl" and any(Path(out_dir).glob("index.part-*.jsonl")):
-      continue  # a merged file is a copy of the parts
-    for line in part.read_text().splitlines():
-      if line.strip():
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue  # a line cut by a crash; its image is redone on resume
-        records[record["path"]] = record
-  return sorted(records.values(), key=lambda r: r["path"])
-
-
-def merge_index(out_dir: Path) -> Path:
-  """Write every part's records into one ``index.jsonl`` (sorted by path)."""
-  records = read_index(out_dir)
-  target = Path(out_dir) / "index.jsonl"
-  tmp = target.with_suffix(".jsonl.tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-  tmp.replace(target)
-  return target
+  h, w = size
+  ih, iw = image.shape[:2]
+  if policy == "squash":
+    return fit_size(image, size)
+  if policy == "crop":
+    short = round(min(h, w) / 0.875)
+    scale = short / min(ih, iw)
+    rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+    big = fit_size(image, (rh, rw))
+    top, left = (rh - h) // 2, (rw - w) // 2
+    return np.ascontiguousarray(big[top:top + h, left:left + w])
+  if policy == "pad":
+    scale = min(h / ih, w / iw)
+    rh, rw = max(1, min(h, round(ih * scale))), max(1, min(w, round(iw * scale)))
+    out = np.zeros((h, w, 3), np.uint8)
+    top, left = (h - rh) // 2, (w - rw) // 2
+    out[top:top + rh, left:left + rw] = fit_size(image, (rh, rw))
+    return out
+  raise GradCAMError(f"resize: expected one of {RESIZE_POLICIES}; got {policy!r}.")

@@ -23,6 +23,10 @@ class ZooModel(NamedTuple):
     preprocess: uint8 RGB (B, H, W, 3) -> model input.
     class_names: one name per class.
     input_size: (H, W) the model was trained at.
+    resize: how images of another size are fitted to ``input_size`` (``"squash"``,
+      ``"crop"`` or ``"pad"``, see :func:`gradcam_jax.io.resize_to`): the convention
+      the weights were trained with.
+    about: one line on what the model is and what its input means, shown by the CLI.
   """
   name: str
   module: Any
@@ -32,6 +36,8 @@ class ZooModel(NamedTuple):
   preprocess: Callable
   class_names: Sequence[str]
   input_size: tuple[int, int]
+  resize: str = "squash"
+  about: str = ""
 
 
 def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
@@ -53,7 +59,8 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
     from gradcam_jax.zoo import demo
     module = demo.DemoNet()
     return ZooModel("demo", module, module.apply, demo.load_variables(weights),
-                    demo.DEFAULT_LAYER, demo.preprocess, demo.CLASS_NAMES, (64, 64))
+                    demo.DEFAULT_LAYER, demo.preprocess, demo.CLASS_NAMES, (64, 64),
+                    "squash", demo.ABOUT)
   if name in ("vgg16", "resnet50"):
     from gradcam_jax.zoo import imagenet
     return imagenet.load(name, weights, random_init=random_init)

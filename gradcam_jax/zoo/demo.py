@@ -26,6 +26,9 @@ __all__ = ["DemoNet", "DEFAULT_LAYER", "CLASS_NAMES", "preprocess", "asset_dir",
            "load_variables", "save_variables", "load_samples"]
 
 DEFAULT_LAYER = "block4_relu2"
+ABOUT = ("the shipped demo model: a digit classifier (classes 0-9) trained on 64x64 "
+         "scenes of handwritten digits; other pictures get digit predictions; "
+         "preprocessing: RGB / 255")
 CLASS_NAMES = tuple(str(d) for d in range(10))
 WIDTHS = (16, 32, 64, 96)
 _HE = nn.initializers.he_normal()  # keeps the signal's scale through eight ReLU layers

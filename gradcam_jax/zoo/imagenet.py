@@ -195,5 +195,12 @@ def load(name: str, weights=None, *, random_init: bool = False) -> _load.ZooMode
     layer = "block5_conv3" if module.naming == "keras" else "features_29"
   else:
     layer = "layer4"
+  keras = preprocess is caffe_preprocess
+  origin = "random weights (timing only: the classes mean nothing)" if weights is None \
+      else f"weights {Path(weights).name}"
+  about = (f"{name} (ImageNet, 1000 classes), {origin}; preprocessing: "
+           + ("Keras caffe-style (BGR minus channel means); resize: squash to 224x224"
+              if keras else "torchvision (ImageNet mean/std); resize: shorter side "
+              "to 256, centre crop 224x224"))
   return _load.ZooModel(name, module, module.apply, variables, layer, preprocess, names,
-                        (224, 224))
+                        (224, 224), "squash" if keras else "crop", about)

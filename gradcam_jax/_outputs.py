@@ -1,0 +1,134 @@
+"""Where a batch job's outputs go, and writing them so that none is ever half there.
+
+An input's outputs share one *name*: its path relative to the arguments' common
+root (``sub/cat.jpg``), mirrored under ``--out``, plus one suffix per kind
+(``sub/cat.jpg.overlay.png``). Distinct inputs have distinct relative paths, so
+names are collision-free by construction; a name another input already claimed in
+the journal, or whose files exist but were not written by gradcam-jax, is replaced
+by ``<stem>~<hash of the relative path><suffix>``. A name too long for the file
+system is shortened the same way. Each file is written to a temporary file in
+``--out/.gradcam-jax/`` and renamed into place: a reader sees a whole file or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import os
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+__all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png",
+           "encode_jpeg", "encode_npz", "write_atomically"]
+
+SUFFIXES = {"input": ".input.jpg", "overlay": ".overlay.png",
+            "guided_gradcam": ".guided_gradcam.png", "arrays": ".npz"}
+KINDS = tuple(SUFFIXES)
+
+NAME_MAX = 255      # bytes in one path component (ext4, xfs, btrfs, APFS, NTFS)
+PATH_MAX = 4000     # bytes in a whole path, with room below Linux's 4096
+_ROOM = max(len(s) for s in SUFFIXES.values())
+_KEEP = 120         # bytes of a shortened component kept before its hash
+
+
+def _hash(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _shorten(component: str, key: str) -> str:
+  """`component` cut to fit NAME_MAX with the longest suffix added, keeping its
+  extension and adding a hash of `key` (the whole relative path) to stay unique."""
+  stem, ext = os.path.splitext(component)
+  head = stem.encode()[:_KEEP].decode(errors="ignore")
+  return f"{head}~{_hash(key)}{ext}"
+
+
+def _fits(name: str, out_dir: Path) -> bool:
+  parts = PurePosixPath(name).parts
+  return (all(len(p.encode()) <= NAME_MAX for p in parts[:-1])
+          and len(parts[-1].encode()) + _ROOM <= NAME_MAX
+          and len(str(out_dir / name).encode()) + _ROOM <= PATH_MAX)
+
+
+def _candidates(rel: str, out_dir: Path):
+  """The names to try for an input at `rel`, best first: the mirrored path; with
+  each over-long component shortened (hashing the path up to it, so a long folder
+  keeps one name); with the file's hash added (on conflict); flat under ``_long/``
+  when the whole path is too long."""
+  parts = PurePosixPath(rel).parts
+  fit = [p if len(p.encode()) + (_ROOM if i == len(parts) - 1 else 0) <= NAME_MAX
+         else _shorten(p, "/".join(parts[:i + 1])) for i, p in enumerate(parts)]
+  stem, ext = os.path.splitext(fit[-1])
+  hashed = fit[-1] if fit[-1] != parts[-1] else f"{stem}~{_hash(rel)}{ext}"
+  for name in ("/".join(fit), "/".join(fit[:-1] + [hashed]),
+               f"_long/{_shorten(parts[-1], rel)}"):
+    if _fits(name, out_dir):
+      yield name
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+  return {kind: out_dir / (name + suffix) for kind, suffix in SUFFIXES.items()}
+
+
+def assign_name(rel: str, path: str, out_dir: Path, owners: dict) -> str | None:
+  """A name for the input `path` at `rel` that no other input owns and under which
+  no file exists that gradcam-jax did not write; None when there is none.
+
+  `owners` maps claimed names to their input; the caller claims the name (records
+  it in the journal and in `owners`) before writing.
+  """
+  for name in _candidates(rel, out_dir):
+    owner = owners.get(name)
+    if owner == path:
+      return name
+    if owner is None and not any(p.exists() or p.is_symlink()
+                                 for p in output_paths(out_dir, name).values()):
+      return name
+  return None
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+  ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]),
+                          [cv2.IMWRITE_PNG_COMPRESSION, 1])
+  if not ok:
+    raise OSError("OpenCV could not encode the PNG")
+  return data.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+  ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                          [cv2.IMWRITE_JPEG_QUALITY, quality])
+  if not ok:
+    raise OSError("OpenCV could not encode the JPEG")
+  return data.tobytes()
+
+
+def encode_npz(arrays: dict, compress: bool) -> bytes:
+  buffer = _io.BytesIO()
+  (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def write_atomically(files: dict[Path, bytes], tmp_dir: Path) -> None:
+  """Write every file to a temporary file in `tmp_dir`, then rename each into place.
+
+  Every write and rename is checked (an exception names the file); on failure the
+  temporary files are removed.
+  """
+  tmp_dir.mkdir(parents=True, exist_ok=True)
+  temps = []
+  try:
+    for target, data in files.items():
+      tmp = tmp_dir / f"{os.getpid()}-{_hash(str(target))}{target.suffix}"
+      with open(tmp, "wb") as f:
+        f.write(data)
+      temps.append((tmp, target))
+    for tmp, target in temps:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      os.replace(tmp, target)
+  finally:
+    for tmp, _ in temps:
+      if tmp.exists():
+        tmp.unlink()
