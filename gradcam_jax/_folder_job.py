@@ -178,7 +178,7 @@ def _payload(image, out, probs, i, job: Job, meta: dict) -> dict:
 def _encode(p: dict, job: Job) -> dict[str, bytes]:
   files = {}
   if "input" in job.save:
-    files["input"] = _outputs.encode_jpeg(p["image"])
+    files["input"] = _outputs.encode_png(p["image"])
   if "overlay" in job.save:
     files["overlay"] = _outputs.encode_png(vis.overlay(p["image"], p["cam"]))
   if "guided_gradcam" in job.save:

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 __all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png",
-           "encode_jpeg", "encode_npz", "write_atomically"]
+           "encode_npz", "write_atomically"]
 
-SUFFIXES = {"input": ".input.jpg", "overlay": ".overlay.png",
+SUFFIXES = {"input": ".input.png", "overlay": ".overlay.png",
             "guided_gradcam": ".guided_gradcam.png", "arrays": ".npz"}
 KINDS = tuple(SUFFIXES)
 
@@ -94,14 +94,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
   if not ok:
     raise OSError("OpenCV could not encode the PNG")
-  return data.tobytes()
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-  ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
-                          [cv2.IMWRITE_JPEG_QUALITY, quality])
-  if not ok:
-    raise OSError("OpenCV could not encode the JPEG")
   return data.tobytes()
 
 

@@ -67,10 +67,11 @@ def _load_model(spec: str, weights: str | None, random_weights: bool):
     else:
       model = zoo.load(spec, weights, random_init=random_weights)
   except ModuleNotFoundError as err:
-    if err.name in ("safetensors", "h5py", "torch"):
-      extra = ("pip install torch" if err.name == "torch"
+    package = (err.name or "").split(".")[0]
+    if package in ("safetensors", "h5py", "torch"):
+      extra = ("pip install torch" if package == "torch"
                else 'pip install "gradcam-jax[weights]"')
-      raise UsageError(f"--weights {weights}: reading this file needs {err.name}, "
+      raise UsageError(f"--weights {weights}: reading this file needs {package}, "
                        f"which is not installed; run: {extra}") from None
     raise
   except ValueError as err:  # a weights file that does not hold the model
@@ -176,6 +177,10 @@ def cmd_explain(args) -> int:
   import gradcam_jax as gcj
   from gradcam_jax import _folder_job, _report, io
 
+  import warnings
+  from PIL import Image
+  # the header check refuses such images with its own message (--max-pixels)
+  warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
   sources, missing, notes = io.find_images(args.paths)
   _check_out(args.out, args.paths, sources)
   process = _distributed()  # before JAX runs anything
@@ -241,11 +246,10 @@ def cmd_explain(args) -> int:
 
 
 def _input_dtype(model, h, w):
-  """The dtype the model's preprocessing gives (traced on shapes only)."""
-  import jax
+  """The dtype the model's preprocessing gives (run on one black image: a
+  preprocess may be plain NumPy, which shapes alone cannot trace)."""
   import numpy as np
-  return jax.eval_shape(model.preprocess,
-                        jax.ShapeDtypeStruct((1, h, w, 3), np.uint8)).dtype
+  return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
 
 
 def cmd_demo(args) -> int:
@@ -292,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--resize", choices=RESIZE_POLICIES,
                   help="fit images to the model's input: squash, crop (shorter side "
                   "then centre crop) or pad (default: the model's convention)")
-  ex.add_argument("--batch-size", type=_positive, default=16)
-  ex.add_argument("--out", type=Path, default=Path("gradcam_out"))
+  ex.add_argument("--batch-size", type=_positive, default=16,
+                  help="images per device call (the last batch is padded)")
+  ex.add_argument("--out", type=Path, default=Path("gradcam_out"),
+                  help="output folder: new, empty, or made by an earlier run (resume)")
   ex.add_argument("--save", type=_parse_save, default=KINDS,
                   help=f"comma-separated outputs to write: {', '.join(KINDS)}")
   ex.add_argument("--arrays-dtype", choices=("float32", "float16"), default="float32",

@@ -1,0 +1,87 @@
+"""Helpers for the batch-job tests: image folders, running the command in a real
+process, and comparing two output folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gradcam_jax import io
+from gradcam_jax import visualize as vis
+from gradcam_jax.zoo import demo as demo_model
+
+ROOT = Path(__file__).resolve().parents[1]
+# one device in child processes: the same arithmetic in every run that is compared
+CHILD_ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                 PYTHONPATH=str(ROOT))
+
+
+def scenes(n: int, seed: int = 0) -> list[np.ndarray]:
+  """`n` distinct 64x64 RGB scenes: the shipped samples, shifted and with noise."""
+  images, _ = demo_model.load_samples()
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    base = np.roll(images[i % len(images)], (i // len(images)) % 7 - 3, axis=1)
+    noise = rng.integers(-12, 13, base.shape)
+    out.append(np.clip(base.astype(int) + noise, 0, 255).astype(np.uint8))
+  return out
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  assert cv2.imwrite(str(path), rgb[..., ::-1]), path
+
+
+def command(*args) -> list[str]:
+  return [sys.executable, "-m", "gradcam_jax.cli", "explain", *map(str, args)]
+
+
+def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+  return subprocess.run(command(*args), env=CHILD_ENV, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def job_files(out: Path) -> set[str]:
+  """The output files of a job folder (not the index, the report or the marker)."""
+  return {p.relative_to(out).as_posix() for p in out.rglob("*")
+          if p.is_file() and ".gradcam-jax" not in p.parts
+          and not p.name.startswith("index") and p.name != "report.html"}
+
+
+def assert_same_results(out: Path, ref: Path) -> None:
+  """`out` holds what `ref` holds: one finished record per input with the same
+  prediction, outputs of one computation each, arrays equal to float tolerance."""
+  merged = [json.loads(l) for l in (out / "index.jsonl").read_text().splitlines()]
+  paths = [r["path"] for r in merged]
+  assert len(paths) == len(set(paths)), "an input has more than one record"
+  got = {r["path"]: r for r in io.read_index(out)}
+  want = {r["path"]: r for r in io.read_index(ref)}
+  assert set(got) == set(want)
+  assert job_files(out) == job_files(ref)
+  for path, r in got.items():
+    w = want[path]
+    assert r["status"] == w["status"] == "ok", (path, r)
+    assert (r["predicted"], r["target"], r["outputs"]) == (
+        w["predicted"], w["target"], w["outputs"]), path
+    a, b = np.load(out / r["outputs"]["arrays"]), np.load(ref / w["outputs"]["arrays"])
+    meta = json.loads(str(a["meta"]))
+    assert meta["id"] == r["id"] and meta["path"] == path  # the record's computation
+    for key in ("cam", "cam_raw", "guided", "guided_gradcam", "logits"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=path)
+    for kind in ("overlay", "guided_gradcam"):
+      x = cv2.imread(str(out / r["outputs"][kind]))
+      y = cv2.imread(str(ref / w["outputs"][kind]))
+      assert np.abs(x.astype(int) - y.astype(int)).max() <= 1, (path, kind)
+    # and the overlay is the picture of this very computation's map
+    overlay = cv2.imread(str(out / r["outputs"]["overlay"]))[..., ::-1]
+    image = cv2.imread(str(out / r["outputs"]["input"]))[..., ::-1]
+    assert overlay.shape == image.shape
+    heat = vis.heatmap(a["cam"])
+    assert np.abs(overlay - (0.5 * image + 0.5 * heat)).max() <= 0.5, path
