@@ -541,3 +541,26 @@ def test_module_factory_model(folder, tmp_path):
   assert record["status"] == "ok" and record["predicted_name"] in "0123"
   npz = np.load(out / record["outputs"]["arrays"])
   assert npz["cam"].shape == (8, 8)
+
+
+# --- case 10: memory does not grow with the folder ----------------------------------------
+
+def test_job_memory_does_not_grow_with_the_number_of_inputs(tmp_path, model):
+  """Records go to the journal, not to a list: the job's peak traced memory over
+  2,000 inputs is within a few bytes per input of its peak over 500."""
+  import tracemalloc
+  folder = tmp_path / "many"
+  folder.mkdir()
+  for i in range(2000):
+    (folder / f"{i:05d}.png").write_bytes(b"")  # each fails to decode: no compute
+  sources, _, _ = io.find_images([str(folder)])
+  job = _folder_job.Job(layer=model.layer)
+  peaks = []
+  for n in (500, 2000):
+    tracemalloc.start()
+    _folder_job.explain_files(model, sources[:n], tmp_path / f"out{n}", job,
+                              progress=False)
+    peaks.append(tracemalloc.get_traced_memory()[1])
+    tracemalloc.stop()
+  per_input = (peaks[1] - peaks[0]) / 1500
+  assert per_input < 64, f"{per_input:.0f} bytes of peak memory per extra input"
