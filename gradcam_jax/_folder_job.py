@@ -191,7 +191,7 @@ def _encode(p: dict, job: Job) -> dict[str, bytes]:
          "guided": p["guided"].astype(dt),
          "guided_gradcam": p["guided_gradcam"].astype(dt),
          "logits": np.asarray(p["logits"], np.float32), "target": p["target"],
-         "meta": np.array(json.dumps(p["meta"]))}, compress=dt == np.float16)
+         "meta": np.array(json.dumps(p["meta"]))})
   return files
 
 
@@ -202,6 +202,9 @@ def _write(out_dir: Path, tmp_dir: Path, name: str, p: dict, job: Job,
     files = _encode(p, job)
     paths = _outputs.output_paths(out_dir, name)
     _outputs.write_atomically({paths[k]: data for k, data in files.items()}, tmp_dir)
+    for kind, path in paths.items():  # an earlier run's kinds no longer asked for:
+      if kind not in files:          # ours (the name is this input's), and stale
+        path.unlink(missing_ok=True)
     return record
   except Exception as err:  # noqa: BLE001 (one bad write never stops the others)
     return {"path": record["path"], "status": "error", "id": record["id"],

@@ -97,9 +97,11 @@ def encode_png(rgb: np.ndarray) -> bytes:
   return data.tobytes()
 
 
-def encode_npz(arrays: dict, compress: bool) -> bytes:
+def encode_npz(arrays: dict) -> bytes:
+  """Uncompressed: zlib gains little on maps and gradients and costs CPU time the
+  explainer needs (measured in benchmarks/cli_throughput.py)."""
   buffer = _io.BytesIO()
-  (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+  np.savez(buffer, **arrays)
   return buffer.getvalue()
 
 

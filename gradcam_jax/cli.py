@@ -233,8 +233,9 @@ def cmd_explain(args) -> int:
     io.merge_index(args.out)
     if not args.no_report:
       _report.write_report(args.out)
+  asked = {str(s.path) for s in sources}
   failed = [r for r in io.read_index(args.out)
-            if r["status"] == "error" and r["path"] in {str(s.path) for s in sources}]
+            if r["status"] == "error" and r["path"] in asked]
   rate = summary.ok / summary.seconds if summary.seconds else 0.0
   print(f"process {process[0]}/{process[1]}: explained {summary.ok}, skipped "
         f"{summary.skipped} already done, failed {summary.failed} "
@@ -303,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--save", type=_parse_save, default=KINDS,
                   help=f"comma-separated outputs to write: {', '.join(KINDS)}")
   ex.add_argument("--arrays-dtype", choices=("float32", "float16"), default="float32",
-                  help="dtype of the maps in the .npz (float16: compressed, ~4x "
-                  "smaller)")
+                  help="dtype of the maps in the .npz (float16: half the size)")
   ex.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS,
                   help="refuse images with more pixels (read from the header, before "
                   "decoding)")

@@ -564,3 +564,14 @@ def test_job_memory_does_not_grow_with_the_number_of_inputs(tmp_path, model):
     tracemalloc.stop()
   per_input = (peaks[2] - peaks[1]) / 1500  # the last main measured 218 bytes
   assert per_input < 64, f"{per_input:.0f} bytes of peak memory per extra input"
+
+
+def test_fewer_kinds_on_rerun_leave_no_stale_files(tmp_path):
+  jh.write_png(tmp_path / "in" / "a.png", jh.scenes(1)[0])
+  out = tmp_path / "out"
+  assert explain(tmp_path / "in", "--out", out) == 0
+  assert len(jh.job_files(out)) == len(_outputs.KINDS)
+  assert explain(tmp_path / "in", "--out", out, "--save", "overlay") == 0
+  (record,) = io.read_index(out)
+  assert record["outputs"] == {"overlay": "a.png.overlay.png"}
+  assert jh.job_files(out) == {"a.png.overlay.png"}
