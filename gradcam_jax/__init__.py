@@ -5,6 +5,7 @@
     out = explain(images)          # out.cam, out.guided_gradcam, ...
 """
 
+from gradcam_jax._errors import ArgumentError
 from gradcam_jax._errors import GradCAMError
 from gradcam_jax._errors import ImageError
 from gradcam_jax._errors import LayerNotFoundError
@@ -40,6 +41,7 @@ from gradcam_jax._targets import segmentation_target
 __version__ = "0.1.0"
 
 __all__ = (
+    "ArgumentError",
     "Explanation",
     "GradCAMError",
     "ImageError",

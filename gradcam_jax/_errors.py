@@ -32,6 +32,19 @@ class MethodError(GradCAMError):
   """Unknown CAM method name."""
 
 
+class ArgumentError(GradCAMError):
+  """An explainer's or transform's argument is out of its valid range."""
+
+
+def check_count(name: str, value, *, allow_none: bool = False) -> None:
+  """`value` must be a whole number >= 1 (or None where `allow_none`)."""
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int,)) or value < 1:
+    expected = "a whole number >= 1" + (" or None" if allow_none else "")
+    raise ArgumentError(f"{name}: expected {expected}; got {value!r}.")
+
+
 def format_choices(choices, limit: int = 40) -> str:
   """One choice per line, at most `limit` of them."""
   choices = list(choices)

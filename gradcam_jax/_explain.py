@@ -18,7 +18,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import GradCAMError, ImageError
+from gradcam_jax._errors import (GradCAMError, ImageError, LayerNotFoundError,
+                                 check_count)
 from gradcam_jax._forms import bind_params
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
@@ -111,6 +112,9 @@ class _Setup:
 
 def _adapt(apply_fn, params, layer):
   """The model adapter, its params and the parsed layer(s) for what the user gave."""
+  if isinstance(layer, list) and not layer:
+    raise LayerNotFoundError("layer: expected a layer or a non-empty list of layers; "
+                             "got [].")
   apply_fn, params = adapt(apply_fn, params)
   if isinstance(apply_fn, EquinoxModel):
     apply_fn, layer = adapt_layers(apply_fn, layer)
@@ -200,6 +204,8 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     Gradient-based Localization", ICCV 2017; each method's docstring in
     ``gradcam_jax.METHODS`` gives its formula and paper.
   """
+  check_count("batch_size", batch_size, allow_none=True)
+  check_count("top_n", top_n, allow_none=True)
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
   perturbation = method in PERTURBATION_METHODS
   map_fn = None if perturbation else get_method(method)
@@ -345,6 +351,11 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   References:
     Selvaraju et al., "Grad-CAM", ICCV 2017, section 3.1.
   """
+  if isinstance(layer, list):
+    raise LayerNotFoundError(
+        f"guided_gradcam: layer: expected one layer; got a list of {len(layer)}. "
+        "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
+        "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop.")
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
   map_fn = get_method(method)
 

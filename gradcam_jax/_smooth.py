@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._errors import ArgumentError, check_count
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._result import Explanation
 
@@ -64,8 +65,16 @@ def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
     Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017.
   """
 
+  check_count("noise_tunnel: n", n)
+  check_count("noise_tunnel: batch_size", batch_size, allow_none=True)
+  if not sigma >= 0:
+    raise ArgumentError(f"noise_tunnel: sigma: expected a number >= 0; got {sigma!r}.")
+
   @functools.wraps(explain, updated=())  # not its __dict__: gcj.jit must not see
-  def smoothed(*args, key):
+  def smoothed(*args, key=None):
+    if key is None:
+      raise ArgumentError("noise_tunnel: expected a PRNG key, e.g. "
+                          "smooth(images, key=jax.random.key(0)); got none.")
     prefix, images, targets = _split_args(explain, args)
     clean = explain(*prefix, images, targets)
     targets = clean.targets
@@ -108,6 +117,11 @@ def augment(explain: Callable, *, flips: bool = True,
     >>> tta(jnp.ones((1, 4, 4, 3))).cam.shape
     (1, 4, 4)
   """
+
+  scales = tuple(scales)
+  if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+    raise ArgumentError(f"augment: scales: expected one or more numbers > 0 (1.0 is "
+                        f"the image as it is); got {scales!r}.")
 
   @functools.wraps(explain, updated=())  # the inner explainer's params
   def augmented(*args):

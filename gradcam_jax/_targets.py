@@ -71,6 +71,13 @@ def default_targets(output, batch: int, target_fn=None):
 def check_targets(targets, batch: int, out_shape) -> jax.Array:
   """Validate an explicit targets array: shape (B,) or (B, T) for T targets per
   image, integer, in range when concrete."""
+  if not isinstance(targets, jax.core.Tracer):
+    raw = np.asarray(targets)
+    if np.issubdtype(raw.dtype, np.integer) and raw.size and (
+        raw.min() < np.iinfo(np.int32).min or raw.max() > np.iinfo(np.int32).max):
+      raise TargetError(f"targets: expected class indices that fit in int32; got "
+                        f"values from {raw.min()} to {raw.max()} (a {raw.dtype} "
+                        "would wrap around to another class).")
   targets = jnp.asarray(targets) if not isinstance(targets, jax.Array) else targets
   if targets.ndim == 0:
     targets = jnp.broadcast_to(targets, (batch,))

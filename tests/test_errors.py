@@ -85,3 +85,60 @@ def test_errors_are_value_errors():
   for cls in (gcj.LayerNotFoundError, gcj.LayerShapeError, gcj.ImageError,
               gcj.TargetError, gcj.NoReLUError, gcj.MethodError):
     assert issubclass(cls, gcj.GradCAMError)
+
+
+# --- silent wrong answers turned into errors (each passed silently before) ------------
+
+def test_guided_gradcam_refuses_a_list_of_layers(vgg):
+  """It used only the first layer, bit-equal to layer="conv1", without a word."""
+  model, _ = vgg
+  with pytest.raises(gcj.LayerNotFoundError, match="expected one layer; got a list of 2"):
+    gcj.guided_gradcam(model.apply, None, layer=["conv1", "conv2"])
+
+
+def test_empty_layer_list_is_refused(vgg):
+  model, variables = vgg
+  with pytest.raises(gcj.LayerNotFoundError, match="non-empty list"):
+    gcj.gradcam(model.apply, variables, layer=[])
+
+
+def test_targets_beyond_int32_do_not_wrap(vgg):
+  """2**32 + 2 became class 2."""
+  import numpy as np
+  model, variables = vgg
+  explain = gcj.gradcam(model.apply, variables)
+  with pytest.raises(gcj.TargetError, match="fit in int32"):
+    explain(models.images(2), np.array([2 ** 32 + 2, 0], np.int64))
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda e: gcj.noise_tunnel(e, n=0), "n: expected a whole number >= 1"),
+    (lambda e: gcj.noise_tunnel(e, n=-1), "n: expected a whole number >= 1"),
+    (lambda e: gcj.noise_tunnel(e, sigma=-0.1), "sigma"),
+    (lambda e: gcj.augment(e, scales=()), "scales: expected one or more"),
+    (lambda e: gcj.augment(e, scales=(1.0, 0.0)), "scales"),
+])
+def test_smoothing_arguments_are_checked(vgg, build, match):
+  """n=0 gave all-NaN maps, n=-1 an MLIR error, scales=() a crash inside."""
+  model, variables = vgg
+  with pytest.raises(gcj.ArgumentError, match=match):
+    build(gcj.gradcam(model.apply, variables))
+
+
+def test_noise_tunnel_without_a_key_says_so(vgg):
+  """It raised TypeError naming an internal function."""
+  model, variables = vgg
+  smooth = gcj.noise_tunnel(gcj.gradcam(model.apply, variables), n=2)
+  with pytest.raises(gcj.ArgumentError, match=r"key=jax.random.key\(0\)"):
+    smooth(models.images(2))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(method="scorecam", batch_size=-1), "batch_size"),
+    (dict(method="scorecam", batch_size=0), "batch_size"),
+    (dict(method="scorecam", top_n=0), "top_n"),
+])
+def test_perturbation_arguments_are_checked(vgg, kwargs, name):
+  model, variables = vgg
+  with pytest.raises(gcj.ArgumentError, match=f"{name}: expected a whole number >= 1"):
+    gcj.cam(model.apply, variables, **kwargs)
