@@ -187,7 +187,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     concrete; under ``jax.jit`` they score 0 and give all-zero maps.
 
   Example:
-    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, gradcam_jax as gcj
     >>> class Net(nn.Module):
     ...   @nn.compact
     ...   def __call__(self, x):
@@ -195,7 +195,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     ...     return nn.Dense(3)(x.mean((1, 2)))
     >>> net = Net()
     >>> variables = net.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
-    >>> explain = jax.jit(cam(net.apply, variables, method="layercam", layer="conv"))
+    >>> explain = jax.jit(gcj.cam(net.apply, variables, method="layercam", layer="conv"))
     >>> explain(jnp.ones((2, 8, 8, 3))).cam.shape
     (2, 8, 8)
 
@@ -336,7 +336,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   for :func:`cam` (gradient-based methods only).
 
   Example:
-    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, gradcam_jax as gcj
     >>> class Net(nn.Module):
     ...   @nn.compact
     ...   def __call__(self, x):
@@ -344,7 +344,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     ...     return nn.Dense(3)(x.mean((1, 2)))
     >>> net = Net()
     >>> variables = net.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
-    >>> out = jax.jit(guided_gradcam(net.apply, variables))(jnp.ones((2, 8, 8, 3)))
+    >>> out = jax.jit(gcj.guided_gradcam(net.apply, variables))(jnp.ones((2, 8, 8, 3)))
     >>> out.guided_gradcam.shape, out.targets.shape
     ((2, 8, 8, 3), (2,))
 

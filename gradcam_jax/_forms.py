@@ -39,9 +39,9 @@ def jit(explain: Callable, **jit_kwargs) -> Callable:
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from gradcam_jax import Split, gradcam
-    >>> split = Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
-    >>> explain = jit(gradcam(split, jnp.float32(2.0)))
+    >>> import gradcam_jax as gcj
+    >>> split = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
+    >>> explain = gcj.jit(gcj.gradcam(split, jnp.float32(2.0)))
     >>> explain(jnp.ones((1, 4, 4, 3))).cam.shape
     (1, 4, 4)
   """

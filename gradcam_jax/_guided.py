@@ -53,9 +53,9 @@ def guided_relu(x):
   Backward: ``g_in = g_out * [g_out > 0] * [x > 0]`` (strict at zero).
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp, gradcam_jax as gcj
     >>> x = jnp.array([-1.0, 0.0, 2.0, 3.0])
-    >>> _, vjp = jax.vjp(guided_relu, x)
+    >>> _, vjp = jax.vjp(gcj.guided_relu, x)
     >>> vjp(jnp.array([1.0, 1.0, 1.0, -1.0]))[0]
     Array([0., 0., 1., 0.], dtype=float32)
 
@@ -352,11 +352,11 @@ def guided(fn: Callable, *, require_relu: bool = True) -> Callable:
       nothing would silently return the plain gradient).
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp, gradcam_jax as gcj
     >>> f = lambda x: jnp.sum(jax.nn.relu(x) * jnp.array([1.0, -1.0]))
     >>> jax.grad(f)(jnp.array([1.0, 1.0]))
     Array([ 1., -1.], dtype=float32)
-    >>> jax.grad(guided(f))(jnp.array([1.0, 1.0]))
+    >>> jax.grad(gcj.guided(f))(jnp.array([1.0, 1.0]))
     Array([1., 0.], dtype=float32)
   """
   return replace_relus(fn, guided_relu, name="guided", require_relu=require_relu)

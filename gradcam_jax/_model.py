@@ -36,8 +36,8 @@ class Split(NamedTuple):
     head: ``head(params, A) -> output`` (logits of shape (B, num_classes) usually).
 
   Example:
-    >>> import jax.numpy as jnp
-    >>> split = Split(features=lambda p, x: x * p, head=lambda p, a: a.mean((1, 2)))
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> split = gcj.Split(features=lambda p, x: x * p, head=lambda p, a: a.mean((1, 2)))
     >>> split.features(2.0, jnp.ones((1, 4, 4, 3))).shape
     (1, 4, 4, 3)
   """

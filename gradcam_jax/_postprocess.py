@@ -29,8 +29,8 @@ def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
   zero, never NaN; any other map has minimum 0 and maximum exactly 1.
 
   Example:
-    >>> import jax.numpy as jnp
-    >>> normalize(jnp.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]]))
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> gcj.normalize(jnp.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]]))
     Array([[[0.  , 0.5 ],
             [0.25, 1.  ]],
     <BLANKLINE>

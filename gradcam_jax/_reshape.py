@@ -18,8 +18,8 @@ def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Call
   when None.
 
   Example:
-    >>> import jax.numpy as jnp
-    >>> tokens_to_grid()(jnp.zeros((2, 1 + 16, 8))).shape
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> gcj.tokens_to_grid()(jnp.zeros((2, 1 + 16, 8))).shape
     (2, 4, 4, 8)
   """
   def reshape(tokens):

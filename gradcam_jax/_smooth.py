@@ -55,9 +55,9 @@ def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from gradcam_jax import Split, gradcam
-    >>> split = Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
-    >>> smooth = noise_tunnel(gradcam(split, jnp.float32(2.0)), n=4, sigma=0.1)
+    >>> import gradcam_jax as gcj
+    >>> split = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
+    >>> smooth = gcj.noise_tunnel(gcj.gradcam(split, jnp.float32(2.0)), n=4, sigma=0.1)
     >>> smooth(jnp.ones((1, 4, 4, 3)), key=jax.random.key(0)).cam.shape
     (1, 4, 4)
 
@@ -111,9 +111,9 @@ def augment(explain: Callable, *, flips: bool = True,
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from gradcam_jax import Split, gradcam
-    >>> split = Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
-    >>> tta = augment(gradcam(split, jnp.float32(2.0)), flips=True, scales=(1.0, 1.5))
+    >>> import gradcam_jax as gcj
+    >>> split = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
+    >>> tta = gcj.augment(gcj.gradcam(split, jnp.float32(2.0)), flips=True, scales=(1.0, 1.5))
     >>> tta(jnp.ones((1, 4, 4, 3))).cam.shape
     (1, 4, 4)
   """

@@ -34,8 +34,8 @@ def class_logit(output: jax.Array, targets: jax.Array) -> jax.Array:
   scores 0, so its maps are all zero.
 
   Example:
-    >>> import jax.numpy as jnp
-    >>> class_logit(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([1, 0]))
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> gcj.class_logit(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([1, 0]))
     Array([2., 3.], dtype=float32)
   """
   return jnp.sum(output * _one_hot(targets, output.shape[-1], output.dtype), axis=-1)
