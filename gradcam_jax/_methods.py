@@ -20,7 +20,8 @@ __all__ = ["METHODS", "get_method", "gradcam_map", "hirescam_map",
            "eigencam_map", "eigengradcam_map"]
 
 MapFn = Callable[[jax.Array, jax.Array], jax.Array]
-_EPS = 1e-7
+_EPS = 1e-7  # XGrad-CAM's, as pytorch-grad-cam
+_GRADCAMPP_EPS = 1e-6  # Grad-CAM++'s, as pytorch-grad-cam
 
 
 def gradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -75,7 +76,9 @@ def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
   pytorch-grad-cam and tf-keras-vis implement it):
 
   ``a_ijk = g^2 / (2 g^2 + sum_ab A_abk g^3)`` (0 where g = 0),
-  ``alpha_k = sum_ij a_ijk ReLU(g_ijk)``, map ``sum_k alpha_k A_k``, with ``g = dA``.
+  ``alpha_k = sum_ij a_ijk ReLU(g_ijk)``, map ``sum_k alpha_k A_k``, with ``g = dA``;
+  the denominator has pytorch-grad-cam's 1e-6 added, so the maps agree with it also
+  where gradients are small.
 
   References:
     Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations
@@ -83,7 +86,7 @@ def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
   """
   g2, g3 = da ** 2, da ** 3
   total = jnp.sum(a, axis=(0, 1), keepdims=True)
-  denom = 2 * g2 + total * g3 + _EPS
+  denom = 2 * g2 + total * g3 + _GRADCAMPP_EPS
   coeff = jnp.where(da != 0, g2 / denom, 0.0)
   alpha = jnp.sum(coeff * jax.nn.relu(da), axis=(0, 1))
   return jnp.einsum("hwk,k->hw", a, alpha)

@@ -43,7 +43,8 @@ def _reference(method, a, g):
   elif method == "gradcam++":
     for c in range(k):
       gc, s = g[:, :, c], a[:, :, c].sum()
-      coeff = np.where(gc != 0, gc ** 2 / (2 * gc ** 2 + s * gc ** 3 + 1e-7), 0)
+      # pytorch-grad-cam's GradCAMPlusPlus: eps = 0.000001 in the denominator
+      coeff = np.where(gc != 0, gc ** 2 / (2 * gc ** 2 + s * gc ** 3 + 1e-6), 0)
       out += (coeff * np.maximum(gc, 0)).sum() * a[:, :, c]
   elif method == "layercam":
     for c in range(k):
@@ -65,6 +66,17 @@ def test_method_matches_formula(method):
   g = _rand(1, (5, 6, 4))
   got = m.METHODS[method](jnp.asarray(a, jnp.float32), jnp.asarray(g, jnp.float32))
   assert_close(got, _reference(method, a, g), atol=2e-5, rtol=2e-4)
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "xgradcam"])
+def test_small_gradients_match_pytorch_grad_cams_eps(method):
+  """With gradients near 1e-3 the denominator's eps matters (Grad-CAM++ with 1e-7
+  instead of pytorch-grad-cam's 1e-6 differs by tens of percent here)."""
+  a = _rand(4, (5, 6, 4), positive=True)
+  g = _rand(5, (5, 6, 4)) * 1e-3
+  got = m.METHODS[method](jnp.asarray(a, jnp.float32), jnp.asarray(g, jnp.float32))
+  want = _reference(method, a, g)
+  assert_close(got / np.abs(want).max(), want / np.abs(want).max(), atol=1e-4)
 
 
 def test_gradcam_equals_hirescam_for_spatially_constant_gradient():
