@@ -36,8 +36,11 @@ def test_accuracy_on_held_out_scenes(model):
   from gradcam_jax.zoo.train_demo import accuracy
   scenes = make_scenes(400, "test", two_fraction=0.5, seed=99)
   acc = accuracy(jax.jit(model.apply_fn), model.variables, scenes)
-  assert acc["one_digit_top1"] >= 0.95, acc
-  assert acc["two_digit_both_in_top2"] >= 0.93, acc
+  # deterministic (seeded scenes, shipped weights): pinned to what they measure, so a
+  # regression of one scene in 200 shows (1.0 and 0.995 measured)
+  assert acc["one_digit_n"] == acc["two_digit_n"] == 200
+  assert acc["one_digit_top1"] >= 0.995, acc
+  assert acc["two_digit_both_in_top2"] >= 0.99, acc
 
 
 def test_each_class_map_lands_on_its_digit(model):
@@ -62,4 +65,6 @@ def test_gradcam_pointing_game_on_held_out_two_digit_scenes(model):
   from gradcam_jax.zoo.digit_scenes import make_scenes
   from gradcam_jax.zoo.train_demo import pointing
   scenes = make_scenes(300, "test", two_fraction=0.5, seed=99)
-  assert pointing(model.apply_fn, model.variables, scenes, model.layer) >= 0.8
+  # 260 of 300 measured; one explanation less would be 0.8633
+  assert pointing(model.apply_fn, model.variables, scenes, model.layer) == pytest.approx(
+      260 / 300, abs=0.004)
