@@ -65,6 +65,7 @@ def test_gradcam_pointing_game_on_held_out_two_digit_scenes(model):
   from gradcam_jax.zoo.digit_scenes import make_scenes
   from gradcam_jax.zoo.train_demo import pointing
   scenes = make_scenes(300, "test", two_fraction=0.5, seed=99)
-  # 260 of 300 measured; one explanation less would be 0.8633
+  # 260 of 300 measured; +-1 explanation allowed (an argmax tie may break differently
+  # on another CPU)
   assert pointing(model.apply_fn, model.variables, scenes, model.layer) == pytest.approx(
       260 / 300, abs=0.004)
