@@ -342,10 +342,13 @@ def guided(fn: Callable, *, require_relu: bool = True) -> Callable:
   Args:
     fn: any JAX function, e.g. ``model.apply``.
     require_relu: raise when `fn` has no ReLU (default). With False, a ReLU-free
-      `fn` is returned unchanged in effect: its gradient is the plain gradient.
+      `fn` keeps its values and its reverse-mode gradient (the plain gradient).
 
   Returns:
-    A function with the signature of `fn`.
+    A function with the signature of `fn`, for reverse mode (``jax.grad``,
+    ``jax.vjp``): the guided ReLU and the faster max-pool and strided-convolution
+    rules are ``jax.custom_vjp`` functions, so ``jax.jvp``/``jax.jacfwd`` of the
+    result raise TypeError, also when no ReLU was replaced.
 
   Raises:
     NoReLUError: at trace time, when `fn` contains no ReLU (a rewrite that replaces

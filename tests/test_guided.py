@@ -224,3 +224,19 @@ def test_strided_conv_rewrite_gives_xlas_input_gradient(kernel, strides, padding
   dilated = f"lhs_dilation=({strides[0]}, {strides[1]})"
   jaxpr = lambda v: str(jax.make_jaxpr(v)(g))
   assert dilated in jaxpr(vjp) and dilated not in jaxpr(vjp_fast)
+
+
+def test_guided_functions_are_reverse_mode_only():
+  """The docstring's promise: values and jax.grad kept without ReLUs (a max pool here,
+  whose faster rule is a custom_vjp), and jax.jvp refused with TypeError."""
+  pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
+                                         (1, 2, 2, 1), "VALID")
+  f = lambda x: jnp.sum(pool(x) * jnp.arange(4.0).reshape(1, 2, 2, 1))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4, 1)), jnp.float32)
+  g = gcj.guided(f, require_relu=False)
+  assert g(x) == f(x)
+  np.testing.assert_array_equal(jax.grad(g)(x), jax.grad(f)(x))
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(g, (x,), (jnp.ones_like(x),))
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(gcj.guided(lambda x: jnp.sum(jax.nn.relu(x))), (x,), (x,))
