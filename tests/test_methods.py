@@ -294,10 +294,21 @@ def test_augment_flip_is_the_mean_of_the_flipped_back_maps():
   assert_close(out.cam_raw, (plain.cam_raw + flipped.cam_raw[..., ::-1]) / 2, atol=1e-6)
   assert_close(out.guided, (plain.guided + flipped.guided[:, :, ::-1]) / 2, atol=1e-6)
   gap, gap_vars = models.init(models.GapNet)  # rescaling needs a size-agnostic head
-  scaled = gcj.augment(gcj.guided_gradcam(gap.apply, gap_vars), flips=False,
-                       scales=(1.0, 2.0))(x, t)
-  assert scaled.cam.shape == (2, 8, 8) and scaled.cam_raw.shape == (2, 8, 8)
-  assert np.isfinite(scaled.guided_gradcam).all()
+  gap_explain = gcj.guided_gradcam(gap.apply, gap_vars)
+  scaled = gcj.augment(gap_explain, flips=False, scales=(1.0, 2.0))(x, t)
+  # by composition: the explanation of the image upsampled to 16x16, its maps and
+  # gradients resized back to the original frame (area-averaging bilinear), averaged
+  # with the plain explanation; cam is the normalised mean of the upsampled maps
+  base = gap_explain(x, t)
+  big = gap_explain(jax.image.resize(x, (2, 16, 16, 3), "bilinear"), t)
+  down = lambda m, size: jax.image.resize(m, (*m.shape[:-2], *size), "bilinear",
+                                          antialias=True)
+  assert big.cam_raw.shape == (2, 16, 16)
+  assert_close(scaled.cam_raw, (base.cam_raw + down(big.cam_raw, (8, 8))) / 2, atol=1e-6)
+  guided_back = jnp.moveaxis(down(jnp.moveaxis(big.guided, -1, 0), (8, 8)), 0, -1)
+  assert_close(scaled.guided, (base.guided + guided_back) / 2, atol=1e-6)
+  assert_close(scaled.cam, gcj.normalize((base.cam + down(big.cam, (8, 8))) / 2),
+               atol=1e-6)
 
 
 def test_gcj_jit_of_a_smoothed_explainer_keeps_the_smoothing():
