@@ -107,4 +107,16 @@ def test_guided_gradcam_equals_captum(nets):
                                interpolate_mode="bilinear"))
   unnormalised = ours.guided * gcj.upsample(ours.cam_raw, (8, 8))[..., None]
   _close(unnormalised, theirs)
-  np.testing.assert_array_equal(ours.guided_gradcam, ours.guided * ours.cam[..., None])
+  # ours normalises the map: Captum's own guided backprop times Captum's own upsampled
+  # Grad-CAM, min-max normalised per image here, is the reference
+  gb = _nhwc(captum_attr.GuidedBackprop(net).attribute(
+      _nchw(x).requires_grad_(), target=torch.from_numpy(t)))
+  layer_cam = captum_attr.LayerGradCam(net, net.relu2).attribute(
+      _nchw(x), target=torch.from_numpy(t), relu_attributions=True)
+  up = captum_attr.LayerAttribution.interpolate(layer_cam, (8, 8), "bilinear")
+  up = up.detach().numpy()[:, 0]
+  lo, hi = up.min((1, 2), keepdims=True), up.max((1, 2), keepdims=True)
+  flat = hi - lo <= 1e-7  # an all-zero map stays zero (never NaN), as documented
+  norm = np.where(flat, 0.0, (up - lo) / np.where(flat, 1.0, hi - lo))
+  assert not flat.all()
+  _close(ours.guided_gradcam, gb * norm[..., None])
