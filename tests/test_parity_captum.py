@@ -120,3 +120,22 @@ def test_guided_gradcam_equals_captum(nets):
   norm = np.where(flat, 0.0, (up - lo) / np.where(flat, 1.0, hi - lo))
   assert not flat.all()
   _close(ours.guided_gradcam, gb * norm[..., None])
+
+
+def test_guided_backprop_of_resnet50_equals_captum():
+  """End to end on a real architecture: strided convolutions (the phase-split rule),
+  BatchNorm with non-trivial statistics, an overlapping 3x3/2 max pool (the fused
+  rule), residual sums, a module-reused in-place ReLU on the torch side."""
+  from gradcam_jax.zoo import imagenet
+  from gradcam_jax.zoo.resnet import ResNet50
+  from tests.torch_reference import torch_resnet50
+  torch.manual_seed(1)
+  net = torch_resnet50().eval()
+  state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  variables = imagenet.from_torchvision("resnet50", state)
+  x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  t = np.array([3, 700])
+  ours = jax.jit(gcj.guided_backprop(ResNet50().apply, variables))(x, t).guided
+  theirs = _nhwc(captum_attr.GuidedBackprop(net).attribute(
+      _nchw(x).requires_grad_(), target=torch.from_numpy(t)))
+  _close(ours, theirs)
