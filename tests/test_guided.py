@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import gradcam_jax as gcj
 from tests import models
+from tests.models import assert_close
 
 
 def test_guided_relu_rule_is_strict_at_zero():
@@ -240,3 +241,53 @@ def test_guided_functions_are_reverse_mode_only():
     jax.jvp(g, (x,), (jnp.ones_like(x),))
   with pytest.raises(TypeError, match="forward-mode"):
     jax.jvp(gcj.guided(lambda x: jnp.sum(jax.nn.relu(x))), (x,), (x,))
+
+
+def test_relus_inside_custom_derivative_bodies_are_guided():
+  """A custom_jvp or custom_vjp function with a ReLU inside is evaluated through its
+  body: its own (here deliberately wrong) derivative rule gives way to the guided
+  derivative of the body, 2 * [g > 0] * [x > 0]."""
+  @jax.custom_jvp
+  def f_jvp(x):
+    return 2.0 * jax.nn.relu(x)
+  f_jvp.defjvp(lambda p, t: (f_jvp(p[0]), 100.0 * t[0]))
+
+  @jax.custom_vjp
+  def f_vjp(x):
+    return 2.0 * jax.nn.relu(x)
+  f_vjp.defvjp(lambda x: (f_vjp(x), None), lambda _, g: (100.0 * g,))
+
+  x = jnp.array([-1.0, 2.0, 3.0, 0.5])
+  weights = jnp.array([1.0, 1.0, -1.0, 2.0])  # a negative upstream gradient at 3.0
+  for f in (f_jvp, f_vjp):
+    loss = lambda x: jnp.sum(f(x) * weights)
+    assert_close(jax.grad(loss)(x), 100.0 * weights)  # the custom rule, unguided
+    assert_close(jax.grad(gcj.guided(loss))(x), [0.0, 2.0, 0.0, 4.0])
+
+
+def test_relu_inside_an_unknown_higher_order_primitive_raises():
+  """Skipping it would silently leave that ReLU unguided."""
+  def f(b):
+    matvec = lambda v: 2.0 * v + 0.0 * jax.nn.relu(v)
+    return jnp.sum(lax.custom_linear_solve(matvec, b, lambda mv, r: r / 2.0))
+  with pytest.raises(NotImplementedError, match="custom_linear_solve"):
+    jax.grad(gcj.guided(f))(jnp.ones(3))
+
+
+def test_strided_conv_rewrite_in_bfloat16():
+  """The phase-split input gradient in bfloat16 equals XLA's to bfloat16 precision
+  (summation order differs), and both equal the float32 gradient to that precision."""
+  ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)
+  x, w = ints(0, (2, 13, 12, 3)), ints(1, (3, 3, 3, 4))
+  conv = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  g = ints(2, conv(x, w).shape)
+  exact = jax.vjp(conv, x, w)[1](g)[0]  # float32: integer sums, exact
+  bf = lambda a: a.astype(jnp.bfloat16)
+  plain = jax.vjp(conv, bf(x), bf(w))[1](bf(g))[0]
+  y_fast, vjp_fast = jax.vjp(gcj.guided(conv, require_relu=False), bf(x), bf(w))
+  fast = vjp_fast(bf(g))[0]
+  assert fast.dtype == jnp.bfloat16 and y_fast.dtype == jnp.bfloat16
+  scale = float(jnp.abs(exact).max())
+  for got in (fast, plain):
+    np.testing.assert_allclose(np.asarray(got, np.float32), exact, atol=scale * 2 ** -7)
