@@ -35,9 +35,11 @@ from _common import (YNN_FLAG, interleaved, measured, run_worker, versions,  # n
 METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
            "scorecam")
 # Process environments to compare (each row says which it ran under): XLA's YNN fusion
-# per operation, and malloc replacements (Debian: apt install libjemalloc2
+# per operation ("ynn"), YNN fusion disabled altogether ("noynn": the flag with an empty
+# value), and malloc replacements (Debian: apt install libjemalloc2
 # libtcmalloc-minimal4) that keep freed pages instead of unmapping them.
 ENVS = {"default": {}, "ynn": {"XLA_FLAGS": YNN_FLAG},
+        "noynn": {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="},
         "jemalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
         "tcmalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}}
 
@@ -104,6 +106,8 @@ def main() -> None:
                       help="process environments (XLA flags, allocator) to run the table "
                            "under, each in its own processes")
   parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="run the whole grid this many times (environments alternate)")
   parser.add_argument("--json", default="benchmarks/results/throughput.json")
   parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"))
   args = parser.parse_args()
@@ -112,32 +116,38 @@ def main() -> None:
     print(json.dumps(worker(model_name, dtype, int(batch), args.rounds,
                             args.scorecam_top_n, args.methods)))
     return
-  results = []
   for flags in args.envs:
     env = ENVS[flags]
     if "LD_PRELOAD" in env and not os.path.exists(env["LD_PRELOAD"]):
       raise SystemExit(f"--envs {flags}: {env['LD_PRELOAD']} is not installed")
+  results = []
+  # environments innermost: their processes alternate, so a drift of the machine
+  # hits every environment alike; --repeats runs the whole grid again
+  for repeat in range(args.repeats):
     for model_name in args.models:
       for dtype in args.dtypes:
         for batch in args.batches:
-          res = run_worker(__file__, ["--worker", model_name, dtype, batch,
-                                      "--rounds", args.rounds, "--methods", *args.methods,
-                                      "--scorecam-top-n", args.scorecam_top_n], env)
-          res["env"] = flags
-          results.append(res)
-          for r in res["rows"]:
-            print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} {r['method']:16s} "
-                  f"{r['median_s']:8.3f} s {r['images_per_s']:8.2f} img/s "
-                  f"{r['x_forward']:6.2f}x fwd  switch {r['switch_s']:6.3f} s  "
-                  f"first {r['first_call_s']:6.2f} s  "
-                  f"faults {r['page_faults']:8.0f}  peak+ {r['peak_above_gb']:5.2f} GB",
+          for flags in args.envs:
+            res = run_worker(__file__, ["--worker", model_name, dtype, batch,
+                                        "--rounds", args.rounds, "--methods",
+                                        *args.methods, "--scorecam-top-n",
+                                        args.scorecam_top_n], ENVS[flags])
+            res["env"], res["repeat"] = flags, repeat
+            results.append(res)
+            for r in res["rows"]:
+              print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} "
+                    f"{r['method']:16s} {r['median_s']:8.3f} s "
+                    f"{r['images_per_s']:8.2f} img/s {r['x_forward']:6.2f}x fwd  "
+                    f"switch {r['switch_s']:6.3f} s  first {r['first_call_s']:6.2f} s  "
+                    f"faults {r['page_faults']:8.0f}  peak+ {r['peak_above_gb']:5.2f} GB",
+                    flush=True)
+            for name, s in res["closure_first_call_s"].items():
+              print(f"  first call {name}: {s:.2f} s", flush=True)
+            print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}",
                   flush=True)
-          for name, s in res["closure_first_call_s"].items():
-            print(f"  first call {name}: {s:.2f} s", flush=True)
-          print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}",
-                flush=True)
   write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
-                         "rounds": args.rounds, "scorecam_top_n": args.scorecam_top_n,
+                         "rounds": args.rounds, "repeats": args.repeats,
+                         "scorecam_top_n": args.scorecam_top_n,
                          "results": results})
 
 
