@@ -1,0 +1,114 @@
+"""gradcam_jax.io: decoding and its conversions, finding files (literal paths, globs,
+symlinked folders), the pixel cap, the resize policies."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradcam_jax as gcj
+from gradcam_jax import io
+from gradcam_jax.zoo import demo as demo_model
+from tests import job_helpers as jh
+from tests.conftest import BAD, GOOD, explain
+
+
+def test_read_image_conversions(folder):
+  for name in ("gray.png", "rgba.png", "deep16.png", "a.png"):
+    image, error = io.read_image(folder / name)
+    assert error is None and image.dtype == np.uint8 and image.shape == (64, 64, 3)
+  deep, _ = io.read_image(folder / "deep16.png")
+  plain = demo_model.load_samples()[0][4]
+  np.testing.assert_array_equal(deep, plain)
+  for name, reason in (("truncated.jpg", "truncated"), ("text.png", "not a decodable"),
+                       ("empty.png", "empty file")):
+    image, error = io.read_image(folder / name)
+    assert image is None and reason in error
+
+def test_find_images(folder):
+  sources, missing, _ = io.find_images([str(folder), str(folder / "nope*.png"),
+                                        str(folder / "missing.png")])
+  assert {s.path.name for s in sources} == GOOD | BAD
+  assert {s.rel for s in sources} >= {"a.png", "sub/a.webp", "sub/c.bmp"}
+  assert len(missing) == 2
+
+# --- case 5: literal names with glob characters -------------------------------------
+
+def test_existing_path_with_brackets_is_taken_literally(tmp_path):
+  d = tmp_path / "scans"
+  jh.write_png(d / "scan[1].png", jh.scenes(1)[0])
+  jh.write_png(d / "scan1.png", jh.scenes(2)[1])
+  sources, missing, _ = io.find_images([str(d / "scan[1].png")])
+  assert [s.path.name for s in sources] == ["scan[1].png"] and not missing
+  sources, _, _ = io.find_images([str(d / "scan*.png")])  # a real glob still globs
+  assert {s.path.name for s in sources} == {"scan[1].png", "scan1.png"}
+  out = tmp_path / "out"
+  assert explain(d / "scan[1].png", "--out", out) == 0
+  (record,) = io.read_index(out)
+  assert Path(record["path"]).name == "scan[1].png"
+
+# --- case 7: symlinked folders ---------------------------------------------------------
+
+def test_symlinked_folders_are_followed_once(tmp_path, capsys):
+  inputs, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+  images = jh.scenes(3)
+  jh.write_png(inputs / "a.png", images[0])
+  jh.write_png(elsewhere / "b.png", images[1])
+  jh.write_png(inputs / "sub" / "c.png", images[2])
+  (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)
+  (inputs / "sub" / "loop").symlink_to(inputs, target_is_directory=True)
+  (inputs / "sub_again").symlink_to(inputs / "sub", target_is_directory=True)
+  sources, _, notes = io.find_images([str(inputs)])
+  assert sorted(s.rel for s in sources) == ["a.png", "linked/b.png", "sub/c.png"]
+  assert notes and all("symlink loop" in n for n in notes)
+  out = tmp_path / "out"
+  code, _, err = explain(inputs, "--out", out, capsys=capsys)
+  assert code == 0 and "symlink loop" in err
+  assert len(io.read_index(out)) == 3
+
+# --- case 8: pixel bombs ----------------------------------------------------------------
+
+def _png_header_only(width, height, bit_depth=16, colour_type=6) -> bytes:
+  """A PNG whose header claims width x height (16-bit RGBA) and no pixel data."""
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data)))
+  ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, capsys):
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  (inputs / "bomb.png").write_bytes(_png_header_only(10000, 10000))
+  jh.write_png(inputs / "ok.png", jh.scenes(1)[0])
+  image, error = io.read_image(inputs / "bomb.png")
+  assert image is None and "100,000,000 pixels" in error and "--max-pixels" in error
+  out = tmp_path / "out"
+  code, _, err = explain(inputs, "--out", out, capsys=capsys)
+  assert code == 3 and "image too large" in err
+  status = {Path(r["path"]).name: r["status"] for r in io.read_index(out)}
+  assert status == {"bomb.png": "error", "ok.png": "ok"}
+  # the cap is the user's: 64x64 = 4096 pixels
+  assert io.read_image(inputs / "ok.png", max_pixels=4095)[0] is None
+  assert io.read_image(inputs / "ok.png", max_pixels=4096)[0] is not None
+
+def test_resize_policies():
+  image = np.zeros((300, 400, 3), np.uint8)
+  image[:, 200:] = 255  # right half white
+  crop = io.resize_to(image, (224, 224), "crop")
+  # shorter side 300 -> 256, width 400 -> 341; centre 224 columns: 58..282 of 341,
+  # white from column 170.5 on: 112 columns (+-1) of the crop are white
+  assert crop.shape == (224, 224, 3)
+  assert abs(int((crop[112, :, 0] > 127).sum()) - 112) <= 1
+  pad = io.resize_to(image, (224, 224), "pad")
+  # 400 wide -> 224, 300 high -> 168: 28 black rows above and below
+  assert pad.shape == (224, 224, 3)
+  assert (pad[:28] == 0).all() and (pad[-28:] == 0).all() and pad[28:196, 200].min() == 255
+  squash = io.resize_to(image, (224, 224), "squash")
+  assert (squash[:, :110] == 0).all() and (squash[:, 114:] == 255).all()
+  with pytest.raises(gcj.GradCAMError, match="squash"):
+    io.resize_to(image, (224, 224), "stretch")
