@@ -27,6 +27,24 @@ def _one_hot(targets, num_classes: int, dtype):
   return jax.nn.one_hot(targets, num_classes, dtype=dtype)
 
 
+def _logits(output, name: str):
+  """`output` if it is a (B, num_classes, ...) array, else a TargetError that says how
+  to pick the logits out of it."""
+  if isinstance(output, dict) or isinstance(output, (tuple, list)):
+    keys = list(output) if isinstance(output, dict) else list(range(len(output)))
+    guess = next((k for k in keys if "logit" in str(k)), keys[0] if keys else 0)
+    raise TargetError(
+        f"{name}: expected the model output to be a (B, num_classes) array; got a "
+        f"{type(output).__name__} with keys {keys}. Say which one holds the logits, "
+        f"e.g. target=lambda out, t: gcj.{name}(out[{guess!r}], t).")
+  if getattr(output, "ndim", 0) < 2:
+    raise TargetError(
+        f"{name}: expected the model output to be a (B, num_classes) array; got shape "
+        f"{getattr(output, 'shape', type(output).__name__)}. A (B,) output has one "
+        "score per image: pass a target function that returns it.")
+  return output
+
+
 def class_logit(output: jax.Array, targets: jax.Array) -> jax.Array:
   """The logit of each example's target class: ``output[b, targets[b]]``.
 
@@ -38,6 +56,7 @@ def class_logit(output: jax.Array, targets: jax.Array) -> jax.Array:
     >>> gcj.class_logit(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([1, 0]))
     Array([2., 3.], dtype=float32)
   """
+  output = _logits(output, "class_logit")
   return jnp.sum(output * _one_hot(targets, output.shape[-1], output.dtype), axis=-1)
 
 
@@ -47,6 +66,7 @@ def class_probability(output: jax.Array, targets: jax.Array) -> jax.Array:
   Gradients of probabilities saturate for confident predictions; prefer
   :func:`class_logit` unless the probability is what you want to explain.
   """
+  output = _logits(output, "class_probability")
   probs = jax.nn.softmax(output.astype(jnp.float32), axis=-1)
   return jnp.sum(probs * _one_hot(targets, output.shape[-1], probs.dtype), axis=-1)
 

@@ -142,3 +142,15 @@ def test_perturbation_arguments_are_checked(vgg, kwargs, name):
   model, variables = vgg
   with pytest.raises(gcj.ArgumentError, match=f"{name}: expected a whole number >= 1"):
     gcj.cam(model.apply, variables, **kwargs)
+
+
+def test_default_target_on_a_dict_or_vector_output_says_what_to_do():
+  """A dict output raised AttributeError inside class_logit; a (B,) output made
+  class_logit read output[t] for every image (targets [0, 0]: both scored output[0])."""
+  split = gcj.Split(lambda p, x: jax.nn.relu(x * p),
+                    lambda p, a: {"logits": a.mean((1, 2)), "aux": a.sum()})
+  with pytest.raises(gcj.TargetError, match=r"keys \['aux', 'logits'\].*out\['logits'\]"):
+    gcj.gradcam(split, jnp.float32(2.0))(jnp.ones((2, 4, 4, 3)), jnp.array([0, 1]))
+  vector = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2, 3)))
+  with pytest.raises(gcj.TargetError, match=r"got shape \(2,\)"):
+    gcj.gradcam(vector, jnp.float32(2.0))(jnp.ones((2, 4, 4, 3)), jnp.array([0, 0]))
