@@ -168,7 +168,7 @@ def _device_batch(batch: int) -> tuple[int, NamedSharding | None]:
   return batch, NamedSharding(mesh, P("batch"))
 
 
-def _payload(image, out, probs, i, job: Job, meta: dict) -> dict:
+def _payload(image, out, i, meta: dict) -> dict:
   """What the writer encodes for image i of a batch (views into the batch)."""
   return {"image": image, "cam": out.cam[i], "cam_raw": out.cam_raw[i],
           "guided": out.guided[i], "guided_gradcam": out.guided_gradcam[i],
@@ -248,23 +248,28 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
   h, w = model.input_size
   bar = _Progress(len(todo)) if progress else None
   journal = Journal(out_dir, index)
-  counts = {"ok": 0, "error": 0}
-  first = [0.0]
+  ok = failed = 0
+  first_batch_seconds = 0.0
   writing: deque = deque()
 
   def finish(record):
+    nonlocal ok, failed
     journal.write("done", record)
-    counts["ok" if record["status"] == "ok" else "error"] += 1
+    if record["status"] == "ok":
+      ok += 1
+    else:
+      failed += 1
 
   def hand_over(chunk_good, out, n_chunk):
     """Results of one batch on the host: claim names, give them to the writers."""
+    nonlocal first_batch_seconds
     out = jax.device_get(out)
-    if not first[0]:
-      first[0] = time.perf_counter() - start
+    if not first_batch_seconds:
+      first_batch_seconds = time.perf_counter() - start
     probs = np.asarray(jax.nn.softmax(np.asarray(out.logits, np.float32)))
     for i, (s, image) in enumerate(chunk_good):
       path = str(s.path)
-      name = (_outputs.assign_name(s.rel, path, out_dir, state.owners))
+      name = _outputs.assign_name(s.rel, path, out_dir, state.owners)
       if name is None:
         finish({"path": path, "status": "error", "settings": settings,
                 "error": "every output name for it is taken by files gradcam-jax "
@@ -285,7 +290,7 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
                 "target_probability": float(probs[i, tgt])}
       meta = {"path": path, "id": rid, "settings": settings}
       writing.append(pool.submit(_write, out_dir, tmp_dir, name,
-                                 _payload(image, out, probs, i, job, meta), job, record))
+                                 _payload(image, out, i, meta), job, record))
     while len(writing) > 2 * batch:  # bounded: at most two batches being written
       finish(writing.popleft().result())
     if bar:
@@ -327,5 +332,4 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
     journal.close()
     if bar:
       bar.close()
-  return Summary(counts["ok"], skipped, counts["error"], time.perf_counter() - start,
-                 first[0])
+  return Summary(ok, skipped, failed, time.perf_counter() - start, first_batch_seconds)

@@ -51,6 +51,7 @@ def job(tmp_path_factory):
   real = io.read_index(out)
   ok = [r for r in real if r["status"] == "ok"]
   failed = [r for r in real if r["status"] == "error"]
+  assert (len(ok), len(failed)) == (12, 2)
   records = list(real)
   for k in range(1000 - len(real)):
     r = dict(ok[k % len(ok)])
