@@ -99,13 +99,21 @@ def interleaved(fns: dict, call, rounds: int, reps: int = 2) -> Timing:
                 {n: max(v) for n, v in peak.items()}, hwm)
 
 
-def run_worker(script: str, args: list, env_extra: dict | None = None) -> dict:
+def run_worker(script: str, args: list, env_extra: dict | None = None,
+               keep_going: bool = False) -> dict:
   """Run `script` with `args` in a fresh Python process; parse its last stdout line
-  as JSON."""
+  as JSON. With `keep_going`, a worker that fails gives ``{"error": <end of its
+  stderr>}`` instead of raising, so that one failed cell (out of memory, say) does not
+  lose the rest of a grid."""
   import json
   import subprocess
   import sys
   env = dict(os.environ, **(env_extra or {}))
-  out = subprocess.run([sys.executable, script, *map(str, args)], env=env, check=True,
-                       capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  proc = subprocess.run([sys.executable, script, *map(str, args)], env=env,
+                        capture_output=True, text=True)
+  if proc.returncode != 0:
+    if not keep_going:
+      raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout,
+                                          proc.stderr)
+    return {"error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+  return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -11,6 +11,7 @@ captum`` then ``pip install -e .``. A peer that is not installed is skipped.
 
     python benchmarks/peers.py                       # batch 8, ResNet-50 and VGG16
     python benchmarks/peers.py --models resnet50 --rounds 3
+    python benchmarks/peers.py --torch-device cuda --batch 64   # on a GPU machine
 
 Each worker makes one warm-up (compile) call, then times `--reps` calls and reports
 the median. Memory, read from the kernel (``/proc/self/status``): `peak_rss_gb` is the
@@ -73,12 +74,30 @@ def _ours(model_name, method, batch):
   return lambda: jax.block_until_ready(explain(m.variables, x, t))
 
 
+def _torch_device():
+  return os.environ.get("PEERS_TORCH_DEVICE", "cpu")
+
+
+def _synced(fn):
+  """`fn` followed by a wait for the GPU, so that a timed call includes its kernels."""
+  import torch
+  if _torch_device() == "cpu":
+    return fn
+
+  def call():
+    out = fn()
+    torch.cuda.synchronize()
+    return out
+  return call
+
+
 def _torch_net(model_name):
   import torch
   sys.path.insert(0, os.path.dirname(HERE))
   from tests.torch_reference import torch_resnet50, torch_vgg16
   torch.set_num_threads(os.cpu_count() or 1)
   net = (torch_resnet50() if model_name == "resnet50" else torch_vgg16()).eval()
+  net = net.to(_torch_device())
   for mod in net.modules():  # guided backprop in both peers needs non-inplace ReLUs
     if isinstance(mod, torch.nn.ReLU):
       mod.inplace = False
@@ -93,11 +112,11 @@ def _captum(model_name, method, batch):
   explainer = {"gradcam": lambda: attr.LayerGradCam(net, layer),
                "guided_backprop": lambda: attr.GuidedBackprop(net),
                "guided_gradcam": lambda: attr.GuidedGradCam(net, layer)}[method]()
-  x = torch.from_numpy(_inputs(batch, "nchw"))
+  x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
   t = torch.arange(batch) % 1000
   kwargs = {"relu_attributions": True} if method == "gradcam" else {}
-  return lambda: explainer.attribute(x.clone().requires_grad_(), target=t,
-                                     **kwargs).detach()
+  return _synced(lambda: explainer.attribute(x.clone().requires_grad_(), target=t,
+                                             **kwargs).detach())
 
 
 def _pytorch_grad_cam(model_name, method, batch):
@@ -106,14 +125,14 @@ def _pytorch_grad_cam(model_name, method, batch):
   from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel, ScoreCAM
   from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
   net, layer = _torch_net(model_name)
-  x = torch.from_numpy(_inputs(batch, "nchw"))
+  x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
   targets = [ClassifierOutputTarget(i % 1000) for i in range(batch)]
   if method == "scorecam":
     cam = ScoreCAM(model=net, target_layers=[layer])
     cam.batch_size = 16
     return lambda: cam(input_tensor=x, targets=targets)
   gradcam = GradCAM(model=net, target_layers=[layer])
-  guided_bp = GuidedBackpropReLUModel(model=net, device="cpu")
+  guided_bp = GuidedBackpropReLUModel(model=net, device=_torch_device())
 
   def guided_backprop():
     return np.stack([guided_bp(x[i:i + 1], target_category=i % 1000)
@@ -153,6 +172,9 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--scorecam-models", nargs="*", default=["vgg16"],
                       help="models for the all-channel Score-CAM rows (batch 1, one rep)")
+  parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"],
+                      help="where the peers' torch models run (gradcam-jax runs on JAX's "
+                           "default device)")
   parser.add_argument("--json", default="benchmarks/results/peers.json")
   parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODEL", "METHOD"))
   args = parser.parse_args()
@@ -166,6 +188,7 @@ def main() -> None:
                      "(see this script's docstring for pytorch-grad-cam)")
   tasks = [(m, method, args.batch, args.reps) for m in args.models for method in args.methods]
   tasks += [(m, "scorecam", SCORECAM_BATCH, 1) for m in args.scorecam_models]
+  os.environ["PEERS_TORCH_DEVICE"] = args.torch_device  # inherited by the workers
   rows = []
   for r in range(args.rounds):
     for model_name, method, batch, reps in tasks:
@@ -200,7 +223,8 @@ def main() -> None:
         for impl, x in entry["speedup"].items()) + "; above model GB " + ", ".join(
         f"{impl} {entry[impl]['above_model_gb']:.2f}" for impl in impls if impl in entry))
   write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
-                         "peer_versions": _peer_versions(impls), "xla_flags":
+                         "peer_versions": _peer_versions(impls),
+                         "torch_device": args.torch_device, "xla_flags":
                          os.environ.get("XLA_FLAGS", ""), "batch": args.batch,
                          "reps": args.reps, "rounds": args.rounds, "rows": rows,
                          "summary": summary})

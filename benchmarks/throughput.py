@@ -91,7 +91,7 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
       peak = max(peak, first.hwm_gb)
   return {"rows": rows, "closure_first_call_s": closure,
           "peak_rss_gb": peak,
-          "device": str(jax.devices()[0].device_kind),
+          "device": str(jax.devices()[0].device_kind), "versions": versions(),
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
@@ -131,24 +131,39 @@ def main() -> None:
             res = run_worker(__file__, ["--worker", model_name, dtype, batch,
                                         "--rounds", args.rounds, "--methods",
                                         *args.methods, "--scorecam-top-n",
-                                        args.scorecam_top_n], ENVS[flags])
-            res["env"], res["repeat"] = flags, repeat
+                                        args.scorecam_top_n], ENVS[flags],
+                             keep_going=True)
+            res.update(env=flags, repeat=repeat, model=model_name, dtype=dtype,
+                       batch=batch)
             results.append(res)
-            for r in res["rows"]:
-              print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} "
-                    f"{r['method']:16s} {r['median_s']:8.3f} s "
-                    f"{r['images_per_s']:8.2f} img/s {r['x_forward']:6.2f}x fwd  "
-                    f"switch {r['switch_s']:6.3f} s  first {r['first_call_s']:6.2f} s  "
-                    f"faults {r['page_faults']:8.0f}  peak+ {r['peak_above_gb']:5.2f} GB",
-                    flush=True)
-            for name, s in res["closure_first_call_s"].items():
-              print(f"  first call {name}: {s:.2f} s", flush=True)
-            print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}",
-                  flush=True)
-  write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
-                         "rounds": args.rounds, "repeats": args.repeats,
-                         "scorecam_top_n": args.scorecam_top_n,
-                         "results": results})
+            if "error" in res:
+              print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} FAILED: "
+                    f"{res['error'][-400:]}", flush=True)
+            else:
+              _print_rows(flags, model_name, dtype, batch, res)
+            # written after every process, so that a grid stopped part-way keeps its cells
+            # versions as a worker read them: JAX is never started in this process,
+            # which on a GPU would hold the memory the workers need
+            write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions":
+                                   next((r["versions"] for r in results
+                                         if "versions" in r), None),
+                                   "rounds": args.rounds,
+                                   "repeats": args.repeats,
+                                   "scorecam_top_n": args.scorecam_top_n,
+                                   "results": results})
+
+
+def _print_rows(flags, model_name, dtype, batch, res) -> None:
+  for r in res["rows"]:
+    print(f"{flags:7s} {model_name:9s} {dtype:8s} b{batch:<4d} "
+          f"{r['method']:16s} {r['median_s']:8.3f} s "
+          f"{r['images_per_s']:8.2f} img/s {r['x_forward']:6.2f}x fwd  "
+          f"switch {r['switch_s']:6.3f} s  first {r['first_call_s']:6.2f} s  "
+          f"faults {r['page_faults']:8.0f}  peak+ {r['peak_above_gb']:5.2f} GB",
+          flush=True)
+  for name, s in res["closure_first_call_s"].items():
+    print(f"  first call {name}: {s:.2f} s", flush=True)
+  print(f"  process peak RSS {res['peak_rss_gb']:.2f} GB on {res['device']}", flush=True)
 
 
 if __name__ == "__main__":
