@@ -113,7 +113,7 @@ def _captum(model_name, method, batch):
                "guided_backprop": lambda: attr.GuidedBackprop(net),
                "guided_gradcam": lambda: attr.GuidedGradCam(net, layer)}[method]()
   x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
-  t = torch.arange(batch) % 1000
+  t = (torch.arange(batch) % 1000).to(_torch_device())
   kwargs = {"relu_attributions": True} if method == "gradcam" else {}
   return _synced(lambda: explainer.attribute(x.clone().requires_grad_(), target=t,
                                              **kwargs).detach())
@@ -196,9 +196,13 @@ def main() -> None:
         if impl == "captum" and method == "scorecam":
           continue
         row = run_worker(__file__, ["--worker", impl, model_name, method,
-                                    "--batch", batch, "--reps", reps])
-        row["round"] = r
+                                    "--batch", batch, "--reps", reps], keep_going=True)
+        row.update(round=r, impl=impl, model=model_name, method=method, batch=batch)
         rows.append(row)
+        if "error" in row:
+          print(f"round {r} {model_name:9s} {method:16s} b{batch:<3d} {impl:16s} "
+                f"FAILED: {row['error'][-600:]}", flush=True)
+          continue
         print(f"round {r} {model_name:9s} {method:16s} b{batch:<3d} {impl:16s} "
               f"{row['median_s']:8.3f} s  above model {row['above_model_gb']:5.2f} GB  "
               f"working {row['working_gb']:5.2f} GB  peak {row['peak_rss_gb']:5.2f} GB  "
@@ -206,7 +210,10 @@ def main() -> None:
               flush=True)
   summary = []
   for model_name, method, batch, _ in tasks:
-    mine = [x for x in rows if x["model"] == model_name and x["method"] == method]
+    mine = [x for x in rows if x["model"] == model_name and x["method"] == method
+            and "error" not in x]
+    if not any(x["impl"] == "gradcam-jax" for x in mine):
+      continue
     entry = {"model": model_name, "method": method, "batch": batch}
     for impl in impls:
       got = [x for x in mine if x["impl"] == impl]
