@@ -44,26 +44,46 @@ ENVS = {"default": {}, "ynn": {"XLA_FLAGS": YNN_FLAG},
         "tcmalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}}
 
 
+MODELS = ("resnet50", "vgg16", "demo", "vit")
+
+
+def _model(name):
+  """(apply_fn, variables, layer, input size, explainer options) for a benchmark model:
+  the zoo's VGG16 and ResNet-50 with random weights at 224x224, the shipped demo
+  model at 64x64, and the tiny ViT (2 blocks, random init) at 64x64."""
+  import gradcam_jax as gcj
+  from gradcam_jax import zoo
+  if name == "vit":
+    from gradcam_jax.zoo.vit import init_tiny_vit
+    vit, variables = init_tiny_vit(size=64)
+    return vit.apply, variables, "blocks_0", 64, {"reshape": gcj.tokens_to_grid()}
+  if name == "demo":
+    m = zoo.load("demo")
+    return m.apply_fn, m.variables, m.layer, m.input_size[0], {}
+  m = zoo.load(name, random_init=True)
+  return (m.apply_fn, m.variables, "layer4" if name == "resnet50" else "features_29",
+          224, {})
+
+
 def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
            methods=METHODS) -> dict:
   import jax
   import jax.numpy as jnp
   import gradcam_jax as gcj
   from gradcam_jax import zoo
-  m = zoo.load(model_name, random_init=True)
+  apply_fn, variables, layer, size, extra = _model(model_name)
   dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-  variables = jax.tree_util.tree_map(lambda a: a.astype(dt), m.variables)
-  x = jax.random.normal(jax.random.key(1), (batch, 224, 224, 3), dt)
-  layer = "layer4" if model_name == "resnet50" else "features_29"
+  variables = jax.tree_util.tree_map(lambda a: a.astype(dt), variables)
+  x = jax.random.normal(jax.random.key(1), (batch, size, size, 3), dt)
   builders = {
-      "forward": jax.jit(m.apply_fn),
-      "gradcam": jax.jit(gcj.gradcam(m.apply_fn, layer=layer)),
-      "guided_backprop": jax.jit(gcj.guided_backprop(m.apply_fn)),
-      "guided_gradcam": jax.jit(gcj.guided_gradcam(m.apply_fn, layer=layer)),
-      "ablationcam": jax.jit(gcj.cam(m.apply_fn, method="ablationcam", layer=layer,
-                                     batch_size=64)),
-      "scorecam": jax.jit(gcj.cam(m.apply_fn, method="scorecam", layer=layer,
-                                  top_n=top_n, batch_size=8)),
+      "forward": jax.jit(apply_fn),
+      "gradcam": jax.jit(gcj.gradcam(apply_fn, layer=layer, **extra)),
+      "guided_backprop": jax.jit(gcj.guided_backprop(apply_fn)),
+      "guided_gradcam": jax.jit(gcj.guided_gradcam(apply_fn, layer=layer, **extra)),
+      "ablationcam": jax.jit(gcj.cam(apply_fn, method="ablationcam", layer=layer,
+                                     batch_size=64, **extra)),
+      "scorecam": jax.jit(gcj.cam(apply_fn, method="scorecam", layer=layer,
+                                  top_n=top_n, batch_size=8, **extra)),
   }
   fns = {name: builders[name] for name in dict.fromkeys(("forward", *methods))}
   timing = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)), rounds)
@@ -78,10 +98,10 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
   closure, peak = {}, timing.process_peak_gb
   for name in [n for n in ("forward", "gradcam", "guided_gradcam") if n in methods]:
     # closure form: params captured by the jitted function
-    build = {"forward": lambda: lambda images: m.apply_fn(variables, images),
-             "gradcam": lambda: gcj.gradcam(m.apply_fn, variables, layer=layer),
-             "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, variables,
-                                                          layer=layer)}[name]
+    build = {"forward": lambda: lambda images: apply_fn(variables, images),
+             "gradcam": lambda: gcj.gradcam(apply_fn, variables, layer=layer, **extra),
+             "guided_gradcam": lambda: gcj.guided_gradcam(apply_fn, variables,
+                                                          layer=layer, **extra)}[name]
     for form, jit in (("jax.jit", jax.jit), ("gcj.jit", gcj.jit)):
       if name == "forward" and form == "gcj.jit":
         continue
@@ -97,7 +117,8 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", nargs="+", default=["resnet50", "vgg16"])
+  parser.add_argument("--models", nargs="+", default=["resnet50", "vgg16"],
+                      choices=MODELS)
   parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
   parser.add_argument("--rounds", type=int, default=3)
