@@ -1,4 +1,4 @@
-"""The ``gradcam-jax`` command: ``demo`` and ``explain``.
+"""The ``gradcam-jax`` command: ``demo``, ``explain`` and ``bench``.
 
 Exit status of ``explain``: 0 when every input was explained (or already done);
 2 for a usage error (one line on stderr, checked before any image is decoded);
@@ -253,6 +253,30 @@ def _input_dtype(model, h, w):
   return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
 
 
+def cmd_bench(args) -> int:
+  from gradcam_jax import _bench
+  return _bench.run(args)
+
+
+def _xla_flags(value: str) -> str:
+  from gradcam_jax._xla_setting import SETTINGS
+  if value in SETTINGS or value.startswith("--"):
+    return value
+  raise argparse.ArgumentTypeError(
+      f"expected a setting ({', '.join(SETTINGS)}) or XLA flags starting with --; "
+      f"got {value!r}")
+
+
+def _add_xla_flags(parser) -> None:
+  from gradcam_jax._xla_setting import CHOSEN, SETTINGS
+  parser.add_argument(
+      "--xla-flags", type=_xla_flags, metavar="SETTING|FLAGS",
+      help=f"XLA flags for this process, replacing XLA_FLAGS: a setting "
+      f"({', '.join(SETTINGS)}; default = XLA's own) or raw flags. Unset: your "
+      f"XLA_FLAGS if set, else {CHOSEN} ({SETTINGS[CHOSEN]}); gradcam-jax bench "
+      "finds the fastest for your model")
+
+
 def cmd_demo(args) -> int:
   from gradcam_jax._demo import run_demo
   return run_demo(args.out)
@@ -273,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "scenes with the shipped model")
   demo.add_argument("--out", type=Path, default=Path("gradcam_demo"),
                     help="folder for the panels")
+  _add_xla_flags(demo)
   demo.set_defaults(func=cmd_demo)
   ex = sub.add_parser("explain", formatter_class=fmt,
                       help="explain image files, folders and globs",
@@ -314,12 +339,38 @@ def build_parser() -> argparse.ArgumentParser:
                   "file or settings changed)")
   ex.add_argument("--no-report", action="store_true", help="do not write report.html")
   ex.add_argument("--quiet", action="store_true", help="no progress bar")
+  _add_xla_flags(ex)
   ex.set_defaults(func=cmd_explain)
+  bench = sub.add_parser(
+      "bench", formatter_class=fmt,
+      help="time a model's forward and explainer under each XLA setting (one process "
+      "each) and print the fastest", description=__import__(
+          "gradcam_jax._bench", fromlist=["_"]).__doc__.splitlines()[0])
+  bench.add_argument("--model", default="demo",
+                     help="demo | vgg16 | resnet50 | MODULE:FACTORY")
+  bench.add_argument("--weights", help="as for explain")
+  bench.add_argument("--random-weights", action="store_true",
+                     help="vgg16/resnet50 with random weights (speed does not depend "
+                     "on the weights)")
+  bench.add_argument("--layer", help="target layer path (default: the model's)")
+  bench.add_argument("--method", default="gradcam", choices=methods, metavar="METHOD",
+                     help="CAM method: " + ", ".join(methods))
+  bench.add_argument("--batch-size", type=_positive, default=8, help="images per call")
+  bench.add_argument("--calls", type=_positive, default=5,
+                     help="timed calls per process, after one compiling call")
+  bench.add_argument("--rounds", type=_positive, default=3,
+                     help="processes per setting, alternating")
+  bench.add_argument("--quick", action="store_true", help="one round")
+  bench.set_defaults(func=cmd_bench)
   return parser
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  if args.command in ("demo", "explain"):
+    # before anything starts JAX's backend: XLA reads its flags once per process
+    from gradcam_jax import _xla_setting
+    print(_xla_setting.describe(_xla_setting.apply(args.xla_flags)).strip(), flush=True)
   try:
     return args.func(args)
   except UsageError as err:
@@ -328,4 +379,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # run the importable module's main, so that its exception classes are the ones
+  # other modules import (python -m would otherwise make a second copy, __main__)
+  from gradcam_jax.cli import main as _main
+  sys.exit(_main())
