@@ -111,11 +111,14 @@ def test_bench_times_every_setting_and_names_the_fastest():
         float(fwd) / float(rows["default"][0][0]), abs=0.02)
   seconds = {name: float(r[1][0]) for name, r in rows.items()}
   fastest = proc.stdout.split("fastest for gradcam: ")[1]
-  best = min(seconds, key=seconds.get)
+  low = min(seconds.values())
+  rounding = 1e-4  # the table prints seconds to 4 decimals
   if fastest.startswith("XLA's defaults"):
-    assert best == "default" or seconds[best] >= 0.95 * seconds["default"]
+    assert low >= (1 - 0.05) * seconds["default"] - rounding
   else:
-    assert fastest.startswith(best) and f"--xla-flags {best}" in fastest
+    named = fastest.split(",")[0]
+    assert seconds[named] <= low + rounding and f"--xla-flags {named}" in fastest
+    assert seconds[named] < (1 - 0.05) * seconds["default"] + rounding
 
 
 def test_bench_reports_a_bad_model_as_a_usage_error():
