@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from typing import NamedTuple
 
-# jax 0.10.2's CPU backend, by default, merges chains of convolutions and dots into one
-# YNNPACK graph; this flag keeps each on its own (see RESULTS.md).
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gradcam_jax import _xla_setting  # noqa: E402
+
+# The benchmark scripts own their processes: like the command line, they run under
+# the project's chosen XLA setting when XLA_FLAGS is unset (their workers inherit it);
+# a comparison of settings passes XLA_FLAGS to each worker explicitly.
+print(_xla_setting.describe(_xla_setting.apply(None)).strip(), file=sys.stderr)
+
 
 
 def versions() -> dict:

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import YNN_FLAG, interleaved, run_worker, versions, write_json  # noqa: E402
+from _common import _xla_setting, interleaved, run_worker, versions, write_json  # noqa: E402
 
 def _model(batch: int, size: int):
   import jax
@@ -92,7 +92,8 @@ def main() -> None:
     return
 
   common = ["--batch", str(args.batch), "--size", str(args.size)]
-  configs = {"default flags": {}, "ynn individual fusion": {"XLA_FLAGS": YNN_FLAG}}
+  configs = {"default flags": {"XLA_FLAGS": ""}, "ynn individual fusion": {
+      "XLA_FLAGS": _xla_setting.SETTINGS["ynn-individual"]}}
   result = {"versions": versions(), "batch": args.batch, "size": args.size,
             "rounds": args.rounds, "date": time.strftime("%Y-%m-%d"),
             "command": " ".join([os.path.basename(sys.executable), *sys.argv]),

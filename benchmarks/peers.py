@@ -41,7 +41,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import measured, run_worker, status_gb, versions, write_json  # noqa: E402
+from _common import _xla_setting, measured, run_worker, status_gb, versions, write_json  # noqa: E402
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
 IMPLS = {"gradcam-jax": "gradcam_jax", "captum": "captum",
@@ -148,7 +148,7 @@ def _pytorch_grad_cam(model_name, method, batch):
 
 def worker(impl, model_name, method, batch, reps) -> dict:
   build = {"gradcam-jax": _ours, "captum": _captum, "pytorch-grad-cam": _pytorch_grad_cam}
-  run = build[impl](model_name, method, batch)
+  run = build[impl.split("[")[0]](model_name, method, batch)
   loaded = status_gb("VmRSS")
   first = measured(run)
   calls = [measured(run) for _ in range(reps)]
@@ -175,6 +175,9 @@ def main() -> None:
   parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"],
                       help="where the peers' torch models run (gradcam-jax runs on JAX's "
                            "default device)")
+  parser.add_argument("--ours-settings", nargs="+", choices=list(_xla_setting.SETTINGS),
+                      help="run gradcam-jax under each of these XLA settings, side by "
+                           "side (default: under this process's XLA_FLAGS only)")
   parser.add_argument("--json", default="benchmarks/results/peers.json")
   parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODEL", "METHOD"))
   args = parser.parse_args()
@@ -182,10 +185,16 @@ def main() -> None:
     print(json.dumps(worker(*args.worker, args.batch, args.reps)))
     return
   import importlib.util
-  impls = [i for i, module in IMPLS.items() if importlib.util.find_spec(module)]
-  if impls == ["gradcam-jax"]:
+  peers = [i for i, module in IMPLS.items()
+           if i != "gradcam-jax" and importlib.util.find_spec(module)]
+  if not peers:
     raise SystemExit("peers.py found no peer: pip install torch==2.13.0 captum "
                      "(see this script's docstring for pytorch-grad-cam)")
+  ours = ([f"gradcam-jax[{name}]" for name in args.ours_settings] if args.ours_settings
+          else ["gradcam-jax"])
+  impls = ours + peers
+  env = {f"gradcam-jax[{name}]": {"XLA_FLAGS": flags}
+         for name, flags in _xla_setting.SETTINGS.items()}
   tasks = [(m, method, args.batch, args.reps) for m in args.models for method in args.methods]
   tasks += [(m, "scorecam", SCORECAM_BATCH, 1) for m in args.scorecam_models]
   os.environ["PEERS_TORCH_DEVICE"] = args.torch_device  # inherited by the workers
@@ -196,7 +205,8 @@ def main() -> None:
         if impl == "captum" and method == "scorecam":
           continue
         row = run_worker(__file__, ["--worker", impl, model_name, method,
-                                    "--batch", batch, "--reps", reps], keep_going=True)
+                                    "--batch", batch, "--reps", reps], env.get(impl),
+                         keep_going=True)
         row.update(round=r, impl=impl, model=model_name, method=method, batch=batch)
         rows.append(row)
         if "error" in row:
@@ -212,7 +222,7 @@ def main() -> None:
   for model_name, method, batch, _ in tasks:
     mine = [x for x in rows if x["model"] == model_name and x["method"] == method
             and "error" not in x]
-    if not any(x["impl"] == "gradcam-jax" for x in mine):
+    if not any(x["impl"] in ours for x in mine):
       continue
     entry = {"model": model_name, "method": method, "batch": batch}
     for impl in impls:
@@ -221,14 +231,14 @@ def main() -> None:
         entry[impl] = {"median_s": statistics.median(x["median_s"] for x in got),
                        "above_model_gb": max(x["above_model_gb"] for x in got),
                        "peak_rss_gb": max(x["peak_rss_gb"] for x in got)}
-    ours = entry["gradcam-jax"]["median_s"]
-    entry["speedup"] = {impl: v["median_s"] / ours for impl, v in entry.items()
-                        if isinstance(v, dict) and impl != "gradcam-jax"}
+    # speed-up of each of ours over each peer: the peer's time / ours
+    entry["speedup"] = {f"{mine_} vs {peer}": entry[peer]["median_s"] / entry[mine_]["median_s"]
+                        for mine_ in ours for peer in peers
+                        if mine_ in entry and peer in entry}
     summary.append(entry)
-    print(f"{model_name:9s} {method:16s} b{batch:<3d} ours {ours:.3f} s; " + "; ".join(
-        f"{impl} {entry[impl]['median_s']:.3f} s ({x:.2f}x)"
-        for impl, x in entry["speedup"].items()) + "; above model GB " + ", ".join(
-        f"{impl} {entry[impl]['above_model_gb']:.2f}" for impl in impls if impl in entry))
+    print(f"{model_name:9s} {method:16s} b{batch:<3d} " + "; ".join(
+        f"{impl} {entry[impl]['median_s']:.3f} s" for impl in impls if impl in entry)
+        + "; " + "; ".join(f"{k} {x:.2f}x" for k, x in entry["speedup"].items()))
   write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "versions": versions(),
                          "peer_versions": _peer_versions(impls),
                          "torch_device": args.torch_device, "xla_flags":

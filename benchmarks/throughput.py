@@ -29,17 +29,19 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import (YNN_FLAG, interleaved, measured, run_worker, versions,  # noqa: E402
+from _common import (_xla_setting, interleaved, measured, run_worker, versions,  # noqa: E402
                      write_json)
 
 METHODS = ("forward", "gradcam", "guided_backprop", "guided_gradcam", "ablationcam",
            "scorecam")
-# Process environments to compare (each row says which it ran under): XLA's YNN fusion
+# Process environments to compare (each row says which it ran under): XLA's defaults
+# ("default": XLA_FLAGS empty), XLA's YNN fusion
 # per operation ("ynn"), YNN fusion disabled altogether ("noynn": the flag with an empty
 # value), and malloc replacements (Debian: apt install libjemalloc2
 # libtcmalloc-minimal4) that keep freed pages instead of unmapping them.
-ENVS = {"default": {}, "ynn": {"XLA_FLAGS": YNN_FLAG},
-        "noynn": {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="},
+ENVS = {"default": {"XLA_FLAGS": ""},
+        "ynn": {"XLA_FLAGS": _xla_setting.SETTINGS["ynn-individual"]},
+        "noynn": {"XLA_FLAGS": _xla_setting.SETTINGS["noynn"]},
         "jemalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
         "tcmalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}}
 
@@ -66,11 +68,10 @@ def _model(name):
 
 
 def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
-           methods=METHODS) -> dict:
+           methods=METHODS, closure: bool = True) -> dict:
   import jax
   import jax.numpy as jnp
   import gradcam_jax as gcj
-  from gradcam_jax import zoo
   apply_fn, variables, layer, size, extra = _model(model_name)
   dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
   variables = jax.tree_util.tree_map(lambda a: a.astype(dt), variables)
@@ -96,7 +97,8 @@ def worker(model_name: str, dtype: str, batch: int, rounds: int, top_n: int,
            "peak_above_gb": timing.peak_gb[name]}
           for name, t in timing.times_s.items()]
   closure, peak = {}, timing.process_peak_gb
-  for name in [n for n in ("forward", "gradcam", "guided_gradcam") if n in methods]:
+  for name in [n for n in ("forward", "gradcam", "guided_gradcam")
+               if n in methods and closure]:
     # closure form: params captured by the jitted function
     build = {"forward": lambda: lambda images: apply_fn(variables, images),
              "gradcam": lambda: gcj.gradcam(apply_fn, variables, layer=layer, **extra),
@@ -129,13 +131,15 @@ def main() -> None:
   parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
   parser.add_argument("--repeats", type=int, default=1,
                       help="run the whole grid this many times (environments alternate)")
+  parser.add_argument("--no-closure", action="store_true",
+                      help="skip the first-call timings of the closure form")
   parser.add_argument("--json", default="benchmarks/results/throughput.json")
   parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"))
   args = parser.parse_args()
   if args.worker:
     model_name, dtype, batch = args.worker
     print(json.dumps(worker(model_name, dtype, int(batch), args.rounds,
-                            args.scorecam_top_n, args.methods)))
+                            args.scorecam_top_n, args.methods, not args.no_closure)))
     return
   for flags in args.envs:
     env = ENVS[flags]
@@ -152,7 +156,9 @@ def main() -> None:
             res = run_worker(__file__, ["--worker", model_name, dtype, batch,
                                         "--rounds", args.rounds, "--methods",
                                         *args.methods, "--scorecam-top-n",
-                                        args.scorecam_top_n], ENVS[flags],
+                                        args.scorecam_top_n,
+                                        *(["--no-closure"] if args.no_closure else [])],
+                             ENVS[flags],
                              keep_going=True)
             res.update(env=flags, repeat=repeat, model=model_name, dtype=dtype,
                        batch=batch)

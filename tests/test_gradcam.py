@@ -4,7 +4,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import gradcam_jax as gcj
 from tests import models
