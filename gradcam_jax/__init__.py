@@ -10,9 +10,13 @@ from gradcam_jax._errors import GradCAMError
 from gradcam_jax._errors import ImageError
 from gradcam_jax._errors import LayerNotFoundError
 from gradcam_jax._errors import LayerShapeError
+from gradcam_jax._errors import LayerSpecError
 from gradcam_jax._errors import MethodError
+from gradcam_jax._errors import ModelError
 from gradcam_jax._errors import NoReLUError
 from gradcam_jax._errors import TargetError
+from gradcam_jax._errors import UnsupportedError
+from gradcam_jax._errors import WeightsError
 from gradcam_jax._explain import cam
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
@@ -22,7 +26,9 @@ from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._layers import LayerInfo
 from gradcam_jax._layers import LayerRef
+from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax._methods import METHODS
+from gradcam_jax._methods import Method
 from gradcam_jax._model import Split
 from gradcam_jax._model import list_layers
 from gradcam_jax._postprocess import normalize
@@ -49,12 +55,18 @@ __all__ = (
     "LayerNotFoundError",
     "LayerRef",
     "LayerShapeError",
+    "LayerSpecError",
+    "ALL_METHODS",
     "METHODS",
+    "Method",
     "MethodError",
+    "ModelError",
     "NoReLUError",
     "Split",
     "augment",
     "TargetError",
+    "UnsupportedError",
+    "WeightsError",
     "class_logit",
     "cam",
     "channels_last",

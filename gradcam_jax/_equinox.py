@@ -14,7 +14,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import LayerNotFoundError
+from gradcam_jax._errors import LayerNotFoundError, LayerSpecError
 from gradcam_jax._layers import LayerInfo
 
 __all__ = ["EquinoxModel", "is_equinox", "adapt_layers"]
@@ -61,7 +61,7 @@ def adapt_layers(model: EquinoxModel, layer):
   selectors = list(layer) if isinstance(layer, list) else [layer]
   for s in selectors:
     if not callable(s):
-      raise LayerNotFoundError(f"layer: for an Equinox model expected a selector "
+      raise LayerSpecError(f"layer: for an Equinox model expected a selector "
                                f"function such as lambda m: m.layers[3]; got {s!r}.")
   names = [f"selector_{k}" for k in range(len(selectors))]
   new = EquinoxModel.__new__(EquinoxModel)

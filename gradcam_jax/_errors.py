@@ -36,6 +36,23 @@ class ArgumentError(GradCAMError):
   """An explainer's or transform's argument is out of its valid range."""
 
 
+class LayerSpecError(GradCAMError, TypeError):
+  """A `layer` argument of a type or form no adapter understands."""
+
+
+class ModelError(GradCAMError):
+  """The model itself failed to run (a missing rng, argument, variable collection
+  or parameter), or ran differently from the run it was traced with."""
+
+
+class WeightsError(GradCAMError):
+  """A weights file that is missing, of an unknown format, or not this model's."""
+
+
+class UnsupportedError(GradCAMError, NotImplementedError):
+  """A model construct gradcam-jax cannot transform (named in the message)."""
+
+
 def check_count(name: str, value, *, allow_none: bool = False) -> None:
   """`value` must be a whole number >= 1 (or None where `allow_none`)."""
   if value is None and allow_none:

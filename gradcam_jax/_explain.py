@@ -18,7 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import (GradCAMError, ImageError, LayerNotFoundError,
+from gradcam_jax._errors import (GradCAMError, LayerNotFoundError,
                                  check_count)
 from gradcam_jax._forms import bind_params
 from gradcam_jax._guided import guided
@@ -27,10 +27,9 @@ from gradcam_jax._layers import LayerRef, parse_layer, select_layer
 from gradcam_jax._methods import get_method
 from gradcam_jax._equinox import EquinoxModel, adapt_layers
 from gradcam_jax._nnx import adapt
-from gradcam_jax._model import (Edit, as_variables, list_layers, replace, run, run_many,
-                                tap, tap_add)
-from gradcam_jax._perturb import (PERTURBATION_METHODS, ablation_weights,
-                                  scorecam_weights, weighted_sum)
+from gradcam_jax._model import (Edit, as_variables, list_layers, model_failure, replace,
+                                run, run_many, tap, tap_add)
+from gradcam_jax._perturb import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
 from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (class_logit, class_probability, check_targets,
@@ -60,10 +59,7 @@ class _Setup:
     except GradCAMError:
       raise
     except Exception as err:  # the model's own error, re-raised with our context
-      raise ImageError(
-          f"the model could not run on images of shape {tuple(images.shape)} "
-          f"{images.dtype} (expected (B, H, W, C) as the model expects); the model "
-          f"raised {type(err).__name__}: {err}") from err
+      raise model_failure(err, images) from err
     self.targets = (None if targets is None
                     else check_targets(targets, self.batch, self.out_shape))
     self.multi = self.targets is not None and self.targets.ndim == 2
@@ -207,8 +203,9 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   check_count("batch_size", batch_size, allow_none=True)
   check_count("top_n", top_n, allow_none=True)
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
-  perturbation = method in PERTURBATION_METHODS
-  map_fn = None if perturbation else get_method(method)
+  record = get_method(method, where="cam")
+  perturbation = record.kind == "perturbation"
+  map_fn = record.fn
 
   def cam_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, layer, reshape)
@@ -225,7 +222,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       da, a = s.grid(da), s.grid(a_layer)
       if perturbation:
         first = (lambda v: v[0]) if s.multi else (lambda v: v)
-        raw = _perturbation_maps(s, i, method, output, first(a), first(a_layer),
+        raw = _perturbation_maps(s, i, record.fn, output, first(a), first(a_layer),
                                  targets, target, batch_size, top_n)
       elif s.multi:
         raw = _t_second(jax.vmap(jax.vmap(map_fn))(_f32(a), _f32(da)))
@@ -246,25 +243,22 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   return bind_params(cam_explain, params, cam.__doc__)
 
 
-def _perturbation_maps(s, i, method, output, a, a_layer, targets, target_fn, batch_size,
-                       top_n):
-  """Score-/Ablation-CAM maps from `a` (B, h, w, K). Ablation-CAM zeroes a channel
-  of `a_layer`, the activation in the layer's own layout (tokens for a ViT, channels
-  first for Equinox): the grid mask is carried back through the (linear) reshape."""
-  if method == "ablationcam":
-    to_layer = _mask_to_layer(s.reshape, a_layer)
-
-    def head_of(t):
-      return lambda keep: target_fn(
-          s.run(s.images, Edit(replace, (a_layer * to_layer(keep, a.shape),)), i), t)
+def _perturbation_maps(s, i, weights_fn, output, a, a_layer, targets, target_fn,
+                       batch_size, top_n):
+  """A perturbation method's maps from `a` (B, h, w, K). Masking a channel of the
+  head's input acts on `a_layer`, the activation in the layer's own layout (tokens
+  for a ViT, channels first for Equinox): the grid mask is carried back through the
+  (linear) reshape."""
+  to_layer = _mask_to_layer(s.reshape, a_layer)
+  score = _probability_score(target_fn)
 
   def one_target(t):
-    if method == "scorecam":
-      score = _probability_score(target_fn)
-      w = scorecam_weights(lambda x: score(s.apply_fn(s.variables, x), t), s.images,
-                           a, top_n, batch_size)
-    else:
-      w = ablation_weights(head_of(t), a.shape[-1], target_fn(output, t), batch_size)
+    w = weights_fn(Perturbation(
+        images=s.images, a=a, base=target_fn(output, t),
+        score_images=lambda x: score(s.apply_fn(s.variables, x), t),
+        score_head=lambda keep: target_fn(
+            s.run(s.images, Edit(replace, (a_layer * to_layer(keep, a.shape),)), i), t),
+        batch_size=batch_size, top_n=top_n))
     return weighted_sum(a, w)
   if s.multi:
     return _t_second(jax.vmap(one_target, in_axes=1)(targets))
@@ -357,7 +351,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
         "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
         "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop.")
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
-  map_fn = get_method(method)
+  map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
 
   def guided_gradcam_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, layer, reshape)

@@ -33,7 +33,7 @@ import gradcam_jax as gcj
 from gradcam_jax import _outputs, io
 from gradcam_jax import visualize as vis
 from gradcam_jax._journal import MARKER, Journal, read_state
-from gradcam_jax._perturb import PERTURBATION_METHODS
+from gradcam_jax._methods import ALL_METHODS
 
 __all__ = ["Job", "Summary", "build_explainer", "explain_files"]
 
@@ -43,7 +43,7 @@ class Job(NamedTuple):
 
   Attributes:
     layer: target layer path.
-    method: a CAM method name (``gcj.METHODS``, ``"scorecam"``, ``"ablationcam"``).
+    method: a CAM method name (``gcj.ALL_METHODS``).
     target: class index to explain, or None for the predicted class.
     resize: ``"squash"``, ``"crop"`` or ``"pad"`` (see :func:`io.resize_to`).
     save: output kinds to write (``_outputs.KINDS``).
@@ -97,7 +97,7 @@ def build_explainer(model, variables, job: Job):
   Guided Grad-CAM for gradient methods; a perturbation method's map times guided
   backprop for Score-CAM and Ablation-CAM. Raises a GradCAMError for a bad layer or
   method when traced."""
-  if job.method not in PERTURBATION_METHODS:
+  if ALL_METHODS[job.method].kind == "gradient":
     return gcj.guided_gradcam(model.apply_fn, variables, layer=job.layer,
                               method=job.method)
   cam = gcj.cam(model.apply_fn, variables, layer=job.layer, method=job.method,

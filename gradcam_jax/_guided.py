@@ -39,7 +39,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
-from gradcam_jax._errors import NoReLUError
+from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._fast_vjp import bind as _bind, fast_backward
 
 __all__ = ["guided_relu", "guided", "relu_count"]
@@ -293,7 +293,7 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule) -> list:
     elif any(_relu_count(sub) for sub in _sub_jaxprs(eqn)):
       handler = _HIGHER_ORDER.get(eqn.primitive.name)
       if handler is None:
-        raise NotImplementedError(
+        raise UnsupportedError(
             f"guided: the primitive {eqn.primitive.name!r} contains ReLUs, and "
             f"gradcam-jax does not know how to rewrite inside it. Supported "
             f"higher-order primitives: {sorted(_HIGHER_ORDER)}.")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, format_choices)
+from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, LayerSpecError,
+                                 format_choices)
 
 __all__ = ["LayerRef", "LayerInfo", "parse_layer", "select_layer"]
 
@@ -65,7 +66,7 @@ def parse_layer(layer) -> LayerRef | None:
     return LayerRef(path, int(call) if call else None, method or "__call__")
   if isinstance(layer, tuple) and all(isinstance(p, (str, int)) for p in layer):
     return LayerRef(tuple(str(p) for p in layer))  # NNX paths hold list indices
-  raise LayerNotFoundError(
+  raise LayerSpecError(
       f"layer: expected None, a path tuple of strings such as ('layer4',), a string "
       f"such as 'layer4/1' or a LayerRef; got {layer!r} of type "
       f"{type(layer).__name__}.")

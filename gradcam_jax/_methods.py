@@ -1,21 +1,23 @@
-"""CAM methods: each is a pure function of one example's activations and gradients.
+"""CAM methods, one record each in :data:`ALL_METHODS`.
 
-A method maps ``A`` (h, w, K) and ``dA = dy/dA`` (h, w, K) to a map (h, w) before
-the final ReLU; the driver batches it with ``vmap`` and applies the ReLU. The
-gradient-free methods that need extra forward passes (Score-CAM, Ablation-CAM) live
-in ``_perturb.py`` behind the same driver.
+A gradient method maps ``A`` (h, w, K) and ``dA = dy/dA`` (h, w, K) of one example
+to a map (h, w) before the final ReLU; the explainers batch it with ``vmap`` and
+apply the ReLU. A perturbation method (Score-CAM, Ablation-CAM, in ``_perturb.py``)
+weighs the channels by extra forward passes. Adding a method is one function plus
+one :class:`Method` record below.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import MethodError, format_choices
+from gradcam_jax._perturb import ablationcam, scorecam
 
-__all__ = ["METHODS", "get_method", "gradcam_map", "hirescam_map",
+__all__ = ["ALL_METHODS", "METHODS", "Method", "get_method", "gradcam_map", "hirescam_map",
            "gradcam_elementwise_map", "xgradcam_map", "gradcampp_map", "layercam_map",
            "eigencam_map", "eigengradcam_map"]
 
@@ -137,24 +139,65 @@ def eigengradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   return _first_component(prod, prod)
 
 
-METHODS: dict[str, MapFn] = {
-    "gradcam": gradcam_map,
-    "hirescam": hirescam_map,
-    "gradcam_elementwise": gradcam_elementwise_map,
-    "xgradcam": xgradcam_map,
-    "gradcam++": gradcampp_map,
-    "layercam": layercam_map,
-    "eigencam": eigencam_map,
-    "eigengradcam": eigengradcam_map,
+class Method(NamedTuple):
+  """One CAM method.
+
+  Attributes:
+    name: what ``method=`` takes.
+    kind: ``"gradient"`` (`fn` is ``map(A, dA) -> (h, w)`` for one example) or
+      ``"perturbation"`` (`fn` is ``weights(Perturbation) -> (B, K)``, see
+      ``gradcam_jax._perturb``).
+    fn: the method.
+    paper: where it comes from.
+  """
+  name: str
+  kind: str
+  fn: Callable
+  paper: str
+
+
+ALL_METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("gradcam", "gradient", gradcam_map, "Selvaraju et al., ICCV 2017"),
+    Method("hirescam", "gradient", hirescam_map, "Draelos & Carin, 2020"),
+    Method("gradcam_elementwise", "gradient", gradcam_elementwise_map,
+           "pytorch-grad-cam's GradCAMElementWise"),
+    Method("xgradcam", "gradient", xgradcam_map, "Fu et al., BMVC 2020"),
+    Method("gradcam++", "gradient", gradcampp_map, "Chattopadhay et al., WACV 2018"),
+    Method("layercam", "gradient", layercam_map, "Jiang et al., IEEE TIP 2021"),
+    Method("eigencam", "gradient", eigencam_map, "Muhammad & Yeasin, IJCNN 2020"),
+    Method("eigengradcam", "gradient", eigengradcam_map,
+           "pytorch-grad-cam's EigenGradCAM"),
+    Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
+    Method("ablationcam", "perturbation", ablationcam,
+           "Desai & Ramaswamy, WACV 2020"),
+)}
+
+# The gradient methods' map functions by name (``METHODS["gradcam"](A, dA)``).
+METHODS: dict[str, MapFn] = {name: m.fn for name, m in ALL_METHODS.items()
+                             if m.kind == "gradient"}
+
+_WHY_NOT = {
+    "perturbation": "it weighs channels by extra forward passes, not by the gradient "
+                    "this explainer computes; use gcj.cam(..., method={name!r}) for its "
+                    "map (times gcj.guided_backprop for the guided product, as "
+                    "gradcam-jax explain --method {name} does)",
 }
 
 
-def get_method(method: str | MapFn) -> MapFn:
-  """A method by name, or a user's own ``map(A, dA) -> (h, w)`` function."""
+def get_method(method: str | MapFn, *, kinds=("gradient", "perturbation"),
+               where: str = "cam") -> Method:
+  """The record of a method name, or a user's own ``map(A, dA) -> (h, w)`` function
+  as a gradient method. `kinds` are the kinds the caller (`where`) runs."""
   if callable(method):
-    return method
-  if method not in METHODS:
-    raise MethodError(f"method: expected one of the names below or a function "
-                      f"map(A, dA) -> (h, w); got {method!r}. Methods:\n"
-                      + format_choices(sorted(METHODS) + ["scorecam", "ablationcam"]))
-  return METHODS[method]
+    return Method(getattr(method, "__name__", "custom"), "gradient", method, "")
+  valid = [name for name, m in ALL_METHODS.items() if m.kind in kinds]
+  if method in valid:
+    return ALL_METHODS[method]
+  if method in ALL_METHODS:
+    kind = ALL_METHODS[method].kind
+    reason = f"{method!r} is a {kind} method: " + _WHY_NOT[kind].format(name=method)
+  else:
+    reason = f"got {method!r}"
+  raise MethodError(f"{where}: method: expected one of the names below or a function "
+                    f"map(A, dA) -> (h, w); {reason}. Methods {where} runs:\n"
+                    + format_choices(valid))

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 
 from gradcam_jax._layers import LayerInfo, LayerRef
+from gradcam_jax._errors import LayerNotFoundError, ModelError
 
 __all__ = ["Edit", "Split", "as_variables", "list_layers", "replace", "run", "run_many",
            "tap", "tap_add"]
@@ -124,6 +125,43 @@ def _skip(method_name: str) -> bool:
   return method_name == "setup" or method_name.startswith("<")
 
 
+def model_failure(err: Exception, images) -> Exception:
+  """The model's own failure on its first (shape-only) run, as the error to raise:
+  a :class:`ModelError` naming the missing piece where the model's error says what
+  is missing (an rng, an argument, a variable collection, a parameter), else an
+  :class:`ImageError` (a model that cannot run on these images)."""
+  import flax.errors as fe
+  from gradcam_jax._errors import ImageError
+  said = f"the model raised {type(err).__name__}: {err}"
+  if isinstance(err, fe.InvalidRngError):
+    return ModelError(
+        f"the model needs a random key to run ({said}). Explain it in inference mode, "
+        "e.g. functools.partial(model.apply, train=False) or deterministic=True, or "
+        "pass the key: functools.partial(model.apply, rngs={'dropout': key}).")
+  if isinstance(err, fe.ScopeCollectionNotFound):
+    return ModelError(
+        f"the variables lack a collection the model reads ({said}). Pass every "
+        "collection init or training returned, e.g. {'params': ..., 'batch_stats': "
+        "...}, not the params alone.")
+  if isinstance(err, (fe.ModifyScopeVariableError, fe.ImmutableVariableError)):
+    return ModelError(
+        f"the model tries to update its variables, as BatchNorm does in training mode "
+        f"({said}). Explain it in inference mode, e.g. "
+        "functools.partial(model.apply, train=False).")
+  # (a ScopeParamShapeError is left to the end: a parameter of another shape than the
+  # input implies is most often images of the wrong shape, e.g. 5 channels for 3)
+  if isinstance(err, (fe.ScopeParamNotFoundError, fe.ScopeVariableNotFoundError)):
+    return ModelError(f"the params do not match the model ({said}): pass the "
+                      "variables this model was initialised or trained with.")
+  if isinstance(err, TypeError) and "required" in str(err) and "argument" in str(err):
+    return ModelError(
+        f"the model's apply needs an argument the explainer does not pass ({said}). "
+        "Bind it: functools.partial(model.apply, train=False).")
+  return ImageError(
+      f"the model could not run on images of shape {tuple(images.shape)} "
+      f"{images.dtype} (expected (B, H, W, C) as the model expects); {said}")
+
+
 def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
   """Every module output the model computes on `x`, in the order they finish, and
   the shape of the model's output.
@@ -183,7 +221,8 @@ def run_many(apply_fn, variables, x, layers, edits):
     return _equinox.run_many(apply_fn, variables, x, layers, edits)
   if isinstance(apply_fn, Split):
     if len(layers) != 1:
-      raise ValueError(f"a Split model has one layer (its features); got {len(layers)}.")
+      raise LayerNotFoundError(f"a Split model has one layer (its features); got "
+                               f"{len(layers)}.")
     return apply_fn.head(variables, edits[0](apply_fn.features(variables, x)))
   calls: dict = {}
   wanted = {(ref.path, ref.method, ref.call or 0): edit for ref, edit in zip(layers, edits)}
@@ -205,6 +244,6 @@ def run_many(apply_fn, variables, x, layers, edits):
   with nn.intercept_methods(intercept):
     out = apply_fn(variables, x)
   if len(edited) != len(wanted):  # a model whose calls differ between traces
-    raise RuntimeError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
+    raise ModelError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
                        f"{len(wanted)} while running the model; expected each once.")
   return out

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from flax import nnx
 
 from gradcam_jax._layers import LayerInfo
+from gradcam_jax._errors import ModelError
 
 __all__ = ["NNXModel", "adapt"]
 
@@ -123,6 +124,6 @@ def run_many(model: NNXModel, state, x, layers, edits: list[Callable]):
   _install(merged, [by_key[ref.path] for ref in layers], hook)
   out = merged(x)
   if len(edited) != len(wanted):
-    raise RuntimeError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
+    raise ModelError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
                        f"{len(wanted)} while running the model; expected each once.")
   return out

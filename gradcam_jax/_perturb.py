@@ -9,14 +9,37 @@ on the chunking.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["scorecam_weights", "ablation_weights", "weighted_sum", "PERTURBATION_METHODS"]
+__all__ = ["Perturbation", "scorecam", "ablationcam", "scorecam_weights",
+           "ablation_weights", "weighted_sum"]
 
-PERTURBATION_METHODS = ("scorecam", "ablationcam")
+
+class Perturbation(NamedTuple):
+  """What a perturbation method may use to weigh the channels for one set of targets
+  (the explainer builds it; a method calls what it needs, the rest is never traced).
+
+  Attributes:
+    images: (B, H, W, C) model inputs.
+    a: (B, h, w, K) the layer's activations.
+    base: (B,) the target scores of the unperturbed images.
+    score_images: ``(B, H, W, C) images -> (B,)`` target scores of other images
+      (Score-CAM's: the softmax probability when the target is the default logit).
+    score_head: ``keep (K,) -> (B,)`` target scores with the layer's channels
+      multiplied by `keep` (only the model after the layer runs).
+    batch_size: channels per chunk of masked passes (None: all in one pass).
+    top_n: score only the `top_n` channels of highest spatial variance (None: all).
+  """
+  images: jax.Array
+  a: jax.Array
+  base: jax.Array
+  score_images: Callable
+  score_head: Callable
+  batch_size: int | None
+  top_n: int | None
 
 
 def _over_channels(fn: Callable[[jax.Array], jax.Array], channels: jax.Array,
@@ -99,6 +122,16 @@ def ablation_weights(head_fn, k: int, base: jax.Array, batch_size: int | None,
   y = base.astype(jnp.float32)[:, None]
   y = jnp.where(jnp.abs(y) < eps, jnp.where(y < 0, -eps, eps), y)
   return (y - ablated.astype(jnp.float32)) / y
+
+
+def scorecam(p: Perturbation) -> jax.Array:
+  """Score-CAM's channel weights (B, K): :func:`scorecam_weights`."""
+  return scorecam_weights(p.score_images, p.images, p.a, p.top_n, p.batch_size)
+
+
+def ablationcam(p: Perturbation) -> jax.Array:
+  """Ablation-CAM's channel weights (B, K): :func:`ablation_weights`."""
+  return ablation_weights(p.score_head, p.a.shape[-1], p.base, p.batch_size)
 
 
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:

@@ -7,6 +7,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._errors import LayerShapeError
+
 __all__ = ["tokens_to_grid", "channels_last"]
 
 
@@ -27,7 +29,7 @@ def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Call
     patches = n - prefix
     h, w = grid if grid is not None else (int(round(patches ** 0.5)),) * 2
     if h * w != patches:
-      raise ValueError(f"tokens_to_grid: {patches} patch tokens (after dropping "
+      raise LayerShapeError(f"tokens_to_grid: {patches} patch tokens (after dropping "
                        f"{prefix}) do not fill a {h}x{w} grid; pass grid=(h, w).")
     return tokens[:, prefix:].reshape(b, h, w, d)
   return reshape

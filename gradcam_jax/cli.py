@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
   from gradcam_jax import __version__
   from gradcam_jax._outputs import KINDS
   from gradcam_jax.io import MAX_PIXELS, RESIZE_POLICIES
-  from gradcam_jax._methods import METHODS
+  from gradcam_jax._methods import ALL_METHODS
   fmt = argparse.ArgumentDefaultsHelpFormatter
   parser = argparse.ArgumentParser(
       prog="gradcam-jax", formatter_class=fmt,
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                   help="vgg16/resnet50 with random weights (timing runs)")
   ex.add_argument("--layer", help="target layer path, e.g. features_29 or layer4 "
                   "(default: the model's last conv block)")
-  methods = sorted(METHODS) + ["scorecam", "ablationcam"]
+  methods = list(ALL_METHODS)
   ex.add_argument("--method", default="gradcam", choices=methods, metavar="METHOD",
                   help="CAM method: " + ", ".join(methods))
   ex.add_argument("--target", help="class index or name to explain (default: the "

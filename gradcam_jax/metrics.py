@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = ["Curve", "probabilities", "deletion", "insertion", "average_drop_increase",
            "road", "pointing_game", "box_from_map", "box_iou", "localisation",
            "blurred", "auc"]
@@ -179,7 +181,7 @@ def road(score_fn, images, maps, targets, *, key, percentiles=(0.1, 0.3, 0.5, 0.
     Methods", ICML 2022.
   """
   if order not in ("morf", "lerf"):
-    raise ValueError(f"road: order must be 'morf' or 'lerf'; got {order!r}.")
+    raise ArgumentError(f"road: order must be 'morf' or 'lerf'; got {order!r}.")
   b, h, w, _ = images.shape
   ranks = _ranks(maps if order == "morf" else -maps).reshape(b, h, w)
   keys = jax.random.split(key, len(percentiles))

@@ -14,6 +14,8 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = ["spearman", "ssim", "hog", "hog_correlation", "top_down_layers",
            "randomise", "randomisation_table", "SanityRow"]
 
@@ -169,7 +171,7 @@ def randomisation_table(make_explainer: Callable, apply_fn, variables, images, t
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
   """
   if mode not in ("cascading", "independent"):
-    raise ValueError(f"mode: expected 'cascading' or 'independent'; got {mode!r}.")
+    raise ArgumentError(f"mode: expected 'cascading' or 'independent'; got {mode!r}.")
   layers = list(top_down_layers(apply_fn, variables, images) if layers is None
                 else layers)
   ref = getattr(make_explainer(variables)(images, targets), field)

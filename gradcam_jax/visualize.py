@@ -11,6 +11,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from gradcam_jax._errors import ImageError
+
 __all__ = ["heatmap", "overlay", "deprocess_gradient", "panel", "grid"]
 
 
@@ -25,7 +27,7 @@ def overlay(image, cam, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) ->
   """Blend the colour map of `cam` over a uint8 RGB `image` (resized to match)."""
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(f"overlay: expected a uint8 RGB image (H, W, 3); got "
+    raise ImageError(f"overlay: expected a uint8 RGB image (H, W, 3); got "
                      f"{image.dtype} {image.shape}.")
   cam = np.asarray(cam, np.float32)
   if cam.shape != image.shape[:2]:

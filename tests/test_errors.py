@@ -29,8 +29,11 @@ def test_non_spatial_layer_lists_spatial_ones(vgg):
 
 
 def test_bad_layer_spec():
-  with pytest.raises(gcj.LayerNotFoundError, match="path tuple"):
+  # a malformed argument is a LayerSpecError (also a TypeError), not "not found"
+  with pytest.raises(gcj.LayerSpecError, match="path tuple") as err:
     gcj.gradcam(lambda v, x: x, None, layer=3)
+  assert isinstance(err.value, TypeError)
+  assert not isinstance(err.value, gcj.LayerNotFoundError)
   with pytest.raises(gcj.LayerNotFoundError, match="call index"):
     gcj.gradcam(lambda v, x: x, None, layer="a@b")
 
@@ -82,9 +85,93 @@ def test_target_function_of_wrong_shape(vgg):
 
 def test_errors_are_value_errors():
   assert issubclass(gcj.GradCAMError, ValueError)
-  for cls in (gcj.LayerNotFoundError, gcj.LayerShapeError, gcj.ImageError,
-              gcj.TargetError, gcj.NoReLUError, gcj.MethodError):
+  classes = [getattr(gcj, n) for n in gcj.__all__ if n.endswith("Error")]
+  assert len(classes) == 12
+  for cls in classes:
     assert issubclass(cls, gcj.GradCAMError)
+
+
+def test_every_raise_in_the_package_is_a_gradcam_error():
+  """No bare ValueError/RuntimeError/TypeError/... escapes from the package's own
+  code: each raise names a GradCAMError subclass (or re-raises)."""
+  import pathlib
+  import re
+  root = pathlib.Path(gcj.__file__).parent
+  allowed = {n for n in gcj.__all__ if n.endswith("Error")} | {
+      # the CLI's own control flow, and the environment's failures (a missing
+      # optional package; a failed write, which the folder job records per input)
+      "UsageError", "KeyboardInterrupt", "argparse", "ImportError", "OSError"}
+  found = []
+  for path in root.rglob("*.py"):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+      m = re.match(r"\s*raise (\w+)", line)
+      if m and m.group(1) not in allowed and m.group(1) != "model_failure":
+        found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+  assert found == []
+
+
+@pytest.fixture(scope="module")
+def train_net():
+  import flax.linen as nn
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+      x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+      return nn.Dense(3, name="fc")(x.mean((1, 2)))
+
+  class DropNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+      x = nn.Dropout(0.5, deterministic=not train)(x)
+      return nn.Dense(3, name="fc")(x.mean((1, 2)))
+
+  x = models.images(1)
+  net, drop = Net(), DropNet()
+  return net, net.init(jax.random.key(0), x, False), drop, drop.init(jax.random.key(0), x)
+
+
+def test_the_models_own_failures_name_the_missing_piece(train_net):
+  """Each was reported as ImageError "could not run on images" before."""
+  import functools
+  net, v, drop, dv = train_net
+  x = models.images(2)
+  inference = functools.partial(net.apply, train=False)
+  cases = [
+      (net.apply, v, "needs an argument.*'train'.*functools.partial"),
+      (inference, {"params": v["params"]}, "lack a collection.*batch_stats"),
+      (functools.partial(net.apply, train=True), v, "update its variables.*inference"),
+      (inference, {"params": {k: p for k, p in v["params"].items() if k != "conv"},
+                   "batch_stats": v["batch_stats"]}, "do not match the model.*conv"),
+      (functools.partial(drop.apply, train=True), dv, "needs a random key.*rngs="),
+  ]
+  for apply_fn, variables, match in cases:
+    with pytest.raises(gcj.ModelError, match=match):
+      gcj.gradcam(apply_fn, variables, layer="conv")(x)
+    assert not issubclass(gcj.ModelError, gcj.ImageError)
+
+
+def test_guided_gradcam_lists_only_the_methods_it_runs():
+  with pytest.raises(gcj.MethodError) as err:
+    gcj.guided_gradcam(lambda v, x: x, {}, method="scorecam")
+  message = str(err.value)
+  listed = message.split("Methods guided_gradcam runs:")[1].split()
+  assert listed == [n for n, m in gcj.ALL_METHODS.items() if m.kind == "gradient"]
+  assert "'scorecam' is a perturbation method" in message
+  assert "gcj.cam(..., method='scorecam')" in message
+  with pytest.raises(gcj.MethodError) as err:
+    gcj.cam(lambda v, x: x, {}, method="nope")
+  assert str(err.value).split("Methods cam runs:")[1].split() == list(gcj.ALL_METHODS)
+
+
+def test_method_registry_is_consistent():
+  assert set(gcj.ALL_METHODS) == set(gcj.METHODS) | {"scorecam", "ablationcam"}
+  for name, m in gcj.ALL_METHODS.items():
+    assert m.name == name and m.kind in ("gradient", "perturbation") and m.paper
+    if m.kind == "gradient":
+      assert gcj.METHODS[name] is m.fn
 
 
 # --- silent wrong answers turned into errors (each passed silently before) ------------

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+import gradcam_jax as gcj
 from gradcam_jax import zoo
 
 torch = pytest.importorskip("torch")
@@ -100,13 +101,13 @@ def test_keras_vgg16_file_equals_torchvision_file(vgg_files, tmp_path):
 
 
 def test_missing_weights_are_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match="expected a weights file.*random_init=True"):
+  with pytest.raises(gcj.WeightsError, match="expected a weights file.*random_init=True"):
     zoo.load("vgg16")
   from safetensors.numpy import save_file
   save_file({"fc.weight": np.zeros((1000, 2048), np.float32)}, str(tmp_path / "x.safetensors"))
-  with pytest.raises(ValueError, match="(?s)267 arrays expected, 1 found.*missing batch_stats/bn1/mean"):
+  with pytest.raises(gcj.WeightsError, match="(?s)267 arrays expected, 1 found.*missing batch_stats/bn1/mean"):
     zoo.load("resnet50", tmp_path / "x.safetensors")
-  with pytest.raises(ValueError, match="expected a name in"):
+  with pytest.raises(gcj.ArgumentError, match="expected a name in"):
     zoo.load("alexnet")
 
 

@@ -6,6 +6,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = ["ZooModel", "load", "decode_predictions", "NAMES"]
 
 NAMES = ("demo", "vgg16", "resnet50")
@@ -64,7 +66,7 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
   if name in ("vgg16", "resnet50"):
     from gradcam_jax.zoo import imagenet
     return imagenet.load(name, weights, random_init=random_init)
-  raise ValueError(f"zoo.load: expected a name in {NAMES}; got {name!r}.")
+  raise ArgumentError(f"zoo.load: expected a name in {NAMES}; got {name!r}.")
 
 
 def decode_predictions(logits, class_names: Sequence[str], top: int = 5):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradcam_jax._errors import WeightsError
 from gradcam_jax.zoo._layers import MaxPool, ReLU
 
 __all__ = ["DemoNet", "DEFAULT_LAYER", "CLASS_NAMES", "preprocess", "asset_dir",
@@ -84,7 +85,7 @@ def load_variables(directory: Path | None = None):
   import orbax.checkpoint as ocp
   directory = Path(directory or asset_dir() / "checkpoint").absolute()
   if not directory.exists():
-    raise FileNotFoundError(
+    raise WeightsError(
         f"demo checkpoint: expected a folder at {directory}; it is missing. "
         "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.train_demo`.")
   # restore onto this process's first device: the saved sharding names the

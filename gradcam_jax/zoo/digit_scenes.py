@@ -19,6 +19,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = ["Scenes", "load_digits", "make_scenes", "SIZE", "NUM_CLASSES"]
 
 SIZE = 64
@@ -44,7 +46,7 @@ class Scenes(NamedTuple):
 def load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
   """scikit-learn's digits (8x8, 0..16) of one split: "train" or "test" (30%)."""
   if split not in ("train", "test"):
-    raise ValueError(f"split: expected 'train' or 'test'; got {split!r}.")
+    raise ArgumentError(f"split: expected 'train' or 'test'; got {split!r}.")
   from sklearn.datasets import load_digits as sk_load_digits
   data = sk_load_digits()
   order = np.random.default_rng(1234).permutation(len(data.target))
@@ -83,7 +85,8 @@ def _place(rng: np.random.Generator, sizes: list[int]) -> list[tuple[int, int]]:
     s0, s1 = sizes
     if x0 + s0 + 2 <= x1 or x1 + s1 + 2 <= x0 or y0 + s0 + 2 <= y1 or y1 + s1 + 2 <= y0:
       return corners
-  raise RuntimeError("could not place two digits without overlap")
+  raise ArgumentError(f"digit sizes {sizes}: found no place for them in a {SIZE}x{SIZE} "
+                      "scene without overlap in 1000 tries.")
 
 
 def _scene(rng, digits, targets, two: bool):

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradcam_jax._errors import WeightsError
+
 from gradcam_jax.zoo import _load
 from gradcam_jax.zoo.resnet import ResNet50
 from gradcam_jax.zoo.vgg import VGG16
@@ -77,7 +79,7 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
             for k, v in state.items()}
-  raise ValueError(f"weights file {path.name}: expected .safetensors, .pth or (vgg16) "
+  raise WeightsError(f"weights file {path.name}: expected .safetensors, .pth or (vgg16) "
                    f"Keras .h5; got suffix {path.suffix!r}.")
 
 
@@ -111,7 +113,7 @@ def _check_and_cast(variables, abstract, source: str):
   problems += [f"  {k}: expected shape {want[k].shape}, got {np.shape(v)}"
                for k, v in flat.items() if k in want and np.shape(v) != want[k].shape]
   if problems:
-    raise ValueError(f"{source}: the file does not hold this model's weights "
+    raise WeightsError(f"{source}: the file does not hold this model's weights "
                      f"({len(want)} arrays expected, {len(flat)} found):\n"
                      + "\n".join(problems[:30])
                      + (f"\n  ... {len(problems) - 30} more" if len(problems) > 30 else ""))
@@ -177,7 +179,7 @@ def load(name: str, weights=None, *, random_init: bool = False) -> _load.ZooMode
   names = class_names()
   if weights is None:
     if not random_init:
-      raise ValueError(
+      raise WeightsError(
           f"zoo.load({name!r}): expected a weights file; got none. Pass "
           f"weights=PATH with {WHERE[name]} (downloaded beforehand: gradcam-jax never "
           "downloads). For benchmarks, random_init=True gives random weights.")
