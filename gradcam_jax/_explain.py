@@ -18,8 +18,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import (GradCAMError, LayerNotFoundError,
-                                 check_count)
+from gradcam_jax._errors import (ArgumentError, GradCAMError, LayerNotFoundError,
+                                 LayerShapeError, check_count)
 from gradcam_jax._forms import bind_params
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
@@ -31,6 +31,7 @@ from gradcam_jax._model import (Edit, as_variables, list_layers, model_failure, 
                                 run, run_many, tap, tap_add)
 from gradcam_jax._perturb import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
+from gradcam_jax._reshape import channels_last
 from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (class_logit, class_probability, check_targets,
                                   default_targets, score_cotangent)
@@ -46,13 +47,32 @@ def _varying_axes(x) -> tuple:
   return tuple(sorted(axes))
 
 
-class _Setup:
-  """What one trace of an explainer knows: variables, checked inputs, the layer."""
+LAYOUTS = ("NHWC", "NCHW")
 
-  def __init__(self, apply_fn, params, images, targets, layer, reshape=None):
+
+def _check_layout(image_layout) -> None:
+  if image_layout not in LAYOUTS:
+    raise ArgumentError(f"image_layout: expected one of {LAYOUTS} (channels last, as "
+                        f"Flax; channels first, as Equinox and PyTorch); got "
+                        f"{image_layout!r}.")
+
+
+class _Setup:
+  """What one trace of an explainer knows: variables, checked inputs, the layer.
+
+  With ``layout="NCHW"`` the images are (B, C, H, W) and the model's activations
+  channels first, (B, C, h, w): they are moved to (B, h, w, C) for the methods (an
+  implicit ``reshape=channels_last``, unless a `reshape` is given)."""
+
+  def __init__(self, apply_fn, params, images, targets, layer, reshape=None,
+               layout="NHWC"):
     self.apply_fn = apply_fn
-    self.images = check_images(images)
+    self.images = check_images(images, layout)
+    self.layout = layout
+    self.size = tuple(images.shape[1:3] if layout == "NHWC" else images.shape[2:4])
     self.batch = images.shape[0]
+    if reshape is None and layout == "NCHW":
+      reshape = channels_last
     self.variables = as_variables(apply_fn, params)
     try:
       infos, self.out_shape = list_layers(apply_fn, self.variables, images)
@@ -65,8 +85,21 @@ class _Setup:
     self.multi = self.targets is not None and self.targets.ndim == 2
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
     self.infos = [select_layer(infos, l, self.batch, reshape) for l in layers]
+    for info in self.infos:
+      _check_fits(info, reshape, self.size, layout)
     self.reshape = reshape
     self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
+
+  def channel_axis(self, x):
+    """`x` (maps, (B[, T], H, W)) with a unit channel axis where the images have
+    theirs, for products with input gradients."""
+    return x[..., None] if self.layout == "NHWC" else x[..., None, :, :]
+
+  def to_nhwc(self, x):
+    return x if self.layout == "NHWC" else jnp.moveaxis(x, 1, -1)
+
+  def from_nhwc(self, x):
+    return x if self.layout == "NHWC" else jnp.moveaxis(x, -1, 1)
 
   @property
   def layer(self) -> LayerRef:
@@ -104,6 +137,23 @@ class _Setup:
     if self.reshape is None:
       return x
     return jax.vmap(self.reshape)(x) if self.multi else self.reshape(x)
+
+
+def _check_fits(info, reshape, size, layout) -> None:
+  """A layer's (h, w) larger than the images' (H, W) cannot come from them: the
+  layout of the images or of the activations is not what was declared."""
+  grid = jax.eval_shape(reshape, jax.ShapeDtypeStruct(info.shape, info.dtype)).shape \
+      if reshape is not None else info.shape
+  if grid[1] > size[0] or grid[2] > size[1]:
+    other = "NCHW" if layout == "NHWC" else "NHWC"
+    raise LayerShapeError(
+        f"layer {str(LayerRef(info.path, info.call, info.method))!r}: its activation "
+        f"{info.shape} read as (B, h, w, C) has a larger grid {tuple(grid[1:3])} than "
+        f"the images' (H, W) = {size} under image_layout={layout!r}. The images or "
+        f"the activations are in another layout: for channels-first images and "
+        f"activations (Equinox, PyTorch style) pass image_layout={other!r}"
+        + ("" if layout == "NHWC" else ", or reshape=... for activations of another "
+           "layout") + ".")
 
 
 def _adapt(apply_fn, params, layer):
@@ -145,7 +195,7 @@ def _probability_score(target_fn):
 
 def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_logit,
         eps: float = 1e-7, batch_size: int | None = None, top_n: int | None = None,
-        reshape: Callable | None = None) -> Callable:
+        reshape: Callable | None = None, image_layout: str = "NHWC") -> Callable:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
   Args:
@@ -175,6 +225,11 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       (Faster Score-CAM); None scores all.
     reshape: turns the layer's activation into (B, h, w, C) before the method sees
       it, e.g. :func:`tokens_to_grid` for a transformer block's (B, 1+N, D) tokens.
+    image_layout: ``"NHWC"`` (channels last, Flax's convention) or ``"NCHW"``
+      (channels first, Equinox's and PyTorch's): the layout of the images, and of
+      the model's activations, which are then read as (B, C, h, w) unless `reshape`
+      says otherwise. Maps are (B, H, W) and input gradients in the images' layout
+      either way. A layer whose grid is larger than the images' raises.
 
   Returns:
     ``explain`` returning an :class:`Explanation` with ``cam``, ``cam_raw``,
@@ -202,13 +257,14 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   """
   check_count("batch_size", batch_size, allow_none=True)
   check_count("top_n", top_n, allow_none=True)
+  _check_layout(image_layout)
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
   record = get_method(method, where="cam")
   perturbation = record.kind == "perturbation"
   map_fn = record.fn
 
   def cam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout)
     n = len(s.refs)
     zeros = [s.zeros(i) for i in range(n)]
     output, vjp = jax.vjp(
@@ -229,7 +285,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       else:
         raw = jax.vmap(map_fn)(_f32(a), _f32(da))
       raws.append(jax.nn.relu(raw))
-    size = images.shape[1:3]
+    size = s.size
     if n == 1:
       return Explanation(_postprocess(raws[0], size, eps, s.multi), raws[0], None, None,
                          output, targets)
@@ -254,8 +310,8 @@ def _perturbation_maps(s, i, weights_fn, output, a, a_layer, targets, target_fn,
 
   def one_target(t):
     w = weights_fn(Perturbation(
-        images=s.images, a=a, base=target_fn(output, t),
-        score_images=lambda x: score(s.apply_fn(s.variables, x), t),
+        images=s.to_nhwc(s.images), a=a, base=target_fn(output, t),
+        score_images=lambda x: score(s.apply_fn(s.variables, s.from_nhwc(x)), t),
         score_head=lambda keep: target_fn(
             s.run(s.images, Edit(replace, (a_layer * to_layer(keep, a.shape),)), i), t),
         batch_size=batch_size, top_n=top_n))
@@ -281,7 +337,7 @@ def _mask_to_layer(reshape, a_layer):
 
 def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
             method="gradcam", eps: float = 1e-7,
-            reshape: Callable | None = None) -> Callable:
+            reshape: Callable | None = None, image_layout: str = "NHWC") -> Callable:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
   See :func:`cam` for the arguments and an example.
@@ -291,10 +347,11 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     Gradient-based Localization", ICCV 2017.
   """
   return cam(apply_fn, params, method=method, layer=layer, target=target, eps=eps,
-             reshape=reshape)
+             reshape=reshape, image_layout=image_layout)
 
 
-def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
+def guided_backprop(apply_fn, params=None, *, target=class_logit,
+                    image_layout: str = "NHWC") -> Callable:
   """Build a guided-backpropagation explainer (guided field only; cam fields None).
 
   The gradient of the target score w.r.t. the input with every ReLU's backward rule
@@ -305,10 +362,11 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
   """
 
+  _check_layout(image_layout)
   apply_fn, params = adapt(apply_fn, params)
 
   def guided_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer=False)
+    s = _Setup(apply_fn, params, images, targets, False, layout=image_layout)
     output, vjp = jax.vjp(lambda x: guided(apply_fn)(s.variables, x), images)
     ct, targets = s.cotangent(target, output)
     (grad,) = s.pullback(vjp, ct)
@@ -320,7 +378,8 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit) -> Callable:
 
 def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
                    method="gradcam", eps: float = 1e-7,
-                   reshape: Callable | None = None) -> Callable:
+                   reshape: Callable | None = None,
+                   image_layout: str = "NHWC") -> Callable:
   """Build a Guided Grad-CAM explainer: every field of :class:`Explanation`.
 
   One forward pass serves both halves: the guided-ReLU forward (bit-identical to
@@ -350,11 +409,12 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
         f"guided_gradcam: layer: expected one layer; got a list of {len(layer)}. "
         "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
         "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop.")
+  _check_layout(image_layout)
   apply_fn, params, layer = _adapt(apply_fn, params, layer)
   map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
 
   def guided_gradcam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout)
     guided_run = guided(lambda v, x, probe: run(apply_fn, v, x, s.layer,
                                                 Edit(tap, (probe,))))
     output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),
@@ -374,8 +434,8 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     else:
       raw = jax.vmap(map_fn)(_f32(a), _f32(da))
     raw = jax.nn.relu(raw)
-    cam_ = _postprocess(raw, images.shape[1:3], eps, s.multi)
-    return Explanation(cam_, raw, grad, grad * cam_[..., None].astype(grad.dtype),
+    cam_ = _postprocess(raw, s.size, eps, s.multi)
+    return Explanation(cam_, raw, grad, grad * s.channel_axis(cam_).astype(grad.dtype),
                        output, targets)
 
   return bind_params(guided_gradcam_explain, params, guided_gradcam.__doc__)

@@ -11,19 +11,21 @@ from gradcam_jax._errors import ImageError
 __all__ = ["check_images"]
 
 
-def check_images(images) -> jax.Array:
-  """Images must be a float batch (B, H, W, C); concrete ones must be finite.
+def check_images(images, layout: str = "NHWC") -> jax.Array:
+  """Images must be a float batch (B, H, W, C) (or (B, C, H, W) for ``"NCHW"``);
+  concrete ones must be finite.
 
   Under ``jax.jit`` the values are not known at trace time and are not checked:
   non-finite pixels then give NaN maps.
   """
+  expected = "(B, H, W, C)" if layout == "NHWC" else "(B, C, H, W)"
   if not hasattr(images, "shape") or not hasattr(images, "dtype"):
-    raise ImageError(f"images: expected an array of shape (B, H, W, C); got "
+    raise ImageError(f"images: expected an array of shape {expected}; got "
                      f"{type(images).__name__}.")
   if images.ndim != 4:
     hint = (" For one image, add a batch axis: images[None]." if images.ndim == 3
             else "")
-    raise ImageError(f"images: expected rank 4, (B, H, W, C) as the model expects; "
+    raise ImageError(f"images: expected rank 4, {expected} as the model expects; "
                      f"got shape {tuple(images.shape)}.{hint}")
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ImageError(f"images: expected a floating dtype (float32, bfloat16, ...) after "

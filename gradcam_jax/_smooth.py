@@ -102,12 +102,14 @@ def _resize_maps(x, size):
 
 
 def augment(explain: Callable, *, flips: bool = True,
-            scales: Sequence[float] = (1.0,), eps: float = 1e-7) -> Callable:
+            scales: Sequence[float] = (1.0,), eps: float = 1e-7,
+            image_layout: str = "NHWC") -> Callable:
   """Test-time augmentation of any explainer: horizontal flips and rescalings.
 
   Each augmented batch is explained, and each map is transformed back (unflipped,
   resized to the original size) before averaging. Every (flip, scale) pair is one
   extra explanation; scales change the input shape, so each compiles once.
+  `image_layout` is the images' layout, as given to the explainer.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -118,6 +120,10 @@ def augment(explain: Callable, *, flips: bool = True,
     (1, 4, 4)
   """
 
+  if image_layout not in ("NHWC", "NCHW"):
+    raise ArgumentError(f"augment: image_layout: expected 'NHWC' or 'NCHW'; got "
+                        f"{image_layout!r}.")
+  last = image_layout == "NHWC"  # channels last: spatial axes 1, 2; else 2, 3
   scales = tuple(scales)
   if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
     raise ArgumentError(f"augment: scales: expected one or more numbers > 0 (1.0 is "
@@ -128,7 +134,7 @@ def augment(explain: Callable, *, flips: bool = True,
     prefix, images, targets = _split_args(explain, args)
     clean = explain(*prefix, images, targets)
     targets = clean.targets
-    h, w = images.shape[1:3]
+    h, w = images.shape[1:3] if last else images.shape[2:4]
     raw_hw = None if clean.cam_raw is None else clean.cam_raw.shape[-2:]
     samples = []
     for scale in scales:
@@ -136,19 +142,21 @@ def augment(explain: Callable, *, flips: bool = True,
         if scale == 1.0 and not flip:
           out = clean
         else:
-          x = _flip(images, 2) if flip else images
+          x = _flip(images, 2 if last else 3) if flip else images
           size = (max(1, round(h * scale)), max(1, round(w * scale)))
           if size != (h, w):
-            x = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), "bilinear")
+            shape = ((x.shape[0], *size, x.shape[3]) if last
+                     else (*x.shape[:2], *size))
+            x = jax.image.resize(x, shape, "bilinear")
           out = explain(*prefix, x, targets)
-        samples.append(_back(out, flip, (h, w), raw_hw))
+        samples.append(_back(out, flip, (h, w), raw_hw, last))
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *samples)
     return _mean(stacked, clean, eps)
 
   return augmented
 
 
-def _back(out: Explanation, flip: bool, size, raw_hw) -> Explanation:
+def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Explanation:
   """Map an augmented explanation back to the original frame."""
   def maps(x, target):
     if x is None:
@@ -157,9 +165,9 @@ def _back(out: Explanation, flip: bool, size, raw_hw) -> Explanation:
     return _flip(x, -1) if flip else x
 
   def grads(x):
-    if x is None:
-      return None
-    moved = jnp.moveaxis(x, -1, 0)  # channels first: spatial axes last
+    if x is None or not channels_last:  # channels first: spatial axes already last
+      return maps(x, size)
+    moved = jnp.moveaxis(x, -1, 0)
     return jnp.moveaxis(maps(moved, size), 0, -1)
 
   return Explanation(maps(out.cam, size), maps(out.cam_raw, raw_hw), grads(out.guided),
