@@ -2,8 +2,9 @@
 reader gets by pasting them top to bottom into one session.
 
 The only names the test supplies are the ones the README says are the reader's own
-model: ``nnx_model`` (an ``nnx.Module`` with ``blocks[3].conv2``) and ``eqx_model``
-(an ``eqx.Module`` with ``layers``), both taking the README's (B, 64, 64, 3) images.
+model: ``nnx_model`` (an ``nnx.Module`` with ``blocks[3].conv2``, taking the README's
+(B, 64, 64, 3) images) and ``eqx_model`` (an ``eqx.Module`` with ``layers``, taking one
+(3, 64, 64) image, channels first, as Equinox models do).
 """
 
 import re
@@ -55,8 +56,7 @@ class _EqxNet(eqx.Module):
                    eqx.nn.Conv2d(4, 6, 3, padding=1, key=k2), eqx.nn.Lambda(jax.nn.relu),
                    eqx.nn.Lambda(lambda a: a.mean((1, 2))), eqx.nn.Linear(6, 10, key=k3)]
 
-  def __call__(self, x):  # one (H, W, C) image
-    x = jnp.transpose(x, (2, 0, 1))
+  def __call__(self, x):  # one (C, H, W) image, as Equinox models are written
     for layer in self.layers:
       x = layer(x)
     return x
