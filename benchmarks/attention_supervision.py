@@ -53,7 +53,7 @@ def main() -> None:
   from gradcam_jax import zoo
   from gradcam_jax.zoo import demo
   from gradcam_jax.zoo.digit_scenes import make_scenes
-  from gradcam_jax.zoo.train_demo import accuracy, pointing
+  from gradcam_jax.zoo.demo_eval import accuracy, pointing
 
   start = time.perf_counter()
   model = zoo.load("demo")

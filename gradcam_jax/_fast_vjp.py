@@ -27,7 +27,8 @@ def bind(eqn, invals):
   return out if eqn.primitive.multiple_results else [out]
 
 
-def _is_float(aval) -> bool:
+def is_float(aval) -> bool:
+  """Whether `aval` (an abstract value or array) has a floating dtype."""
   return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating)
 
 
@@ -73,7 +74,7 @@ def _max_pool_transpose(x, y, g, window, strides, padding):
 
 def _is_plain_max_pool(eqn) -> bool:
   p = eqn.params
-  return (eqn.primitive.name == "reduce_window_max" and _is_float(eqn.invars[0].aval)
+  return (eqn.primitive.name == "reduce_window_max" and is_float(eqn.invars[0].aval)
           and all(d == 1 for d in (*p["base_dilation"], *p["window_dilation"]))
           and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"]))
 
@@ -141,7 +142,7 @@ def _is_strided_conv(eqn) -> bool:
     return False
   p = eqn.params
   dn = p["dimension_numbers"]
-  return (len(eqn.invars[0].aval.shape) == 4 and _is_float(eqn.invars[0].aval)
+  return (len(eqn.invars[0].aval.shape) == 4 and is_float(eqn.invars[0].aval)
           and (dn.lhs_spec, dn.rhs_spec, dn.out_spec) == _NHWC_HWIO
           and max(p["window_strides"]) > 1
           and p["lhs_dilation"] == (1, 1) and p["rhs_dilation"] == (1, 1)

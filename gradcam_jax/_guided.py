@@ -41,6 +41,7 @@ from jax.extend import core as jcore
 
 from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._fast_vjp import bind as _bind, fast_backward
+from gradcam_jax._fast_vjp import is_float as _is_float
 
 __all__ = ["guided_relu", "guided", "relu_count"]
 
@@ -90,10 +91,6 @@ def _literal_is_zero(atom) -> bool:
     return bool(np.all(np.asarray(atom.val) == 0))
   except Exception:  # an opaque literal (key, token): never a zero
     return False
-
-
-def _is_float(aval) -> bool:
-  return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating)
 
 
 def _relu_operand(eqn, is_zero: Callable[[Any], bool]):

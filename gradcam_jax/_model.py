@@ -162,6 +162,22 @@ def model_failure(err: Exception, images) -> Exception:
       f"{images.dtype} (expected (B, H, W, C) as the model expects); {said}")
 
 
+def _numbered(on_output: Callable) -> Callable:
+  """A linen method interceptor that numbers the calls of each (module path,
+  method) and passes each module output through ``on_output((path, method), index,
+  module, out)``, which returns what the caller of the method gets."""
+  calls: dict = {}
+
+  def intercept(next_fun, args, kwargs, context):
+    module, method = context.module, context.method_name
+    if _skip(method) or not module.path:
+      return next_fun(*args, **kwargs)
+    key = (tuple(module.path), method)
+    index = calls[key] = calls.get(key, -1) + 1
+    return on_output(key, index, module, next_fun(*args, **kwargs))
+  return intercept
+
+
 def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
   """Every module output the model computes on `x`, in the order they finish, and
   the shape of the model's output.
@@ -180,24 +196,17 @@ def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
     return [LayerInfo(("features",), "__call__", 0, tuple(a.shape), str(a.dtype),
                       "Split.features")], out
   infos: list[LayerInfo] = []
-  calls: dict = {}
 
-  def record(next_fun, args, kwargs, context):
-    module, method = context.module, context.method_name
-    if _skip(method) or not module.path:
-      return next_fun(*args, **kwargs)
-    key = (tuple(module.path), method)
-    index = calls[key] = calls.get(key, -1) + 1
-    out = next_fun(*args, **kwargs)
+  def record(key, index, module, out):
     is_array = hasattr(out, "shape") and hasattr(out, "dtype")
-    infos.append(LayerInfo(key[0], method, index,
+    infos.append(LayerInfo(key[0], key[1], index,
                            tuple(out.shape) if is_array else None,
                            str(out.dtype) if is_array else None,
                            type(module).__name__))
     return out
 
   def traced(variables, x):
-    with nn.intercept_methods(record):
+    with nn.intercept_methods(_numbered(record)):
       return apply_fn(variables, x)
 
   out = jax.eval_shape(traced, variables, x)
@@ -224,24 +233,17 @@ def run_many(apply_fn, variables, x, layers, edits):
       raise LayerNotFoundError(f"a Split model has one layer (its features); got "
                                f"{len(layers)}.")
     return apply_fn.head(variables, edits[0](apply_fn.features(variables, x)))
-  calls: dict = {}
   wanted = {(ref.path, ref.method, ref.call or 0): edit for ref, edit in zip(layers, edits)}
   edited: list = []
 
-  def intercept(next_fun, args, kwargs, context):
-    module, method = context.module, context.method_name
-    if _skip(method) or not module.path:
-      return next_fun(*args, **kwargs)
-    key = (tuple(module.path), method)
-    index = calls[key] = calls.get(key, -1) + 1
-    out = next_fun(*args, **kwargs)
+  def apply_edit(key, index, module, out):
     edit = wanted.get((*key, index))
-    if edit is not None:
-      edited.append(key)
-      return edit(out)
-    return out
+    if edit is None:
+      return out
+    edited.append(key)
+    return edit(out)
 
-  with nn.intercept_methods(intercept):
+  with nn.intercept_methods(_numbered(apply_edit)):
     out = apply_fn(variables, x)
   if len(edited) != len(wanted):  # a model whose calls differ between traces
     raise ModelError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "

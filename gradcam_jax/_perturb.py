@@ -14,6 +14,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._postprocess import normalize
+
 __all__ = ["Perturbation", "scorecam", "ablationcam", "scorecam_weights",
            "ablation_weights", "weighted_sum"]
 
@@ -54,10 +56,7 @@ def _channel_masks(a: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Each channel upsampled to the input size and min-max normalised: (B, H, W, K)."""
   b, _, _, k = a.shape
   up = jax.image.resize(a.astype(jnp.float32), (b, *size, k), "bilinear", antialias=False)
-  lo = up.min(axis=(1, 2), keepdims=True)
-  hi = up.max(axis=(1, 2), keepdims=True)
-  span = hi - lo
-  return jnp.where(span > 0, (up - lo) / jnp.where(span > 0, span, 1), 0.0)
+  return normalize(up, eps=0.0)  # min-max over (H, W), per image and channel
 
 
 def scorecam_weights(score_fn, images, a, top_n: int | None,

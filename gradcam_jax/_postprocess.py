@@ -23,7 +23,8 @@ def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 
 def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
-  """Per-image min-max normalisation of (B, H, W) maps to [0, 1].
+  """Per-image min-max normalisation of (B, H, W) maps to [0, 1] (over axes 1 and 2:
+  (B, H, W, K) stacks are normalised per image and channel).
 
   A map whose range (max - min) is at most `eps` (an all-zero map, say) becomes all
   zero, never NaN; any other map has minimum 0 and maximum exactly 1.

@@ -278,7 +278,7 @@ def _add_xla_flags(parser) -> None:
 
 
 def cmd_demo(args) -> int:
-  from gradcam_jax._demo import run_demo
+  from gradcam_jax._demo_command import run_demo
   return run_demo(args.out)
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradcam_jax._errors import ArgumentError
+from gradcam_jax._map_stats import gaussian_kernel, ranks
 
 __all__ = ["Curve", "probabilities", "deletion", "insertion", "average_drop_increase",
            "road", "pointing_game", "box_from_map", "box_iou", "localisation",
@@ -51,10 +52,7 @@ def auc(fractions: jax.Array, scores: jax.Array) -> jax.Array:
 
 def blurred(images: jax.Array, sigma: float = 5.0) -> jax.Array:
   """A Gaussian-blurred copy of the images (the "blur" baseline of Petsiuk et al.)."""
-  radius = max(1, int(3 * sigma))
-  t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  k = jnp.exp(-0.5 * (t / sigma) ** 2)
-  k = k / k.sum()
+  k = gaussian_kernel(sigma, max(1, int(3 * sigma)))
   c = images.shape[-1]
   x = jnp.moveaxis(images.astype(jnp.float32), -1, 1).reshape(-1, 1, *images.shape[1:3])
   x = jax.lax.conv_general_dilated(x, k.reshape(1, 1, -1, 1), (1, 1), "SAME")
@@ -68,9 +66,7 @@ def blurred(images: jax.Array, sigma: float = 5.0) -> jax.Array:
 
 def _ranks(maps: jax.Array) -> jax.Array:
   """Rank of each pixel in descending map order (0 = most important), (B, H*W)."""
-  flat = maps.reshape(maps.shape[0], -1)
-  order = jnp.argsort(-flat, axis=1, stable=True)
-  return jnp.argsort(order, axis=1, stable=True)
+  return ranks(-maps.reshape(maps.shape[0], -1))
 
 
 def _perturbation_curve(score_fn, images, maps, targets, baseline, steps, insert,

@@ -15,14 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import ArgumentError
+from gradcam_jax._map_stats import gaussian_kernel, ranks
+from gradcam_jax._postprocess import normalize
 
 __all__ = ["spearman", "ssim", "hog", "hog_correlation", "top_down_layers",
            "randomise", "randomisation_table", "SanityRow"]
-
-
-def _ranks(x: jax.Array) -> jax.Array:
-  order = jnp.argsort(x, axis=-1, stable=True)
-  return jnp.argsort(order, axis=-1, stable=True).astype(jnp.float32)
 
 
 def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -38,13 +35,11 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
   Ties are broken by position (maps are continuous in practice)."""
   a = a.reshape(a.shape[0], -1).astype(jnp.float32)
   b = b.reshape(b.shape[0], -1).astype(jnp.float32)
-  return _pearson(_ranks(a), _ranks(b))
+  return _pearson(ranks(a).astype(jnp.float32), ranks(b).astype(jnp.float32))
 
 
 def _gaussian_filter(x: jax.Array, sigma: float = 1.5, radius: int = 5) -> jax.Array:
-  t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  k = jnp.exp(-0.5 * (t / sigma) ** 2)
-  k = k / k.sum()
+  k = gaussian_kernel(sigma, radius)
   y = jax.lax.conv_general_dilated(x[:, None], k.reshape(1, 1, -1, 1), (1, 1), "VALID")
   y = jax.lax.conv_general_dilated(y, k.reshape(1, 1, 1, -1), (1, 1), "VALID")
   return y[:, 0]
@@ -54,13 +49,8 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
   """Structural similarity of two batches of maps (B, H, W) -> (B,), each map
   min-max scaled to [0, 1] first; Gaussian window (sigma 1.5, 11x11), C1 = 0.01^2,
   C2 = 0.03^2 (Wang et al. 2004). Maps must be at least 11x11."""
-  def scale(x):
-    x = x.astype(jnp.float32)
-    lo = x.min(axis=(1, 2), keepdims=True)
-    span = x.max(axis=(1, 2), keepdims=True) - lo
-    return jnp.where(span > 0, (x - lo) / jnp.where(span > 0, span, 1), 0.0)
-
-  a, b = scale(a), scale(b)
+  a = normalize(a.astype(jnp.float32), eps=0.0)
+  b = normalize(b.astype(jnp.float32), eps=0.0)
   c1, c2 = 0.01 ** 2, 0.03 ** 2
   mu_a, mu_b = _gaussian_filter(a), _gaussian_filter(b)
   var_a = _gaussian_filter(a * a) - mu_a ** 2

@@ -4,7 +4,6 @@ written channels last; a layout that contradicts the shapes raises."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import gradcam_jax as gcj

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradcam_jax as gcj
-from gradcam_jax.zoo._layers import MaxPool, ReLU
+from gradcam_jax.zoo._modules import MaxPool, ReLU
 
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")

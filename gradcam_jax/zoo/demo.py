@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradcam_jax._errors import WeightsError
-from gradcam_jax.zoo._layers import MaxPool, ReLU
+from gradcam_jax.zoo._modules import MaxPool, ReLU
 
 __all__ = ["DemoNet", "DEFAULT_LAYER", "CLASS_NAMES", "preprocess", "asset_dir",
            "load_variables", "save_variables", "load_samples"]

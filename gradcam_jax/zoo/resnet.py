@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax.zoo._layers import MaxPool, ReLU
+from gradcam_jax.zoo._modules import MaxPool, ReLU
 
 __all__ = ["ResNet50", "init_resnet50"]
 

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax.zoo._layers import MaxPool, ReLU, adaptive_avg_pool
+from gradcam_jax.zoo._modules import MaxPool, ReLU, adaptive_avg_pool
 
 __all__ = ["VGG16", "VGG16_CONFIG", "KERAS_CONV_NAMES"]
 
