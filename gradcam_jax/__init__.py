@@ -21,6 +21,7 @@ from gradcam_jax._explain import cam
 from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
+from gradcam_jax._forms import Explainer
 from gradcam_jax._forms import jit
 from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "ArgumentError",
+    "Explainer",
     "Explanation",
     "GradCAMError",
     "ImageError",

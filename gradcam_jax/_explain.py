@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from gradcam_jax._errors import (ArgumentError, GradCAMError, LayerNotFoundError,
                                  LayerShapeError, check_count)
-from gradcam_jax._forms import bind_params
+from gradcam_jax._forms import Explainer
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerRef, parse_layer, select_layer
@@ -195,7 +195,7 @@ def _probability_score(target_fn):
 
 def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_logit,
         eps: float = 1e-7, batch_size: int | None = None, top_n: int | None = None,
-        reshape: Callable | None = None, image_layout: str = "NHWC") -> Callable:
+        reshape: Callable | None = None, image_layout: str = "NHWC") -> Explainer:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
   Args:
@@ -296,7 +296,8 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     return Explanation(normalize(flat, eps).reshape(mean.shape), mean, None, None,
                        output, targets)
 
-  return bind_params(cam_explain, params, cam.__doc__)
+  cam_explain.__doc__ = cam.__doc__
+  return Explainer(cam_explain, params, record.name)
 
 
 def _perturbation_maps(s, i, weights_fn, output, a, a_layer, targets, target_fn,
@@ -337,7 +338,7 @@ def _mask_to_layer(reshape, a_layer):
 
 def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
             method="gradcam", eps: float = 1e-7,
-            reshape: Callable | None = None, image_layout: str = "NHWC") -> Callable:
+            reshape: Callable | None = None, image_layout: str = "NHWC") -> Explainer:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
   See :func:`cam` for the arguments and an example.
@@ -351,7 +352,7 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
 
 
 def guided_backprop(apply_fn, params=None, *, target=class_logit,
-                    image_layout: str = "NHWC") -> Callable:
+                    image_layout: str = "NHWC") -> Explainer:
   """Build a guided-backpropagation explainer (guided field only; cam fields None).
 
   The gradient of the target score w.r.t. the input with every ReLU's backward rule
@@ -373,13 +374,14 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
     grad = _t_second(grad) if s.multi else grad
     return Explanation(None, None, grad, None, output, targets)
 
-  return bind_params(guided_explain, params, guided_backprop.__doc__)
+  guided_explain.__doc__ = guided_backprop.__doc__
+  return Explainer(guided_explain, params, "guided_backprop")
 
 
 def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
                    method="gradcam", eps: float = 1e-7,
                    reshape: Callable | None = None,
-                   image_layout: str = "NHWC") -> Callable:
+                   image_layout: str = "NHWC") -> Explainer:
   """Build a Guided Grad-CAM explainer: every field of :class:`Explanation`.
 
   One forward pass serves both halves: the guided-ReLU forward (bit-identical to
@@ -438,4 +440,5 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     return Explanation(cam_, raw, grad, grad * s.channel_axis(cam_).astype(grad.dtype),
                        output, targets)
 
-  return bind_params(guided_gradcam_explain, params, guided_gradcam.__doc__)
+  guided_gradcam_explain.__doc__ = guided_gradcam.__doc__
+  return Explainer(guided_gradcam_explain, params, "guided_gradcam")

@@ -1,41 +1,83 @@
-"""The two API forms of an explainer, and ``gcj.jit`` for the closure form."""
+"""The explainer as a value (:class:`Explainer`, both API forms) and ``gcj.jit``."""
 
 from __future__ import annotations
 
-import functools
-from typing import Callable
+import dataclasses
+from typing import Any, Callable
 
 import jax
 
-__all__ = ["bind_params", "jit"]
+__all__ = ["Explainer", "as_explainer", "jit"]
 
 
-def bind_params(explain_with: Callable, params, doc: str) -> Callable:
-  """The two API forms: ``explain(params, images, targets=None)`` when `params` is
-  None, else ``explain(images, targets=None)`` closing over `params`."""
-  if params is None:
-    explain_with.__doc__ = doc
-    return explain_with
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class Explainer:
+  """What every factory returns: an explainer and the params it is bound to.
 
-  def explain(images, targets=None):
-    return explain_with(params, images, targets)
+  Called as ``explain(images, targets=None)`` when it carries `params`, or as
+  ``explain(params, images, targets=None)`` (the params-as-argument form) when
+  `params` is None. Wrappers (``noise_tunnel``, ``augment``, ``gcj.jit``) take and
+  return Explainers, keeping the form.
 
-  explain.__doc__ = doc
-  explain.__name__ = explain_with.__name__
-  explain.params = params  # read by gradcam_jax.jit
-  explain.with_params = explain_with
-  return explain
+  It is a pytree whose leaves are the params: passed as an argument to a jitted
+  function (``jax.jit(lambda e, x: e(x))(explain, x)``), its params are arguments of
+  the compiled program, and ``jax.tree_util.tree_map`` reaches them (to cast them to
+  bfloat16, say). ``jax.jit(explain)`` itself sees a function that closes over them
+  (see :func:`jit`).
+
+  Attributes:
+    with_params: the params-as-argument form, ``(params, images, targets=None,
+      **options) -> Explanation``.
+    params: the bound params, or None.
+    name: what it computes (e.g. ``"guided_gradcam"``).
+  """
+  with_params: Callable = dataclasses.field(metadata={"static": True})
+  params: Any = None
+  name: str = dataclasses.field(default="explain", metadata={"static": True})
+
+  def __call__(self, *args, **kwargs):
+    if self.params is None:
+      return self.with_params(*args, **kwargs)
+    return self.with_params(self.params, *args, **kwargs)
+
+  def __repr__(self) -> str:
+    leaves = jax.tree_util.tree_leaves(self.params)
+    size = sum(getattr(leaf, "size", 1) for leaf in leaves)
+    bound = "none (params-as-argument form)" if self.params is None else (
+        f"{len(leaves)} arrays, {size:,} values")
+    return f"Explainer({self.name!r}, params: {bound})"
+
+  def wrap(self, with_params: Callable, name: str) -> "Explainer":
+    """Another explainer bound to the same params (or to none, like this one)."""
+    return Explainer(with_params, self.params, name)
 
 
-def jit(explain: Callable, **jit_kwargs) -> Callable:
-  """``jax.jit`` for explainers that keeps closed-over params out of the program.
+def as_explainer(explain: Callable) -> Explainer:
+  """`explain` as an :class:`Explainer`: itself; the Explainer a ``jax.jit`` (or
+  another ``functools.wraps`` wrapper) was made from, keeping its form; or any other
+  function taken as ``explain(images, targets=None)``."""
+  if isinstance(explain, Explainer):
+    return explain
+  inner = getattr(explain, "__wrapped__", None)
+  if isinstance(inner, Explainer):
+    if inner.params is None:
+      return Explainer(explain, None, inner.name)
+    return Explainer(lambda params, *args, **kwargs: explain(*args, **kwargs),
+                     inner.params, inner.name)
+  return Explainer(lambda params, *args, **kwargs: explain(*args, **kwargs), (),
+                   getattr(explain, "__name__", "explain"))
+
+
+def jit(explain: Callable, **jit_kwargs) -> Explainer:
+  """``jax.jit`` for explainers that keeps bound params out of the program.
 
   ``jax.jit(gradcam(apply_fn, params))`` works, but in jax 0.10 arrays a jitted
   function closes over are embedded in the program as constants: a VGG16 (138 M
   params) then takes seconds more to compile (see benchmarks/RESULTS.md). This
-  function jits the params-as-argument form instead and binds `params` at call
-  time: same signature, same results, the compile time of the fast form.
-  Explainers built without params are passed to ``jax.jit`` unchanged.
+  function jits the params-as-argument form instead and binds the params at call
+  time: same signature, same results, the compile time of the fast form. Explainers
+  without params are jitted as they are.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -45,13 +87,5 @@ def jit(explain: Callable, **jit_kwargs) -> Callable:
     >>> explain(jnp.ones((1, 4, 4, 3))).cam.shape
     (1, 4, 4)
   """
-  params = getattr(explain, "params", None)
-  if params is None:
-    return jax.jit(explain, **jit_kwargs)
-  jitted = jax.jit(explain.with_params, **jit_kwargs)
-
-  @functools.wraps(explain)
-  def explain_jitted(images, targets=None):
-    return jitted(params, images, targets)
-
-  return explain_jitted
+  explain = as_explainer(explain)
+  return explain.wrap(jax.jit(explain.with_params, **jit_kwargs), explain.name)

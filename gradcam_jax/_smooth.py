@@ -9,24 +9,17 @@ images (the explained classes are fixed by the clean prediction unless given).
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import ArgumentError, check_count
+from gradcam_jax._forms import Explainer, as_explainer
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._result import Explanation
 
 __all__ = ["noise_tunnel", "augment"]
-
-
-def _split_args(explain, args):
-  """(prefix, images, targets) for either API form."""
-  i = 0 if hasattr(explain, "params") else 1
-  args = list(args)
-  return args[:i], args[i], (args[i + 1] if len(args) > i + 1 else None)
 
 
 def _renormalised(cam, eps):
@@ -44,13 +37,14 @@ def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
 
 
 def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
-                 batch_size: int | None = None, eps: float = 1e-7) -> Callable:
+                 batch_size: int | None = None, eps: float = 1e-7) -> Explainer:
   """SmoothGrad-style smoothing of any explainer.
 
   Averages the explanations of `n` copies of each image with Gaussian noise of
-  standard deviation ``sigma * (max - min)`` of that image. The returned function
-  takes the explainer's arguments plus a keyword ``key`` (a PRNG key), so results
-  are reproducible from the key. The `n` samples run as ``jax.lax.map`` over
+  standard deviation ``sigma * (max - min)`` of that image. The returned explainer
+  (same form as `explain`; a plain function is taken as ``explain(images,
+  targets=None)``) takes the explainer's arguments plus a keyword ``key`` (a PRNG
+  key), so results are reproducible from the key. The `n` samples run as ``jax.lax.map`` over
   chunks of `batch_size` (None: all in one vmapped pass).
 
   Example:
@@ -70,26 +64,27 @@ def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
   if not sigma >= 0:
     raise ArgumentError(f"noise_tunnel: sigma: expected a number >= 0; got {sigma!r}.")
 
-  @functools.wraps(explain, updated=())  # not its __dict__: gcj.jit must not see
-  def smoothed(*args, key=None):
+  explain = as_explainer(explain)
+  inner = explain.with_params
+
+  def smoothed(params, images, targets=None, *, key=None):
     if key is None:
       raise ArgumentError("noise_tunnel: expected a PRNG key, e.g. "
                           "smooth(images, key=jax.random.key(0)); got none.")
-    prefix, images, targets = _split_args(explain, args)
-    clean = explain(*prefix, images, targets)
+    clean = inner(params, images, targets)
     targets = clean.targets
     span = (images.max(axis=(1, 2, 3), keepdims=True)
             - images.min(axis=(1, 2, 3), keepdims=True))
     noise = jax.random.normal(key, (n, *images.shape), images.dtype) * (sigma * span)[None]
 
     def one(e):
-      return explain(*prefix, images + e, targets)
+      return inner(params, images + e, targets)
 
     stacked = (jax.vmap(one)(noise) if batch_size is None or batch_size >= n
                else jax.lax.map(one, noise, batch_size=batch_size))
     return _mean(stacked, clean, eps)
 
-  return smoothed
+  return explain.wrap(smoothed, f"noise_tunnel({explain.name})")
 
 
 def _flip(x, axis):
@@ -103,13 +98,14 @@ def _resize_maps(x, size):
 
 def augment(explain: Callable, *, flips: bool = True,
             scales: Sequence[float] = (1.0,), eps: float = 1e-7,
-            image_layout: str = "NHWC") -> Callable:
+            image_layout: str = "NHWC") -> Explainer:
   """Test-time augmentation of any explainer: horizontal flips and rescalings.
 
   Each augmented batch is explained, and each map is transformed back (unflipped,
   resized to the original size) before averaging. Every (flip, scale) pair is one
   extra explanation; scales change the input shape, so each compiles once.
-  `image_layout` is the images' layout, as given to the explainer.
+  `image_layout` is the images' layout, as given to the explainer. Returns an
+  explainer of the same form as `explain`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -129,10 +125,11 @@ def augment(explain: Callable, *, flips: bool = True,
     raise ArgumentError(f"augment: scales: expected one or more numbers > 0 (1.0 is "
                         f"the image as it is); got {scales!r}.")
 
-  @functools.wraps(explain, updated=())  # the inner explainer's params
-  def augmented(*args):
-    prefix, images, targets = _split_args(explain, args)
-    clean = explain(*prefix, images, targets)
+  explain = as_explainer(explain)
+  inner = explain.with_params
+
+  def augmented(params, images, targets=None):
+    clean = inner(params, images, targets)
     targets = clean.targets
     h, w = images.shape[1:3] if last else images.shape[2:4]
     raw_hw = None if clean.cam_raw is None else clean.cam_raw.shape[-2:]
@@ -148,12 +145,12 @@ def augment(explain: Callable, *, flips: bool = True,
             shape = ((x.shape[0], *size, x.shape[3]) if last
                      else (*x.shape[:2], *size))
             x = jax.image.resize(x, shape, "bilinear")
-          out = explain(*prefix, x, targets)
+          out = inner(params, x, targets)
         samples.append(_back(out, flip, (h, w), raw_hw, last))
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *samples)
     return _mean(stacked, clean, eps)
 
-  return augmented
+  return explain.wrap(augmented, f"augment({explain.name})")
 
 
 def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Explanation:

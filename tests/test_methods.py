@@ -315,7 +315,7 @@ def test_gcj_jit_of_a_smoothed_explainer_keeps_the_smoothing():
   model, variables = _vgg()
   x = models.images(2)
   smooth = gcj.noise_tunnel(gcj.gradcam(model.apply, variables), n=2, sigma=0.3)
-  assert not hasattr(smooth, "with_params")
+  assert smooth.name == "noise_tunnel(gradcam)" and smooth.params is variables
   a = gcj.jit(smooth)(x, key=jax.random.key(0))
   b = smooth(x, key=jax.random.key(0))
   assert_close(a.cam_raw, b.cam_raw, atol=1e-5)
