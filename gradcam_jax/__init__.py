@@ -30,7 +30,7 @@ from gradcam_jax._layers import LayerRef
 from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax._methods import METHODS
 from gradcam_jax._methods import Method
-from gradcam_jax._model import Split
+from gradcam_jax._adapters.split import Split
 from gradcam_jax._model import list_layers
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._postprocess import upsample

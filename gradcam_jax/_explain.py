@@ -23,12 +23,10 @@ from gradcam_jax._errors import (ArgumentError, GradCAMError, LayerNotFoundError
 from gradcam_jax._forms import Explainer
 from gradcam_jax._guided import guided
 from gradcam_jax._inputs import check_images
-from gradcam_jax._layers import LayerRef, parse_layer, select_layer
+from gradcam_jax._layers import LayerRef, select_layer
 from gradcam_jax._methods import get_method
-from gradcam_jax._equinox import EquinoxModel, adapt_layers
-from gradcam_jax._nnx import adapt
-from gradcam_jax._model import (Edit, as_variables, list_layers, model_failure, replace,
-                                run, run_many, tap, tap_add)
+from gradcam_jax._adapters import pick
+from gradcam_jax._model import Edit, model_failure, replace, run, tap, tap_add
 from gradcam_jax._perturb import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
 from gradcam_jax._reshape import channels_last
@@ -73,9 +71,9 @@ class _Setup:
     self.batch = images.shape[0]
     if reshape is None and layout == "NCHW":
       reshape = channels_last
-    self.variables = as_variables(apply_fn, params)
+    self.variables = apply_fn.variables(params)
     try:
-      infos, self.out_shape = list_layers(apply_fn, self.variables, images)
+      infos, self.out_shape = apply_fn.list_layers(self.variables, images)
     except GradCAMError:
       raise
     except Exception as err:  # the model's own error, re-raised with our context
@@ -157,15 +155,13 @@ def _check_fits(info, reshape, size, layout) -> None:
 
 
 def _adapt(apply_fn, params, layer):
-  """The model adapter, its params and the parsed layer(s) for what the user gave."""
+  """The model's adapter, its params and the parsed layer(s) for what the user gave."""
   if isinstance(layer, list) and not layer:
     raise LayerNotFoundError("layer: expected a layer or a non-empty list of layers; "
                              "got [].")
-  apply_fn, params = adapt(apply_fn, params)
-  if isinstance(apply_fn, EquinoxModel):
-    apply_fn, layer = adapt_layers(apply_fn, layer)
-  layer = [parse_layer(l) for l in layer] if isinstance(layer, list) else parse_layer(layer)
-  return apply_fn, params, layer
+  adapter, params = pick(apply_fn, params)
+  adapter, layer = adapter.parse_layer(layer)
+  return adapter, params, layer
 
 
 def _f32(x):
@@ -268,9 +264,9 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     n = len(s.refs)
     zeros = [s.zeros(i) for i in range(n)]
     output, vjp = jax.vjp(
-        lambda ds, ps: run_many(apply_fn, s.variables, images, s.refs,
-                                [Edit(tap_add, (p, d))
-                                 for d, p in zip(ds, ps)]), zeros, zeros)
+        lambda ds, ps: apply_fn.run_many(s.variables, images, s.refs,
+                                         [Edit(tap_add, (p, d))
+                                          for d, p in zip(ds, ps)]), zeros, zeros)
     ct, targets = s.cotangent(target, output)
     das, acts = s.pullback(vjp, ct)
     raws = []
@@ -364,7 +360,7 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
   """
 
   _check_layout(image_layout)
-  apply_fn, params = adapt(apply_fn, params)
+  apply_fn, params = pick(apply_fn, params)
 
   def guided_explain(params, images, targets=None):
     s = _Setup(apply_fn, params, images, targets, False, layout=image_layout)

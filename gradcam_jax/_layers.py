@@ -127,9 +127,11 @@ def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
         "called by the model. Valid layers, in the order they finish:\n"
         + describe_layers(infos))
   if layer.call is None and len(matches) > 1:
+    how = ("pass layer=(selector, i)" if matches[0].module_type == "equinox selector"
+           else f"name the call with '{layer}@i' or LayerRef({layer.path}, call=i)")
     raise LayerNotFoundError(
-        f"layer {str(layer)!r} is called {len(matches)} times; name the call with "
-        f"'{layer}@i' or LayerRef({layer.path}, call=i), i in 0..{len(matches) - 1}.")
+        f"layer {str(layer)!r} is called {len(matches)} times; {how}, i in "
+        f"0..{len(matches) - 1}.")
   index = layer.call or 0
   if index >= len(matches):
     raise LayerNotFoundError(

@@ -79,7 +79,7 @@ def test_equinox_errors_and_no_mutation(net):
   before = jax.tree_util.tree_map(np.array, eqx.filter(net, eqx.is_array))
   with pytest.raises(gcj.LayerNotFoundError, match="selector"):
     gcj.gradcam(net)(x)
-  with pytest.raises(gcj.LayerNotFoundError, match="selector function"):
+  with pytest.raises(gcj.LayerSpecError, match="selector function"):  # a malformed spec
     gcj.gradcam(net, layer="convs/1")(x)
   gcj.gradcam(net, layer=lambda m: m.convs[1], reshape=gcj.channels_last)(x)
   jax.tree_util.tree_map(np.testing.assert_array_equal, eqx.filter(net, eqx.is_array),

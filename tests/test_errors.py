@@ -153,6 +153,11 @@ def test_the_models_own_failures_name_the_missing_piece(train_net):
     assert not issubclass(gcj.ModelError, gcj.ImageError)
 
 
+def test_a_model_that_is_no_model_is_named():
+  with pytest.raises(gcj.ArgumentError, match="expected a model.*got dict"):
+    gcj.gradcam({"params": {}}, None)
+
+
 def test_guided_gradcam_lists_only_the_methods_it_runs():
   with pytest.raises(gcj.MethodError) as err:
     gcj.guided_gradcam(lambda v, x: x, {}, method="scorecam")

@@ -241,14 +241,51 @@ def test_multi_target_guided_gradcam():
 # --- several layers, smoothing ------------------------------------------------------
 
 def test_several_layers_average_normalised_maps():
-  model, variables = _vgg()
-  x, t = models.images(2), jnp.array([1, 3])
-  both = gcj.cam(model.apply, variables, layer=["conv1", "conv2"])(x, t)
-  one = gcj.cam(model.apply, variables, layer="conv1")(x, t)
-  two = gcj.cam(model.apply, variables, layer="conv2")(x, t)
-  mean = (one.cam + two.cam) / 2
-  assert_close(both.cam_raw, mean, atol=1e-6)
-  assert_close(both.cam, gcj.normalize(mean), atol=1e-6)
+  """Each layer's Grad-CAM worked out by hand (activations and gradients from a
+  pure-JAX copy of the model, OpenCV's bilinear resize, min-max by hand), then the
+  average of the normalised maps: pytorch-grad-cam's rule for several layers."""
+  import cv2
+  import flax.linen as nn
+
+  k0 = jax.random.normal(jax.random.key(20), (3, 3, 3, 4)) * 0.4
+  k1 = jax.random.normal(jax.random.key(21), (3, 3, 4, 5)) * 0.4
+  w = jax.random.normal(jax.random.key(22), (5, 3))
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      a0 = models.ConvReLU(4, name="l0")(x)
+      pooled = nn.max_pool(a0, (2, 2), (2, 2))
+      a1 = models.ConvReLU(5, name="l1")(pooled)
+      return nn.Dense(3, use_bias=False, name="fc")(a1.mean((1, 2)))
+
+  zeros = lambda n: jnp.zeros(n)  # noqa: E731
+  variables = {"params": {"l0": {"conv": {"kernel": k0, "bias": zeros(4)}},
+                          "l1": {"conv": {"kernel": k1, "bias": zeros(5)}},
+                          "fc": {"kernel": w}}}
+  x, t = models.images(2), jnp.array([1, 2])
+  conv = lambda a, k: jax.lax.conv_general_dilated(  # noqa: E731
+      a, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  pool = lambda a: jax.lax.reduce_window(  # noqa: E731
+      a, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  a0 = jax.nn.relu(conv(x, k0))
+  after0 = lambda a: jax.nn.relu(conv(pool(a), k1)).mean((1, 2)) @ w  # noqa: E731
+  a1 = jax.nn.relu(conv(pool(a0), k1))
+  after1 = lambda a: a.mean((1, 2)) @ w  # noqa: E731
+
+  def by_hand(a, rest):
+    g = jax.grad(lambda z: jnp.take_along_axis(rest(z), t[:, None], 1).sum())(a)
+    raw = np.maximum(np.einsum("bhwk,bk->bhw", np.asarray(a), np.asarray(g.mean((1, 2)))),
+                     0)
+    up = np.stack([cv2.resize(m, (8, 8), interpolation=cv2.INTER_LINEAR) for m in raw])
+    lo, hi = up.min((1, 2), keepdims=True), up.max((1, 2), keepdims=True)
+    return (up - lo) / (hi - lo)
+
+  mean = (by_hand(a0, after0) + by_hand(a1, after1)) / 2
+  both = gcj.cam(Net().apply, variables, layer=["l0", "l1"])(x, t)
+  assert_close(both.cam_raw, mean, atol=1e-5)
+  lo, hi = mean.min((1, 2), keepdims=True), mean.max((1, 2), keepdims=True)
+  assert_close(both.cam, (mean - lo) / (hi - lo), atol=1e-5)
 
 
 def test_noise_tunnel_reproducible_and_sigma_zero_is_identity():

@@ -15,17 +15,26 @@ import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import LayerNotFoundError, LayerSpecError
-from gradcam_jax._layers import LayerInfo
+from gradcam_jax._layers import LayerInfo, LayerRef
 
-__all__ = ["EquinoxModel", "is_equinox", "adapt_layers"]
+__all__ = ["EquinoxModel", "claims", "adapt"]
 
 
-def is_equinox(obj) -> bool:
+def claims(model) -> bool:
+  if isinstance(model, EquinoxModel):
+    return True
   try:
     import equinox as eqx
   except ImportError:
     return False
-  return isinstance(obj, eqx.Module)
+  return isinstance(model, eqx.Module)
+
+
+def adapt(model, params):
+  """An ``eqx.Module``: its arrays become the bound params unless `params` is given."""
+  if isinstance(model, EquinoxModel):
+    return model, params
+  return EquinoxModel(model), model if params is None else params
 
 
 class EquinoxModel:
@@ -50,23 +59,44 @@ class EquinoxModel:
     model = self.model(arrays)
     return model(x) if self.batched else jax.vmap(model)(x)
 
+  def variables(self, params):
+    return self.arrays(params)
 
-def adapt_layers(model: EquinoxModel, layer):
+  def parse_layer(self, layer):
+    return parse_selectors(self, layer)
+
+  def list_layers(self, arrays, x):
+    return list_layers(self, arrays, x)
+
+  def run_many(self, arrays, x, layers, edits):
+    return run_many(self, arrays, x, layers, edits)
+
+
+def parse_selectors(model: EquinoxModel, layer):
   """Selectors -> names ``selector_k``; returns the model that knows them and the
   layer (or list of layers) by name."""
   if layer is None:
     raise LayerNotFoundError(
         "layer=None: an Equinox model has no module paths to search; expected a "
         "selector such as layer=lambda m: m.layers[3] (or a list of them).")
-  selectors = list(layer) if isinstance(layer, list) else [layer]
-  for s in selectors:
-    if not callable(s):
+  specs = list(layer) if isinstance(layer, list) else [layer]
+  selectors, calls = [], []
+  for s in specs:
+    if (isinstance(s, tuple) and len(s) == 2 and callable(s[0])
+        and isinstance(s[1], int) and s[1] >= 0):
+      s, call = s
+    elif callable(s):
+      call = None
+    else:
       raise LayerSpecError(f"layer: for an Equinox model expected a selector "
-                               f"function such as lambda m: m.layers[3]; got {s!r}.")
-  names = [f"selector_{k}" for k in range(len(selectors))]
+                           f"function such as lambda m: m.layers[3], or (selector, i) "
+                           f"for its call i; got {s!r}.")
+    selectors.append(s)
+    calls.append(call)
+  refs = [LayerRef((f"selector_{k}",), call) for k, call in enumerate(calls)]
   new = EquinoxModel.__new__(EquinoxModel)
   new.static, new.batched, new.selectors = model.static, model.batched, tuple(selectors)
-  return new, (names if isinstance(layer, list) else names[0])
+  return new, (refs if isinstance(layer, list) else refs[0])
 
 
 def _tap_class():
@@ -83,6 +113,17 @@ def _tap_class():
   return Tap
 
 
+def _numbered(on_output):
+  """A tap hook that numbers the calls of each selected submodule within one trace
+  and passes ``(name, index, out)`` to `on_output`."""
+  calls: dict = {}
+
+  def hook(name, out):
+    index = calls[name] = calls.get(name, -1) + 1
+    return on_output(name, index, out)
+  return hook
+
+
 def _with_taps(model, selectors, names, hook):
   import equinox as eqx
   tap = _tap_class()
@@ -96,18 +137,14 @@ def list_layers(model: EquinoxModel, arrays, x) -> tuple[list[LayerInfo], Any]:
   names = [f"selector_{k}" for k in range(len(model.selectors))]
 
   def traced(arrays, x):
-    seen = {}
-
-    def record(name, out):
-      if name not in seen:
-        seen[name] = True
-        batched = out if model.batched else jnp.expand_dims(out, 0)
-        shape = (x.shape[0], *batched.shape[1:])
-        infos.append(LayerInfo((name,), "__call__", 0, shape, str(out.dtype),
-                               "equinox selector"))
+    def record(name, index, out):  # every call, numbered: a layer called twice shows
+      batched = out if model.batched else jnp.expand_dims(out, 0)
+      shape = (x.shape[0], *batched.shape[1:])
+      infos.append(LayerInfo((name,), "__call__", index, shape, str(out.dtype),
+                             "equinox selector"))
       return out
 
-    m = _with_taps(model.model(arrays), model.selectors, names, record)
+    m = _with_taps(model.model(arrays), model.selectors, names, _numbered(record))
     return m(x) if model.batched else jax.vmap(m)(x)
 
   out = jax.eval_shape(traced, arrays, x)
@@ -115,18 +152,22 @@ def list_layers(model: EquinoxModel, arrays, x) -> tuple[list[LayerInfo], Any]:
 
 
 def run_many(model: EquinoxModel, arrays, x, layers, edits):
-  by_name = {ref.path[0]: edit for ref, edit in zip(layers, edits)}
+  """The model with each edit applied at its layer's call (a resolved LayerRef's
+  call index; other calls of the same submodule run unedited)."""
+  by_call = {(ref.path[0], ref.call or 0): edit for ref, edit in zip(layers, edits)}
   names = [f"selector_{k}" for k in range(len(model.selectors))]
-  wanted = [(s, n) for s, n in zip(model.selectors, names) if n in by_name]
+  wanted = [(s, n) for s, n in zip(model.selectors, names)
+            if any(name == n for name, _ in by_call)]
+
+  def tapped(lane):
+    def apply_edit(name, index, out):
+      edit = by_call.get((name, index))
+      if edit is None:
+        return out
+      return edit(out) if lane is None else edit.lane(lane)(out)
+    return _with_taps(model.model(arrays), [s for s, _ in wanted],
+                      [n for _, n in wanted], _numbered(apply_edit))
 
   if model.batched:
-    m = _with_taps(model.model(arrays), [s for s, _ in wanted], [n for _, n in wanted],
-                   lambda name, out: by_name[name](out))
-    return m(x)
-
-  def one(xi, i):
-    m = _with_taps(model.model(arrays), [s for s, _ in wanted], [n for _, n in wanted],
-                   lambda name, out: by_name[name].lane(i)(out))
-    return m(xi)
-
-  return jax.vmap(one)(x, jnp.arange(x.shape[0]))
+    return tapped(None)(x)
+  return jax.vmap(lambda xi, i: tapped(i)(xi))(x, jnp.arange(x.shape[0]))

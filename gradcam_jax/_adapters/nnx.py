@@ -11,14 +11,15 @@ from typing import Any, Callable
 
 from flax import nnx
 
-from gradcam_jax._layers import LayerInfo
 from gradcam_jax._errors import ModelError
+from gradcam_jax._layers import LayerInfo, parse_layer
 
-__all__ = ["NNXModel", "adapt"]
+__all__ = ["NNXModel", "claims", "adapt"]
 
 
 class NNXModel:
-  """``apply(state, x)`` for an NNX graph definition: ``nnx.merge(graphdef, state)(x)``."""
+  """The adapter of an NNX graph definition: ``apply(state, x) =
+  nnx.merge(graphdef, state)(x)``."""
 
   def __init__(self, graphdef):
     self.graphdef = graphdef
@@ -29,24 +30,38 @@ class NNXModel:
   def merged(self, state):
     return nnx.merge(self.graphdef, state)
 
+  def variables(self, params):
+    return params
 
-def adapt(apply_fn, params):
-  """Turn what the user passed into (apply_fn, params): an ``nnx.Module`` (its state
-  becomes the closed-over params unless `params` is given), a ``(graphdef, state)``
-  pair, or a bare ``GraphDef`` (params-as-argument form); an Equinox module (its
-  arrays become the params); anything else unchanged."""
-  from gradcam_jax import _equinox
-  if _equinox.is_equinox(apply_fn):
-    return _equinox.EquinoxModel(apply_fn), apply_fn if params is None else params
-  if isinstance(apply_fn, nnx.Module):
-    graphdef, state = nnx.split(apply_fn)
+  def parse_layer(self, layer):
+    return self, ([parse_layer(l) for l in layer] if isinstance(layer, list)
+                  else parse_layer(layer))
+
+  def list_layers(self, state, x):
+    return list_layers(self, state, x)
+
+  def run_many(self, state, x, layers, edits):
+    return run_many(self, state, x, layers, edits)
+
+
+def claims(model) -> bool:
+  return (isinstance(model, (nnx.Module, nnx.GraphDef, NNXModel))
+          or (isinstance(model, tuple) and len(model) == 2
+              and isinstance(model[0], nnx.GraphDef)))
+
+
+def adapt(model, params):
+  """An ``nnx.Module`` (its state becomes the bound params unless `params` is
+  given), a ``(graphdef, state)`` pair, or a bare ``GraphDef`` (params-as-argument
+  form)."""
+  if isinstance(model, NNXModel):
+    return model, params
+  if isinstance(model, nnx.Module):
+    graphdef, state = nnx.split(model)
     return NNXModel(graphdef), state if params is None else params
-  if (isinstance(apply_fn, tuple) and len(apply_fn) == 2
-      and isinstance(apply_fn[0], nnx.GraphDef)):
-    return NNXModel(apply_fn[0]), apply_fn[1] if params is None else params
-  if isinstance(apply_fn, nnx.GraphDef):
-    return NNXModel(apply_fn), params
-  return apply_fn, params
+  if isinstance(model, tuple):
+    return NNXModel(model[0]), model[1] if params is None else params
+  return NNXModel(model), params
 
 
 class _Tap:

@@ -1,0 +1,60 @@
+"""``gcj.Split``: a model given as two pure functions, split at the target layer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from gradcam_jax._errors import LayerNotFoundError
+from gradcam_jax._layers import LayerInfo, parse_layer
+
+__all__ = ["Split", "claims", "adapt"]
+
+
+class Split(NamedTuple):
+  """A model given as two pure functions split at the target layer.
+
+  Attributes:
+    features: ``features(params, x) -> A`` with ``A`` of shape (B, h, w, C).
+    head: ``head(params, A) -> output`` (logits of shape (B, num_classes) usually).
+
+  Example:
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> split = gcj.Split(features=lambda p, x: x * p, head=lambda p, a: a.mean((1, 2)))
+    >>> split.features(2.0, jnp.ones((1, 4, 4, 3))).shape
+    (1, 4, 4, 3)
+  """
+  features: Callable[[Any, jax.Array], jax.Array]
+  head: Callable[[Any, jax.Array], Any]
+
+  def __call__(self, params, x):
+    return self.head(params, self.features(params, x))
+
+  def variables(self, params):
+    return params
+
+  def parse_layer(self, layer):
+    return self, ([parse_layer(l) for l in layer] if isinstance(layer, list)
+                  else parse_layer(layer))
+
+  def list_layers(self, variables, x):
+    """One layer: the output of ``features`` (path ``("features",)``)."""
+    a = jax.eval_shape(self.features, variables, x)
+    out = jax.eval_shape(self.head, variables, a)
+    return [LayerInfo(("features",), "__call__", 0, tuple(a.shape), str(a.dtype),
+                      "Split.features")], out
+
+  def run_many(self, variables, x, layers, edits):
+    if len(layers) != 1:
+      raise LayerNotFoundError(f"a Split model has one layer (its features); got "
+                               f"{len(layers)}.")
+    return self.head(variables, edits[0](self.features(variables, x)))
+
+
+def claims(model) -> bool:
+  return isinstance(model, Split)
+
+
+def adapt(model: Split, params):
+  return model, params
