@@ -7,6 +7,7 @@ model: ``nnx_model`` (an ``nnx.Module`` with ``blocks[3].conv2``, taking the REA
 (3, 64, 64) image, channels first, as Equinox models do).
 """
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -66,7 +67,10 @@ def test_the_readme_has_python_blocks():
   assert len(python_blocks()) >= 8
 
 
-def test_readme_blocks_run_in_order():
+def test_readme_blocks_run_in_order(monkeypatch):
+  # the CPU-notes block sets XLA_FLAGS, as a reader's program would before JAX
+  # starts: give it this test's own copy, restored afterwards
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
   namespace = {"__name__": "readme",
                "nnx_model": _NNXNet(nnx.Rngs(0)),
                "eqx_model": _EqxNet(jax.random.key(0))}
@@ -76,6 +80,8 @@ def test_readme_blocks_run_in_order():
     except Exception as err:  # noqa: BLE001 (name the block that failed)
       pytest.fail(f"README.md block at line {line} failed: {type(err).__name__}: {err}"
                   f"\n{code}")
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
+                                     "--xla_cpu_experimental_ynn_fusion_type=")
   # the loss block's gradient is a real one: finite everywhere, not all zero
   leaves = jax.tree_util.tree_leaves(namespace["grads"])
   assert all(jnp.isfinite(g).all() for g in leaves)
