@@ -211,8 +211,9 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
       None for the last spatial (B, h, w, C) activation. A list of layers gives
-      one map per layer, each normalised at input size, averaged (``cam_raw`` is
-      then that average at input size, ``cam`` its normalisation).
+      one map per layer, each normalised at input size, averaged (``cam`` is the
+      normalised average; ``cam_raw`` the tuple of the layers' raw maps, each at
+      its own layer's resolution).
     target: ``target_fn(output, targets) -> (B,)`` scores; default the class logit.
     eps: maps whose range is at most `eps` normalise to all zeros.
     batch_size: Score-/Ablation-CAM: channels per chunk of masked forward passes
@@ -286,11 +287,12 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
       return Explanation(_postprocess(raws[0], size, eps, s.multi), raws[0], None, None,
                          output, targets)
     # several layers (pytorch-grad-cam's convention): each layer's map normalised at
-    # input size, then averaged; cam_raw is that average, cam its normalisation
+    # input size, then averaged; cam is that average normalised, and cam_raw keeps
+    # its one meaning: the raw maps at layer resolution, one per layer
     mean = sum(_postprocess(r, size, eps, s.multi) for r in raws) / n
     flat = mean.reshape(-1, *size)
-    return Explanation(normalize(flat, eps).reshape(mean.shape), mean, None, None,
-                       output, targets)
+    return Explanation(normalize(flat, eps).reshape(mean.shape), tuple(raws), None,
+                       None, output, targets)
 
   cam_explain.__doc__ = cam.__doc__
   return Explainer(cam_explain, params, record.name)

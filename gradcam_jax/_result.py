@@ -15,14 +15,16 @@ class Explanation(NamedTuple):
 
   Attributes:
     cam: (B, H, W) float32 in [0, 1], Grad-CAM at input resolution.
-    cam_raw: (B, h, w) float32, the un-normalised ReLU map at layer resolution.
+    cam_raw: (B, h, w) float32, the un-normalised ReLU map at layer resolution; for
+      a list of layers, a tuple of them, one per layer at its own resolution (``cam``
+      is then the normalised average of the layers' normalised maps).
     guided: (B, H, W, C) guided backpropagation of the target score w.r.t. the input.
     guided_gradcam: (B, H, W, C) ``guided * cam[..., None]``.
     logits: the model output, (B, num_classes) for a classifier.
     targets: (B,) int32, the explained classes.
   """
   cam: jax.Array | None
-  cam_raw: jax.Array | None
+  cam_raw: jax.Array | tuple | None
   guided: jax.Array | None
   guided_gradcam: jax.Array | None
   logits: Any

@@ -30,7 +30,8 @@ def _renormalised(cam, eps):
 
 
 def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
-  avg = lambda x: None if x is None else jnp.mean(x, axis=0)
+  def avg(x):  # an array, or a tuple of them (cam_raw of several layers)
+    return None if x is None else jax.tree_util.tree_map(lambda v: jnp.mean(v, 0), x)
   return Explanation(_renormalised(avg(stacked.cam), eps), avg(stacked.cam_raw),
                      avg(stacked.guided), avg(stacked.guided_gradcam), clean.logits,
                      clean.targets)
@@ -132,7 +133,7 @@ def augment(explain: Callable, *, flips: bool = True,
     clean = inner(params, images, targets)
     targets = clean.targets
     h, w = images.shape[1:3] if last else images.shape[2:4]
-    raw_hw = None if clean.cam_raw is None else clean.cam_raw.shape[-2:]
+    raw_hw = _layer_sizes(clean.cam_raw)
     samples = []
     for scale in scales:
       for flip in ((False, True) if flips else (False,)):
@@ -153,6 +154,15 @@ def augment(explain: Callable, *, flips: bool = True,
   return explain.wrap(augmented, f"augment({explain.name})")
 
 
+def _layer_sizes(cam_raw):
+  """(h, w) of cam_raw, or a tuple of them for several layers' maps."""
+  if cam_raw is None:
+    return None
+  if isinstance(cam_raw, tuple):
+    return tuple(r.shape[-2:] for r in cam_raw)
+  return cam_raw.shape[-2:]
+
+
 def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Explanation:
   """Map an augmented explanation back to the original frame."""
   def maps(x, target):
@@ -167,5 +177,7 @@ def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Ex
     moved = jnp.moveaxis(x, -1, 0)
     return jnp.moveaxis(maps(moved, size), 0, -1)
 
-  return Explanation(maps(out.cam, size), maps(out.cam_raw, raw_hw), grads(out.guided),
+  raw = (tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_hw))
+         if isinstance(out.cam_raw, tuple) else maps(out.cam_raw, raw_hw))
+  return Explanation(maps(out.cam, size), raw, grads(out.guided),
                      grads(out.guided_gradcam), out.logits, out.targets)

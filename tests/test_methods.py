@@ -283,9 +283,17 @@ def test_several_layers_average_normalised_maps():
 
   mean = (by_hand(a0, after0) + by_hand(a1, after1)) / 2
   both = gcj.cam(Net().apply, variables, layer=["l0", "l1"])(x, t)
-  assert_close(both.cam_raw, mean, atol=1e-5)
   lo, hi = mean.min((1, 2), keepdims=True), mean.max((1, 2), keepdims=True)
   assert_close(both.cam, (mean - lo) / (hi - lo), atol=1e-5)
+  # cam_raw keeps its meaning: each layer's raw map at its own resolution
+  assert [r.shape for r in both.cam_raw] == [(2, 8, 8), (2, 4, 4)]
+  for raw, (a, rest) in zip(both.cam_raw, [(a0, after0), (a1, after1)]):
+    g = jax.grad(lambda z: jnp.take_along_axis(rest(z), t[:, None], 1).sum())(a)
+    assert_close(raw, jax.nn.relu(jnp.einsum("bhwk,bk->bhw", a, g.mean((1, 2)))),
+                 atol=1e-5)
+  # and the smoothing wrappers carry the tuple through
+  smooth = gcj.augment(gcj.cam(Net().apply, variables, layer=["l0", "l1"]))(x, t)
+  assert [r.shape for r in smooth.cam_raw] == [(2, 8, 8), (2, 4, 4)]
 
 
 def test_noise_tunnel_reproducible_and_sigma_zero_is_identity():
