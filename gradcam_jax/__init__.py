@@ -3,6 +3,45 @@
     import gradcam_jax as gcj
     explain = jax.jit(gcj.guided_gradcam(model.apply, variables))
     out = explain(images)          # out.cam, out.guided_gradcam, ...
+
+Module map (data flows down the first block: adapter -> explainer -> method ->
+post-processing -> Explanation):
+
+    _adapters/          one module per kind of model, one protocol; pick() chooses
+      linen.py nnx.py equinox.py split.py
+    _layers.py          naming layers: LayerRef, LayerInfo, select_layer
+    _model.py           edits at a layer (tap, replace), list_layers, model_failure
+    _inputs.py          checks of the images
+    _targets.py         target scores (class_logit, ...) and target checks
+    _explain.py         the explainers: cam, gradcam, guided_backprop, guided_gradcam
+    _methods.py         one record per CAM method (ALL_METHODS) and the gradient methods
+    _perturb.py         Score-CAM and Ablation-CAM channel weights
+    _guided.py          the guided-ReLU rewrite of a function (gcj.guided)
+    _fast_vjp.py        faster backward rules for max pools and strided convolutions
+    _postprocess.py     upsample and normalize maps
+    _result.py          Explanation, the result pytree
+    _forms.py           Explainer (both API forms, a pytree) and gcj.jit
+    _smooth.py          noise_tunnel and augment
+    _reshape.py         tokens_to_grid, channels_last
+    _map_stats.py       ranks and Gaussian kernels for metrics and sanity
+    _errors.py          the error classes
+    metrics.py          faithfulness metrics (deletion, insertion, ROAD, ...)
+    sanity.py           randomisation sanity checks
+    visualize.py        overlays and panels
+    io.py               finding, reading and resizing image files
+    cli.py              the gradcam-jax command
+    _folder_job.py      the explain command's pipeline: decode, explain, write
+    _journal.py         its append-only index (claims and results)
+    _outputs.py         its output names and atomic writes
+    _report.py          its report.html
+    _demo_command.py    the demo command
+    _bench.py           the bench command
+    _xla_setting.py     the XLA flags the command runs under
+    zoo/                models: demo (shipped), vgg16, resnet50, vit
+      _load.py          zoo.load and ZooModel
+      _modules.py       the zoo's ReLU and MaxPool modules
+      demo.py demo_eval.py train_demo.py digit_scenes.py imagenet.py vgg.py
+      resnet.py vit.py
 """
 
 from gradcam_jax._errors import ArgumentError

@@ -62,9 +62,10 @@ def check_count(name: str, value, *, allow_none: bool = False) -> None:
     raise ArgumentError(f"{name}: expected {expected}; got {value!r}.")
 
 
-def format_choices(choices, limit: int = 40) -> str:
-  """One choice per line, at most `limit` of them."""
+def format_choices(choices, limit: int | None = 40) -> str:
+  """One choice per line, at most `limit` of them (None: all)."""
   choices = list(choices)
+  limit = len(choices) if limit is None else limit
   lines = [f"  {c}" for c in choices[:limit]]
   if len(choices) > limit:
     lines.append(f"  ... and {len(choices) - limit} more")

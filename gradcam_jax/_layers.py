@@ -98,9 +98,9 @@ def is_spatial(info: LayerInfo, batch: int, transform=None) -> bool:
           and info.shape[1] > 1 and info.shape[2] > 1)
 
 
-def describe_layers(infos: Sequence[LayerInfo]) -> str:
+def describe_layers(infos: Sequence[LayerInfo], limit: int | None = 40) -> str:
   counts = _call_counts(infos)
-  return format_choices(i.describe(counts[(i.path, i.method)]) for i in infos)
+  return format_choices((i.describe(counts[(i.path, i.method)]) for i in infos), limit)
 
 
 def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,

@@ -16,7 +16,8 @@ import jax
 from gradcam_jax._errors import ModelError
 from gradcam_jax._layers import LayerInfo, LayerRef
 
-__all__ = ["Edit", "list_layers", "model_failure", "replace", "run", "tap", "tap_add"]
+__all__ = ["Edit", "Layers", "list_layers", "model_failure", "replace", "run", "tap",
+           "tap_add"]
 
 
 class Edit(NamedTuple):
@@ -109,17 +110,46 @@ def model_failure(err: Exception, images) -> Exception:
       f"{images.dtype} (expected (B, H, W, C) as the model expects); {said}")
 
 
-def list_layers(apply_fn, variables, x) -> tuple[list[LayerInfo], Any]:
+class Layers(NamedTuple):
+  """What :func:`list_layers` returns: unpack it (``layers, output = ...``) or print
+  it (a table: layer, module type, shape)."""
+  layers: list[LayerInfo]
+  output: Any
+
+  def __str__(self) -> str:
+    from gradcam_jax._layers import describe_layers
+    out = jax.tree_util.tree_map(lambda a: tuple(a.shape), self.output)
+    return (f"  {'layer (as layer= takes it)':40s} {'module':20s} shape\n"
+            + describe_layers(self.layers, None) + f"\n  output: {out}")
+
+
+def list_layers(apply_fn, variables, x) -> Layers:
   """Every activation the model computes on `x`, in the order they finish (each call
-  of a module numbered), and the shape of the model's output.
+  of a module numbered), and the shape of the model's output; ``print`` it for a
+  table.
 
   `apply_fn` and `variables` as an explainer takes them (a linen ``apply``, an NNX
   module, an Equinox module, a :class:`Split`, ...). Uses ``jax.eval_shape``:
   nothing is computed.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, gradcam_jax as gcj
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+    ...     return nn.Dense(3, name="fc")(x.mean((1, 2)))
+    >>> net = Net()
+    >>> x = jnp.ones((2, 8, 8, 3))
+    >>> print(gcj.list_layers(net.apply, net.init(jax.random.key(0), x), x))
+    layer (as layer= takes it)               module               shape
+      conv                                     Conv                 (2, 8, 8, 4) float32
+      fc                                       Dense                (2, 3) float32
+      output: (2, 3)
   """
   from gradcam_jax._adapters import pick
   adapter, params = pick(apply_fn, variables)
-  return adapter.list_layers(adapter.variables(params), x)
+  return Layers(*adapter.list_layers(adapter.variables(params), x))
 
 
 def run(adapter, variables, x, layer: LayerRef, edit: Callable[[jax.Array], jax.Array]):

@@ -15,3 +15,13 @@ def test_core_names_exported():
 def test_explanation_fields():
   assert gcj.Explanation._fields == ("cam", "cam_raw", "guided", "guided_gradcam",
                                      "logits", "targets")
+
+
+def test_the_module_map_names_every_module():
+  """The package docstring's module map stays true: every module is in it."""
+  from pathlib import Path
+  root = Path(gcj.__file__).parent
+  doc = gcj.__doc__
+  missing = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if p.name != "__init__.py" and p.name not in doc]
+  assert missing == []
