@@ -285,14 +285,14 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     size = s.size
     if n == 1:
       return Explanation(_postprocess(raws[0], size, eps, s.multi), raws[0], None, None,
-                         output, targets)
+                         output, targets).with_validity(images)
     # several layers (pytorch-grad-cam's convention): each layer's map normalised at
     # input size, then averaged; cam is that average normalised, and cam_raw keeps
     # its one meaning: the raw maps at layer resolution, one per layer
     mean = sum(_postprocess(r, size, eps, s.multi) for r in raws) / n
     flat = mean.reshape(-1, *size)
     return Explanation(normalize(flat, eps).reshape(mean.shape), tuple(raws), None,
-                       None, output, targets)
+                       None, output, targets).with_validity(images)
 
   cam_explain.__doc__ = cam.__doc__
   return Explainer(cam_explain, params, record.name)
@@ -370,7 +370,7 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
     ct, targets = s.cotangent(target, output)
     (grad,) = s.pullback(vjp, ct)
     grad = _t_second(grad) if s.multi else grad
-    return Explanation(None, None, grad, None, output, targets)
+    return Explanation(None, None, grad, None, output, targets).with_validity(images)
 
   guided_explain.__doc__ = guided_backprop.__doc__
   return Explainer(guided_explain, params, "guided_backprop")
@@ -436,7 +436,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     raw = jax.nn.relu(raw)
     cam_ = _postprocess(raw, s.size, eps, s.multi)
     return Explanation(cam_, raw, grad, grad * s.channel_axis(cam_).astype(grad.dtype),
-                       output, targets)
+                       output, targets).with_validity(images)
 
   guided_gradcam_explain.__doc__ = guided_gradcam.__doc__
   return Explainer(guided_gradcam_explain, params, "guided_gradcam")

@@ -22,6 +22,10 @@ class Explanation(NamedTuple):
     guided_gradcam: (B, H, W, C) ``guided * cam[..., None]``.
     logits: the model output, (B, num_classes) for a classifier.
     targets: (B,) int32, the explained classes.
+    valid: (B,) bool, False for each example whose images, output or maps hold a NaN
+      or an Inf. Under ``jax.jit`` non-finite images cannot raise, and they do not
+      always show in the maps (a NaN pixel can leave the logits finite and the map
+      all zero); check this flag instead.
   """
   cam: jax.Array | None
   cam_raw: jax.Array | tuple | None
@@ -29,3 +33,22 @@ class Explanation(NamedTuple):
   guided_gradcam: jax.Array | None
   logits: Any
   targets: jax.Array | None
+  valid: jax.Array | None = None
+
+  def with_validity(self, images) -> "Explanation":
+    """This explanation with `valid` computed from `images` and every float field."""
+    batch = images.shape[0]
+
+    def finite(x):
+      x = jax.numpy.asarray(x)
+      if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating) or x.ndim == 0 \
+          or x.shape[0] != batch:
+        return None
+      return jax.numpy.isfinite(x).reshape(batch, -1).all(axis=1)
+
+    ok = finite(images)
+    for leaf in jax.tree_util.tree_leaves(self[:5]):
+      f = finite(leaf)
+      if f is not None:
+        ok = ok & f
+    return self._replace(valid=ok)

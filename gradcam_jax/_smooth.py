@@ -32,9 +32,10 @@ def _renormalised(cam, eps):
 def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
   def avg(x):  # an array, or a tuple of them (cam_raw of several layers)
     return None if x is None else jax.tree_util.tree_map(lambda v: jnp.mean(v, 0), x)
+  valid = None if stacked.valid is None else stacked.valid.all(axis=0)
   return Explanation(_renormalised(avg(stacked.cam), eps), avg(stacked.cam_raw),
                      avg(stacked.guided), avg(stacked.guided_gradcam), clean.logits,
-                     clean.targets)
+                     clean.targets, valid)
 
 
 def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
@@ -180,4 +181,4 @@ def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Ex
   raw = (tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_hw))
          if isinstance(out.cam_raw, tuple) else maps(out.cam_raw, raw_hw))
   return Explanation(maps(out.cam, size), raw, grads(out.guided),
-                     grads(out.guided_gradcam), out.logits, out.targets)
+                     grads(out.guided_gradcam), out.logits, out.targets, out.valid)

@@ -13,8 +13,11 @@ def test_core_names_exported():
 
 
 def test_explanation_fields():
+  # the six original fields keep their places; `valid` came last, with a default,
+  # so Explanation(cam, cam_raw, guided, guided_gradcam, logits, targets) still works
   assert gcj.Explanation._fields == ("cam", "cam_raw", "guided", "guided_gradcam",
-                                     "logits", "targets")
+                                     "logits", "targets", "valid")
+  assert gcj.Explanation(*[None] * 6).valid is None
 
 
 def test_the_module_map_names_every_module():
