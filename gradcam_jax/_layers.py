@@ -7,7 +7,7 @@ from typing import NamedTuple, Sequence
 from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, LayerSpecError,
                                  format_choices)
 
-__all__ = ["LayerRef", "LayerInfo", "parse_layer", "select_layer"]
+__all__ = ["LayerRef", "LayerInfo", "parse_layer", "parse_layers", "select_layer"]
 
 
 class LayerRef(NamedTuple):
@@ -45,6 +45,11 @@ class LayerInfo(NamedTuple):
   def describe(self, calls: int) -> str:
     shape = "not an array" if self.shape is None else f"{self.shape} {self.dtype}"
     return f"{str(self.ref(calls)):40s} {self.module_type:20s} {shape}"
+
+
+def parse_layers(layer):
+  """:func:`parse_layer` of one layer, or of each layer of a list."""
+  return [parse_layer(l) for l in layer] if isinstance(layer, list) else parse_layer(layer)
 
 
 def parse_layer(layer) -> LayerRef | None:

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from gradcam_jax._errors import ModelError
-from gradcam_jax._layers import LayerInfo, parse_layer
+from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["LinenModel", "claims", "adapt"]
 
@@ -57,8 +57,7 @@ class LinenModel:
     return {"params": params}
 
   def parse_layer(self, layer):
-    return self, ([parse_layer(l) for l in layer] if isinstance(layer, list)
-                  else parse_layer(layer))
+    return self, parse_layers(layer)
 
   def list_layers(self, variables, x):
     infos: list[LayerInfo] = []

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from flax import nnx
 
 from gradcam_jax._errors import ModelError
-from gradcam_jax._layers import LayerInfo, parse_layer
+from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["NNXModel", "claims", "adapt"]
 
@@ -34,8 +34,7 @@ class NNXModel:
     return params
 
   def parse_layer(self, layer):
-    return self, ([parse_layer(l) for l in layer] if isinstance(layer, list)
-                  else parse_layer(layer))
+    return self, parse_layers(layer)
 
   def list_layers(self, state, x):
     return list_layers(self, state, x)

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from gradcam_jax._errors import LayerNotFoundError
-from gradcam_jax._layers import LayerInfo, parse_layer
+from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["Split", "claims", "adapt"]
 
@@ -35,8 +35,7 @@ class Split(NamedTuple):
     return params
 
   def parse_layer(self, layer):
-    return self, ([parse_layer(l) for l in layer] if isinstance(layer, list)
-                  else parse_layer(layer))
+    return self, parse_layers(layer)
 
   def list_layers(self, variables, x):
     """One layer: the output of ``features`` (path ``("features",)``)."""
