@@ -62,7 +62,9 @@ from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
 from gradcam_jax._forms import Explainer
 from gradcam_jax._forms import jit
+from gradcam_jax._guided import GuidedReport
 from gradcam_jax._guided import guided
+from gradcam_jax._guided import guided_report
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._layers import LayerInfo
 from gradcam_jax._layers import LayerRef
@@ -119,6 +121,8 @@ __all__ = (
     "guided_backprop",
     "guided_gradcam",
     "guided_relu",
+    "guided_report",
+    "GuidedReport",
     "jit",
     "list_layers",
     "noise_tunnel",

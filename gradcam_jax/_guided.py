@@ -31,7 +31,7 @@ project pins the JAX versions it is tested on.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._fast_vjp import bind as _bind, fast_backward
 from gradcam_jax._fast_vjp import is_float as _is_float
 
-__all__ = ["guided_relu", "guided", "relu_count"]
+__all__ = ["guided_relu", "guided", "guided_report", "GuidedReport", "relu_count"]
 
 
 @jax.custom_vjp
@@ -94,7 +94,10 @@ def _literal_is_zero(atom) -> bool:
 
 
 def _relu_operand(eqn, is_zero: Callable[[Any], bool]):
-  """The ``x`` of a ``max(x, 0)`` equation, or None if `eqn` is no such ReLU."""
+  """The ``x`` of a ``max(x, 0)`` or ``select_n(x > 0, 0, x)`` equation, or None if
+  `eqn` is no such ReLU."""
+  if eqn.primitive.name == "select_n":
+    return _select_relu_operand(eqn, is_zero)
   if eqn.primitive.name != "max" or len(eqn.invars) != 2:
     return None
   a, b = eqn.invars
@@ -106,18 +109,63 @@ def _relu_operand(eqn, is_zero: Callable[[Any], bool]):
   return None
 
 
-def _zero_tracker():
+def _zero_tracker(facts: tuple = (), invars=()):
+  """Follows, through one jaxpr, which variables are zero and which booleans are
+  ``x > 0`` (or ``x >= 0``) of a float ``x``: ``pred[p] = x``. `facts` seeds what a
+  caller knows of `invars` (see :func:`_call_facts`)."""
   zeros: set = set()
+  pred: dict = {}
+  for v, fact in zip(invars, facts):
+    if fact == "zero":
+      zeros.add(v)
+    elif fact is not None:
+      pred[v] = invars[fact[1]]
 
   def is_zero(atom) -> bool:
     return _literal_is_zero(atom) or (not isinstance(atom, jcore.Literal) and atom in zeros)
 
   def update(eqn) -> None:
-    if (eqn.primitive.name in _ZERO_PASSTHROUGH and eqn.invars
-        and all(is_zero(v) for v in eqn.invars)):
+    name = eqn.primitive.name
+    if name in _ZERO_PASSTHROUGH and eqn.invars and all(is_zero(v) for v in eqn.invars):
       zeros.update(eqn.outvars)
+    elif name in ("gt", "ge") and is_zero(eqn.invars[1]) and not is_zero(eqn.invars[0]):
+      pred[eqn.outvars[0]] = eqn.invars[0]   # x > 0
+    elif name in ("lt", "le") and is_zero(eqn.invars[0]) and not is_zero(eqn.invars[1]):
+      pred[eqn.outvars[0]] = eqn.invars[1]   # 0 < x
 
+  is_zero.pred = pred
   return is_zero, update
+
+
+def _select_relu_operand(eqn, is_zero):
+  """The ``x`` of ``select_n(x > 0, 0, x)`` (``jnp.where(x > 0, x, 0)``), or None."""
+  if eqn.primitive.name != "select_n" or len(eqn.invars) != 3:
+    return None
+  p, if_false, if_true = eqn.invars
+  out = eqn.outvars[0].aval
+  if (not isinstance(p, jcore.Literal) and is_zero.pred.get(p) is if_true
+      and is_zero(if_false) and _is_float(if_true.aval)
+      and if_true.aval.shape == out.shape and if_true.aval.dtype == out.dtype):
+    return if_true
+  return None
+
+
+def _call_facts(eqn, is_zero) -> tuple:
+  """What is known of a ``jit`` equation's inputs, for its inner jaxpr: "zero", or
+  ("gt0", j) for a boolean that is ``x > 0`` of the call's input j (how
+  ``jnp.where(x > 0, x, 0)`` and ``jnp.clip(x, 0)`` reach their inner jaxprs)."""
+  if eqn.primitive.name != "jit":
+    return ()
+  facts = []
+  for v in eqn.invars:
+    if is_zero(v):
+      facts.append("zero")
+    elif not isinstance(v, jcore.Literal) and v in is_zero.pred:
+      x = is_zero.pred[v]
+      facts.append(("gt0", eqn.invars.index(x)) if x in eqn.invars else None)
+    else:
+      facts.append(None)
+  return tuple(facts) if any(f is not None for f in facts) else ()
 
 
 def _is_relu_body(jaxpr) -> bool:
@@ -173,16 +221,65 @@ def relu_count(jaxpr) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _relu_count(jaxpr) -> int:
-  is_zero, update = _zero_tracker()
+def _relu_count(jaxpr, facts: tuple = ()) -> int:
+  is_zero, update = _zero_tracker(facts, jaxpr.invars)
   count = 0
   for eqn in jaxpr.eqns:
     update(eqn)
     if _is_relu_call(eqn) or _relu_operand(eqn, is_zero) is not None:
       count += 1
     else:
-      count += sum(_relu_count(sub) for sub in _sub_jaxprs(eqn))
+      inner = _call_facts(eqn, is_zero)
+      count += sum(_relu_count(sub, inner) for sub in _sub_jaxprs(eqn))
   return count
+
+
+_LOOKALIKES = ("max", "min", "clamp", "select_n")
+
+
+class GuidedReport(NamedTuple):
+  """What :func:`guided` does to a function: the ReLUs it replaces, and the
+  activation-like operations on floats it leaves with their plain gradient (a
+  ``max`` against something other than 0, as in leaky ReLU; a ``min`` or ``clamp``,
+  as in relu6's cap at 6; a ``select_n`` other than ``where(x > 0, x, 0)``)."""
+  replaced: int
+  left: dict
+
+  def __str__(self) -> str:
+    left = ", ".join(f"{n} {k}" for k, n in sorted(self.left.items())) or "none"
+    return f"guided replaces {self.replaced} ReLU(s); left unguided: {left}"
+
+
+def _report(jaxpr, facts: tuple, left: dict) -> int:
+  is_zero, update = _zero_tracker(facts, jaxpr.invars)
+  replaced = 0
+  for eqn in jaxpr.eqns:
+    update(eqn)
+    if _is_relu_call(eqn) or _relu_operand(eqn, is_zero) is not None:
+      replaced += 1
+      continue
+    if (eqn.primitive.name in _LOOKALIKES and eqn.outvars
+        and _is_float(eqn.outvars[0].aval)):
+      left[eqn.primitive.name] = left.get(eqn.primitive.name, 0) + 1
+    inner = _call_facts(eqn, is_zero)
+    replaced += sum(_report(sub, inner, left) for sub in _sub_jaxprs(eqn))
+  return replaced
+
+
+def guided_report(fn: Callable, *args, **kwargs) -> GuidedReport:
+  """How many ReLUs :func:`guided` replaces in ``fn(*args, **kwargs)`` and which
+  activation-like operations it leaves unguided (traced, not run), so that a partial
+  rewrite is visible.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, gradcam_jax as gcj
+    >>> f = lambda x: jax.nn.relu6(jnp.where(x > 0, x, 0.0)) + jnp.maximum(x, 0.1 * x)
+    >>> print(gcj.guided_report(f, jnp.ones(3)))
+    guided replaces 2 ReLU(s); left unguided: 1 max, 1 min
+  """
+  closed = jax.make_jaxpr(functools.partial(fn, **kwargs))(*args)
+  left: dict = {}
+  return GuidedReport(_report(closed.jaxpr, (), left), left)
 
 
 # ----------------------------------------------------------------------------------
@@ -266,7 +363,8 @@ _HIGHER_ORDER = {
 }
 
 
-def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule) -> list:
+def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule,
+          facts: tuple = ()) -> list:
   env: dict = {}
 
   def read(v):
@@ -276,17 +374,21 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule) -> list:
     env[v] = val
   for v, val in zip(jaxpr.invars, args):
     env[v] = val
-  is_zero, update = _zero_tracker()
+  is_zero, update = _zero_tracker(facts, jaxpr.invars)
   for eqn in jaxpr.eqns:
     update(eqn)
     invals = [read(v) for v in eqn.invars]
     relu_x = _relu_operand(eqn, is_zero)
+    inner = _call_facts(eqn, is_zero)
     if _is_relu_call(eqn):
       outs = [rule(invals[0])]
     elif (fast := fast_backward(eqn)) is not None:
       outs = [fast(*invals)]
     elif relu_x is not None:
       outs = [rule(read(relu_x))]
+    elif inner and _relu_count(eqn.params["jaxpr"].jaxpr, inner):
+      closed = eqn.params["jaxpr"]  # a jit whose ReLU shows only with what we know
+      outs = list(_eval(closed.jaxpr, closed.consts, invals, rule, inner))
     elif any(_relu_count(sub) for sub in _sub_jaxprs(eqn)):
       handler = _HIGHER_ORDER.get(eqn.primitive.name)
       if handler is None:
@@ -322,7 +424,9 @@ def replace_relus(fn: Callable, rule: Rule, *, name: str = "guided",
           "the function (also inside jit, remat, scan, cond, while or shard_map); "
           f"got a function of {len(closed.jaxpr.eqns)} top-level operations "
           f"({sorted({e.primitive.name for e in closed.jaxpr.eqns})[:12]}). "
-          "Other activations (gelu, silu, leaky_relu, relu6) are not ReLUs.")
+          "jnp.where(x > 0, x, 0) and jnp.clip(x, 0) count; other activations (gelu, "
+          "silu, leaky_relu) are not ReLUs. gcj.guided_report(fn, *args) shows what "
+          "is replaced and what is left.")
     outs = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), rule)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 

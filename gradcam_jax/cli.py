@@ -216,7 +216,10 @@ def cmd_explain(args) -> int:
     print(f"  {todo + skipped} inputs for this process: {skipped} already done, "
           f"{todo} to explain", flush=True)
 
+  # both stop the job cleanly, also where SIGINT was inherited ignored (a command
+  # started in the background by a non-interactive shell): `kill -INT` still works
   signal.signal(signal.SIGTERM, _terminate)
+  signal.signal(signal.SIGINT, _terminate)
   try:
     summary = _folder_job.explain_files(
         model, sources, args.out, job, batch_size=args.batch_size,
