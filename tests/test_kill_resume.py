@@ -44,7 +44,7 @@ def _journal_lines(out) -> int:
 
 
 def _kill_at(args, out, lines: int, sig, delay: float = 0.0, retry: bool = True,
-             preexec=None):
+             sigint_ignored: bool = False):
   """Start the command, wait until its journal has `lines` lines (then `delay`
   seconds), send `sig`; returns the exit code, how far it got, stderr.
 
@@ -56,8 +56,11 @@ def _kill_at(args, out, lines: int, sig, delay: float = 0.0, retry: bool = True,
   for attempt in range(4 if retry else 1):
     if attempt:
       shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.Popen(jh.command(*args), env=jh.CHILD_ENV, preexec_fn=preexec,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = jh.command(*args)
+    if sigint_ignored:  # as a shell starts a background job: SIGINT ignored, then exec
+      command = ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", *command]
+    proc = subprocess.Popen(command, env=jh.CHILD_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while _journal_lines(out) < lines and proc.poll() is None:
       assert time.monotonic() < deadline, "the run never reached the kill point"
@@ -106,9 +109,7 @@ def test_sigint_stops_cleanly_even_when_inherited_ignored(inputs, reference, tmp
   nothing and the job ran on. The command installs its own handler."""
   out = tmp_path / "out"
   args = (inputs, "--out", out, "--quiet", "--batch-size", 8)
-  code, reached, err = _kill_at(args, out, 120, signal.SIGINT,
-                                preexec=lambda: signal.signal(signal.SIGINT,
-                                                              signal.SIG_IGN))
+  code, reached, err = _kill_at(args, out, 120, signal.SIGINT, sigint_ignored=True)
   assert code == 130 and "run the same command again to resume" in err, err
   assert reached < 2 * N
   assert jh.run(*args).returncode == 0
