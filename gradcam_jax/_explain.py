@@ -31,8 +31,8 @@ from gradcam_jax._perturb import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
 from gradcam_jax._reshape import channels_last
 from gradcam_jax._result import Explanation
-from gradcam_jax._targets import (class_logit, class_probability, check_targets,
-                                  default_targets, score_cotangent)
+from gradcam_jax._targets import (class_logit, class_probability, check_target_indexing,
+                                  check_targets, default_targets, score_cotangent)
 
 __all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam"]
 
@@ -63,7 +63,7 @@ class _Setup:
   implicit ``reshape=channels_last``, unless a `reshape` is given)."""
 
   def __init__(self, apply_fn, params, images, targets, layer, reshape=None,
-               layout="NHWC"):
+               layout="NHWC", target_fn=None):
     self.apply_fn = apply_fn
     self.images = check_images(images, layout)
     self.layout = layout
@@ -80,6 +80,8 @@ class _Setup:
       raise model_failure(err, images) from err
     self.targets = (None if targets is None
                     else check_targets(targets, self.batch, self.out_shape))
+    if target_fn not in (None, class_logit, class_probability):
+      check_target_indexing(target_fn, self.targets, self.out_shape)
     self.multi = self.targets is not None and self.targets.ndim == 2
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
     self.infos = [select_layer(infos, l, self.batch, reshape) for l in layers]
@@ -261,7 +263,7 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   map_fn = record.fn
 
   def cam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout, target)
     n = len(s.refs)
     zeros = [s.zeros(i) for i in range(n)]
     output, vjp = jax.vjp(
@@ -365,7 +367,8 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
   apply_fn, params = pick(apply_fn, params)
 
   def guided_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, False, layout=image_layout)
+    s = _Setup(apply_fn, params, images, targets, False, layout=image_layout,
+               target_fn=target)
     output, vjp = jax.vjp(lambda x: guided(apply_fn)(s.variables, x), images)
     ct, targets = s.cotangent(target, output)
     (grad,) = s.pullback(vjp, ct)
@@ -414,7 +417,7 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
 
   def guided_gradcam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout)
+    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout, target)
     guided_run = guided(lambda v, x, probe: run(apply_fn, v, x, s.layer,
                                                 Edit(tap, (probe,))))
     output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),

@@ -121,6 +121,32 @@ def check_targets(targets, batch: int, out_shape) -> jax.Array:
   return targets.astype(jnp.int32)
 
 
+def check_target_indexing(target_fn: TargetFn, targets, out_shape) -> None:
+  """Concrete targets that a custom target function indexes out of range raise (JAX
+  would clamp or fill them silently: an all-zero map). Checked with
+  ``jax.experimental.checkify`` on zeros of the output's shape, one target column at
+  a time; a function checkify cannot trace is not checked. Under ``jax.jit`` the
+  targets are traced and cannot be checked."""
+  if targets is None or isinstance(targets, jax.core.Tracer):
+    return
+  from jax.experimental import checkify
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+  columns = [targets] if targets.ndim == 1 else [targets[:, j]
+                                                  for j in range(targets.shape[1])]
+  checked = checkify.checkify(lambda o, t: target_fn(o, t), errors=checkify.index_checks)
+  for t in columns:
+    try:
+      message = checked(zeros, t)[0].get()
+    except Exception:  # noqa: BLE001 (not traceable this way: leave it unchecked)
+      return
+    if message:
+      raise TargetError(
+          f"targets {np.asarray(targets).tolist()}: the target function "
+          f"{getattr(target_fn, '__name__', target_fn)} indexes the model output out "
+          f"of range with them ({message.strip()}); JAX would clamp or fill such an "
+          "index and give a wrong or all-zero map.")
+
+
 def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
   """The cotangent of the model output: the gradient of ``sum_b target_fn(...)[b]``.
 

@@ -246,3 +246,27 @@ def test_default_target_on_a_dict_or_vector_output_says_what_to_do():
   vector = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2, 3)))
   with pytest.raises(gcj.TargetError, match=r"got shape \(2,\)"):
     gcj.gradcam(vector, jnp.float32(2.0))(jnp.ones((2, 4, 4, 3)), jnp.array([0, 0]))
+
+
+def test_targets_a_custom_target_function_indexes_out_of_range_raise():
+  """A dict output with a custom target and targets [0, 9] (3 classes) gave an
+  all-zero map with no error: JAX clamps or fills an out-of-range index."""
+  split = gcj.Split(lambda p, x: jax.nn.relu(x * p),
+                    lambda p, a: {"logits": a.mean((1, 2)), "aux": a.sum()})
+  x = models.images(2)
+  by_index = lambda o, t: o["logits"][jnp.arange(t.shape[0]), t]  # noqa: E731
+  by_take = lambda o, t: jnp.take_along_axis(o["logits"], t[:, None], 1)[:, 0]  # noqa
+  for target in (by_index, by_take):
+    for explainer in (gcj.gradcam, gcj.guided_gradcam):
+      with pytest.raises(gcj.TargetError, match=r"targets \[0, 9\].*out of range"):
+        explainer(split, jnp.float32(2.0), target=target)(x, jnp.array([0, 9]))
+    with pytest.raises(gcj.TargetError, match="out of range"):
+      gcj.guided_backprop(split, jnp.float32(2.0), target=target)(x, jnp.array([[0, 1],
+                                                                               [2, 5]]))
+    # in range: checked and explained as before
+    ok = gcj.gradcam(split, jnp.float32(2.0), target=target)(x, jnp.array([0, 2]))
+    assert ok.cam.shape == (2, 8, 8)
+  # under jit the targets are traced and cannot be checked (the README says so)
+  out = jax.jit(gcj.gradcam(split, jnp.float32(2.0), target=by_index))(
+      x, jnp.array([0, 9]))
+  assert out.cam.shape == (2, 8, 8)
