@@ -14,9 +14,11 @@ post-processing -> Explanation):
     _inputs.py          checks of the images
     _targets.py         target scores (class_logit, ...) and target checks
     _explain.py         the explainers: cam, gradcam, guided_backprop, guided_gradcam
+    _setup.py           what one trace of an explainer knows: inputs checked, layer
     _methods.py         one record per CAM method (ALL_METHODS) and the gradient methods
     _perturb.py         Score-CAM and Ablation-CAM channel weights
     _guided.py          the guided-ReLU rewrite of a function (gcj.guided)
+    _relus.py           the guided ReLU, finding ReLUs in a jaxpr, guided_report
     _fast_vjp.py        faster backward rules for max pools and strided convolutions
     _postprocess.py     upsample and normalize maps
     _result.py          Explanation, the result pytree
@@ -62,10 +64,10 @@ from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
 from gradcam_jax._forms import Explainer
 from gradcam_jax._forms import jit
-from gradcam_jax._guided import GuidedReport
+from gradcam_jax._relus import GuidedReport
 from gradcam_jax._guided import guided
-from gradcam_jax._guided import guided_report
-from gradcam_jax._guided import guided_relu
+from gradcam_jax._relus import guided_report
+from gradcam_jax._relus import guided_relu
 from gradcam_jax._layers import LayerInfo
 from gradcam_jax._layers import LayerRef
 from gradcam_jax._methods import ALL_METHODS
