@@ -1,5 +1,9 @@
 """Fixtures shared by the CLI, io and folder-job tests."""
 
+import os
+
+# Keras 3 picks its backend when first imported: the tests explain Keras models on JAX
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import cv2
 import jax

@@ -1,5 +1,5 @@
 """The contracts every model adapter keeps (gradcam_jax/_adapters), one test each,
-run for every adapter: linen, NNX, Equinox and Split.
+run for every adapter: linen, NNX, Equinox, Keras 3 and Split.
 
 The same network in each framework, with the same weights: a stem conv, then one
 conv block applied twice (shared weights), global average pooling and a dense head.
@@ -19,6 +19,7 @@ from tests import models
 from tests.models import assert_close
 
 eqx = pytest.importorskip("equinox")
+keras = pytest.importorskip("keras")  # on JAX: tests/conftest.py sets KERAS_BACKEND
 
 K0 = jax.random.normal(jax.random.key(10), (3, 3, 3, 4)) * 0.4   # HWIO
 K1 = jax.random.normal(jax.random.key(11), (3, 3, 4, 4)) * 0.4
@@ -141,7 +142,30 @@ def split():
               once=None, calls=None, user=params)
 
 
-CASES = {"linen": linen, "nnx": nnx_case, "equinox": equinox, "split": split}
+def keras_net(block_layer=None):
+  """The network as a Keras Functional model, the block one shared Conv2D layer."""
+  inputs = keras.Input((8, 8, 3))
+  stem = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, activation="relu",
+                             name="stem")
+  block = block_layer or keras.layers.Conv2D(4, 3, padding="same", use_bias=False,
+                                             activation="relu", name="block")
+  pooled = keras.layers.GlobalAveragePooling2D(name="pool")(block(block(stem(inputs))))
+  fc = keras.layers.Dense(3, use_bias=False, name="fc")
+  model = keras.Model(inputs, fc(pooled))
+  stem.set_weights([np.asarray(K0)])
+  block.set_weights([np.asarray(K1)])
+  fc.set_weights([np.asarray(WH)])
+  return model
+
+
+def keras_case():
+  net = keras_net()
+  return dict(model=net, params=None, x=X, layout="NHWC", once="block",
+              calls=("block@0", "block@1"), user=net)
+
+
+CASES = {"linen": linen, "nnx": nnx_case, "equinox": equinox, "keras": keras_case,
+         "split": split}
 
 
 def _explain(case, layer, **kw):
@@ -151,7 +175,7 @@ def _explain(case, layer, **kw):
 
 # --- contract 1: a layer called twice needs its call index ---------------------------
 
-@pytest.mark.parametrize("name", ["linen", "nnx", "equinox"])
+@pytest.mark.parametrize("name", ["linen", "nnx", "equinox", "keras"])
 def test_a_layer_called_twice_needs_its_call_index(name):
   case = CASES[name]()
   with pytest.raises(gcj.LayerNotFoundError, match="called 2 times"):
@@ -170,6 +194,9 @@ def test_split_has_one_layer_and_matches_by_hand():
 # --- contract 2: the user's model and variables are never modified -------------------
 
 def _snapshot(obj):
+  if isinstance(obj, keras.Model):  # config, weights, and the very layer objects
+    return (obj.to_json(), [np.array(v) for v in obj.get_weights()],
+            [(id(layer), id(getattr(layer, "activation", None))) for layer in obj.layers])
   if isinstance(obj, nnx.Module):
     return (jax.tree_util.tree_map(np.array, nnx.state(obj)),
             [(p, type(n)) for p, n in nnx.iter_graph(obj)])
@@ -239,6 +266,19 @@ def _failing(name):
         return fail(self.c(x))
     return (Net(eqx.nn.Conv2d(3, 4, 3, key=jax.random.key(0))), None,
             jnp.transpose(X, (0, 3, 1, 2)), lambda m: m.c)
+  if name == "keras":
+    class Fails(keras.layers.Layer):
+      def call(self, x):
+        if isinstance(x, jax.core.Tracer) or isinstance(x, jax.Array):
+          fail(x)
+        return x
+
+      def compute_output_shape(self, shape):
+        return shape
+
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, name="c")(inputs)
+    return keras.Model(inputs, Fails()(a)), None, X, "c"
   return gcj.Split(lambda p, x: x * p, lambda p, a: fail(a)), 2.0, X, None
 
 
@@ -246,6 +286,7 @@ def _failing(name):
 def test_the_models_own_failure_is_the_models_error(name):
   model, params, x, layer = _failing(name)
   layout = "NCHW" if name == "equinox" else "NHWC"
-  with pytest.raises(gcj.GradCAMError, match="Boom: the model's own failure") as err:
+  # (Keras adds its own words around the message: "Exception encountered when ...")
+  with pytest.raises(gcj.GradCAMError, match="(?s)Boom: .*the model's own failure") as err:
     gcj.gradcam(model, params, layer=layer, image_layout=layout)(x)
   assert isinstance(err.value.__cause__, Boom)

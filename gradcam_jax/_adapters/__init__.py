@@ -23,14 +23,14 @@ Adding a framework is one module here with ``claims(model) -> bool`` and
 
 from __future__ import annotations
 
-from gradcam_jax._adapters import equinox, linen, nnx, split
+from gradcam_jax._adapters import equinox, keras, linen, nnx, split
 from gradcam_jax._errors import ArgumentError
 
 __all__ = ["ADAPTERS", "pick"]
 
 # Tried in order: the first whose claims() accepts the model adapts it. linen comes
-# last: it takes any other function of (variables, x).
-ADAPTERS = (split, nnx, equinox, linen)
+# last: it takes any other function of (variables, x) (a Keras model is one too).
+ADAPTERS = (split, nnx, equinox, keras, linen)
 
 
 def pick(model, params):
@@ -42,4 +42,4 @@ def pick(model, params):
   raise ArgumentError(
       f"apply_fn: expected a model: a function apply_fn(variables, images) (a Flax "
       f"linen model.apply), an nnx.Module, (graphdef, state) or GraphDef, an "
-      f"eqx.Module, or gcj.Split(features, head); got {type(model).__name__}.")
+      f"eqx.Module, a Keras 3 model, or gcj.Split(features, head); got {type(model).__name__}.")
