@@ -73,6 +73,7 @@ from gradcam_jax._layers import LayerRef
 from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax._methods import METHODS
 from gradcam_jax._methods import Method
+from gradcam_jax._adapters.keras import keras_params
 from gradcam_jax._adapters.split import Split
 from gradcam_jax._model import list_layers
 from gradcam_jax._postprocess import normalize
@@ -126,6 +127,7 @@ __all__ = (
     "guided_report",
     "GuidedReport",
     "jit",
+    "keras_params",
     "list_layers",
     "noise_tunnel",
     "normalize",

@@ -109,14 +109,13 @@ class KerasModel:
     return _check_params(self.model, params)
 
   def parse_layer(self, layer):
-    if layer is not None and layer is not False and not self.graph:
+    if layer is not False and not self.graph:
       raise UnsupportedError(
-          f"layer {layer!r}: {type(self.model).__name__} is a subclassed Keras model "
-          "(its call() is Python, not a graph of layers), so a layer inside it cannot "
-          "be reached without modifying the model. Wrap it as gcj.Split(features, "
-          "head): two functions of (params, x) split at the layer, e.g. from "
-          "keras.Model(inputs, layer_output) and the rest of call(); or build it "
-          "with the Functional API.")
+          f"layer={layer!r}: {type(self.model).__name__} is a subclassed Keras model "
+          "(its call() is Python, not a graph of layers), so no layer inside it can "
+          "be reached without modifying the model (guided backprop, which needs no "
+          "layer, works). Wrap it as gcj.Split(features, head): two functions of "
+          "(params, x) split at the layer; or build it with the Functional API.")
     return self, parse_layers(layer)
 
   def _mapping(self, variables):
@@ -130,21 +129,22 @@ class KerasModel:
     return mapping
 
   def _run(self, variables, x, hook):
+    import jax
     keras = _keras()
-    with keras.StatelessScope(state_mapping=self._mapping(variables)):
-      if not self.graph:
+    # Keras' ops rely on NumPy's rank promotion ((B, K) + (K,) in Dense): run them
+    # under it even where the user's JAX config raises on it
+    with jax.numpy_rank_promotion("allow"), keras.StatelessScope(
+        state_mapping=self._mapping(variables)):
+      if not self.graph:  # subclassed: run whole (hook never called)
         kwargs = {"training": False} if "training" in getattr(
             self.model, "_call_context_args", ()) else {}
         return self.model(x, **kwargs)
       return _run_graph(self.model, x, hook, (), self.logits)
 
   def list_layers(self, variables, x):
+    """Every layer's output (nested models' layers as ``outer/inner``); none for a
+    subclassed model, whose layers are not reachable."""
     import jax
-    if not self.graph:
-      raise UnsupportedError(
-          f"{type(self.model).__name__} is a subclassed Keras model: its layers "
-          "cannot be listed or reached without modifying it. Use gcj.Split(features, "
-          "head), or the Functional API.")
     infos: list[LayerInfo] = []
     calls: dict = {}
 
