@@ -59,3 +59,19 @@ def model():
 def reference(model):
   """The explainer the command must agree with (one compile for the module)."""
   return jax.jit(gcj.guided_gradcam(model.apply_fn, model.variables, layer=model.layer))
+
+
+@pytest.fixture(scope="session")
+def keras_vgg16_h5(tmp_path_factory):
+  """A randomly initialised keras.applications.VGG16 (224x224, 1000 classes, its
+  softmax head) and its weights written by Keras itself in the legacy .h5 layout
+  that keras.applications publishes (vgg16_weights_tf_dim_ordering_tf_kernels.h5)."""
+  keras = pytest.importorskip("keras")
+  h5py = pytest.importorskip("h5py")
+  from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+  keras.utils.set_random_seed(0)
+  model = keras.applications.VGG16(weights=None)
+  path = tmp_path_factory.mktemp("keras") / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+  with h5py.File(path, "w") as f:
+    save_weights_to_hdf5_group(f, model)
+  return model, path

@@ -1,5 +1,6 @@
 """VGG16 and ResNet-50 weight loading: Flax forward == PyTorch forward (torch CPU,
-models defined here), and the Keras VGG16 layout == the torchvision layout."""
+models defined here); Keras' VGG16 .h5 == keras.applications.VGG16 explained through the
+Keras adapter."""
 
 import jax
 import numpy as np
@@ -56,47 +57,25 @@ def test_resnet50_matches_torch(tmp_path):
   assert zm.layer == "layer4"
 
 
-def _write_keras_h5(path, state):
-  """The Keras VGG16 file layout: layer groups, weight_names attributes, HWIO
-  kernels, fc1 rows in (7, 7, 512) order."""
-  h5py = pytest.importorskip("h5py")
-  from gradcam_jax.zoo.vgg import KERAS_CONV_NAMES
-  with h5py.File(path, "w") as f:
-    names = []
-    for index, name in KERAS_CONV_NAMES.items():
-      k = state[f"features.{index}.weight"].numpy().transpose(2, 3, 1, 0)
-      names.append((name, k, state[f"features.{index}.bias"].numpy()))
-    fc1 = state["classifier.0.weight"].numpy().T.reshape(512, 7, 7, 4096)
-    names.append(("fc1", fc1.transpose(1, 2, 0, 3).reshape(25088, 4096),
-                  state["classifier.0.bias"].numpy()))
-    names.append(("fc2", state["classifier.3.weight"].numpy().T,
-                  state["classifier.3.bias"].numpy()))
-    names.append(("predictions", state["classifier.6.weight"].numpy().T,
-                  state["classifier.6.bias"].numpy()))
-    layer_names = ["input_1"] + [n for n, _, _ in names] + ["flatten"]
-    f.attrs["layer_names"] = [n.encode() for n in layer_names]
-    f.create_group("input_1").attrs["weight_names"] = []
-    f.create_group("flatten").attrs["weight_names"] = []
-    for n, k, b in names:
-      g = f.create_group(n)
-      g.attrs["weight_names"] = [f"{n}/kernel:0".encode(), f"{n}/bias:0".encode()]
-      g.create_dataset(f"{n}/kernel:0", data=k)
-      g.create_dataset(f"{n}/bias:0", data=b)
-
-
-def test_keras_vgg16_file_equals_torchvision_file(vgg_files, tmp_path):
-  model, folder = vgg_files
-  _write_keras_h5(tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
-                  model.state_dict())
-  keras = zoo.load("vgg16", tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
-  tv = zoo.load("vgg16", folder / "vgg16.safetensors")
-  x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype(np.float32)
-  np.testing.assert_allclose(keras.apply_fn(keras.variables, x),
-                             tv.apply_fn(tv.variables, x), rtol=1e-5, atol=1e-5)
-  assert keras.layer == "block5_conv3"
+def test_keras_vgg16_through_the_adapter_equals_the_flax_zoo_vgg16(keras_vgg16_h5):
+  """keras.applications.VGG16 (random weights, written by Keras in the legacy .h5
+  layout) explained through the Keras adapter, and the same file loaded into the
+  Flax zoo VGG16: the same scores and maps."""
+  model, path = keras_vgg16_h5
+  zm = zoo.load("vgg16", path)
+  assert zm.layer == "block5_conv3"
+  x = np.random.default_rng(2).normal(size=(2, 224, 224, 3)).astype(np.float32) * 40
+  by_keras = gcj.jit(gcj.guided_gradcam(model, layer="block5_conv3"))(x)
+  by_flax = gcj.jit(gcj.guided_gradcam(zm.apply_fn, zm.variables, layer=zm.layer))(x)
+  _assert_logits_close(by_keras.logits, np.asarray(by_flax.logits))
+  np.testing.assert_array_equal(by_keras.targets, by_flax.targets)
+  for field in ("cam_raw", "cam", "guided", "guided_gradcam"):
+    ours, theirs = np.asarray(getattr(by_keras, field)), np.asarray(getattr(by_flax, field))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max(),
+                               err_msg=field)
   # Keras' caffe preprocessing: BGR, mean-subtracted, not scaled
   img = np.full((1, 2, 2, 3), [10, 20, 30], np.uint8)
-  np.testing.assert_allclose(keras.preprocess(img)[0, 0, 0],
+  np.testing.assert_allclose(zm.preprocess(img)[0, 0, 0],
                              [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
 
 

@@ -50,8 +50,10 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
       ``"resnet50"`` (torchvision architectures).
     weights: for vgg16/resnet50, a local file: a torchvision state dict as
       ``.safetensors`` (read without torch) or ``.pth`` (needs torch), or for vgg16
-      the Keras ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``. For ``"demo"``, an
-      orbax checkpoint folder to use instead of the shipped one.
+      the Keras ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``; or for vgg16
+      ``"imagenet"``: that Keras file, downloaded once into
+      ``$GRADCAM_JAX_HOME/weights`` (default ``~/.cache/gradcam-jax``), md5-checked.
+      For ``"demo"``, an orbax checkpoint folder to use instead of the shipped one.
     random_init: vgg16/resnet50 with random weights (benchmarks); never implicit.
 
   Raises:

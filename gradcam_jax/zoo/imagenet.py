@@ -177,12 +177,17 @@ def _abstract(module):
 def load(name: str, weights=None, *, random_init: bool = False) -> _load.ZooModel:
   """See :func:`gradcam_jax.zoo.load`."""
   names = class_names()
+  if isinstance(weights, str) and weights == "imagenet":
+    from gradcam_jax.zoo._download import weights_file
+    weights = weights_file(name)
   if weights is None:
     if not random_init:
       raise WeightsError(
           f"zoo.load({name!r}): expected a weights file; got none. Pass "
-          f"weights=PATH with {WHERE[name]} (downloaded beforehand: gradcam-jax never "
-          "downloads). For benchmarks, random_init=True gives random weights.")
+          f"weights=PATH with {WHERE[name]}"
+          + (", or weights='imagenet' to download Keras' file into the cache"
+             if name == "vgg16" else " (downloaded beforehand)")
+          + ". For benchmarks, random_init=True gives random weights.")
     module = VGG16() if name == "vgg16" else ResNet50()
     variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
     preprocess = torchvision_preprocess
