@@ -43,7 +43,9 @@ def _load_model(spec: str, weights: str | None, random_weights: bool):
   if weights is not None and not Path(weights).exists():
     raise UsageError(f"--weights {weights}: no such file or folder.")
   try:
-    if ":" in spec:
+    if spec.startswith("keras:") or spec.startswith("keras.applications."):
+      model = _load_keras(spec, weights, random_weights)
+    elif ":" in spec:
       module, _, factory = spec.partition(":")
       try:
         make = getattr(importlib.import_module(module), factory)
@@ -57,7 +59,8 @@ def _load_model(spec: str, weights: str | None, random_weights: bool):
         raise UsageError(f"--model {spec}: expected the factory to return a "
                          f"gradcam_jax.zoo.ZooModel; it lacks {missing}.")
     elif spec not in zoo.NAMES:
-      raise UsageError(f"--model: expected one of {', '.join(zoo.NAMES)} or "
+      raise UsageError(f"--model: expected one of {', '.join(zoo.NAMES)}, "
+                       f"keras.applications.NAME, keras:FILE.keras or "
                        f"MODULE:FACTORY; got {spec!r}.")
     elif spec != "demo" and weights is None and not random_weights:
       from gradcam_jax.zoo.imagenet import WHERE
@@ -78,14 +81,47 @@ def _load_model(spec: str, weights: str | None, random_weights: bool):
     raise UsageError(f"--weights {weights}: {err}") from None
   if random_weights:
     identity = "random(seed 0)"
+  elif spec.startswith("keras:"):
+    identity = _fingerprint(Path(spec.partition(":")[2]))
   elif weights:
     identity = _fingerprint(Path(weights))
   elif spec == "demo":
     from gradcam_jax.zoo import demo
     identity = _fingerprint(demo.asset_dir() / "checkpoint")
+  elif spec.startswith("keras.applications."):
+    identity = "keras imagenet"
   else:
     identity = "factory default"
   return model, identity
+
+
+def _load_keras(spec: str, weights, random_weights: bool):
+  """--model keras:FILE.keras or keras.applications.NAME (Keras on JAX: the
+  backend is set for this process when KERAS_BACKEND is unset)."""
+  os.environ.setdefault("KERAS_BACKEND", "jax")
+  try:
+    import keras  # noqa: F401
+  except ImportError:
+    raise UsageError(f"--model {spec}: needs Keras 3, which is not installed; run: "
+                     'pip install "gradcam-jax[keras]"') from None
+  import gradcam_jax as gcj
+  from gradcam_jax.zoo import keras_models
+  try:
+    if spec.startswith("keras:"):
+      if weights or random_weights:
+        raise UsageError(f"--model {spec}: a saved .keras file holds its weights; "
+                         "drop --weights/--random-weights.")
+      model = keras_models.load_saved(spec.partition(":")[2])
+    else:
+      model = keras_models.load_application(
+          spec[len("keras.applications."):],
+          None if random_weights else (weights or "imagenet"))
+    # the adapter's own checks (backend, built) in command-line words
+    from gradcam_jax._adapters import pick
+    pick(model.apply_fn, model.variables)
+  except gcj.GradCAMError as err:
+    raise UsageError(f"--model {spec}: {err}") from None
+  return model
 
 
 def _parse_target(value: str | None, class_names) -> int | None:
@@ -309,12 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("paths", nargs="+", help="files, folders (recursive) or globs; an "
                   "existing path is taken literally")
   ex.add_argument("--model", default="demo",
-                  help="demo | vgg16 | resnet50 | MODULE:FACTORY")
+                  help="demo | vgg16 | resnet50 | keras.applications.NAME (e.g. "
+                  "keras.applications.VGG16) | keras:FILE.keras | MODULE:FACTORY")
   ex.add_argument("--weights", help="weights file for vgg16/resnet50 (.safetensors, "
                   ".pth, or Keras .h5 for vgg16; needs pip install \"gradcam-jax[weights]\""
-                  " for .safetensors/.h5), or a checkpoint folder for demo")
+                  " for .safetensors/.h5), a checkpoint folder for demo, or the file "
+                  "a keras.applications model loads (default: Keras downloads its "
+                  "ImageNet weights)")
   ex.add_argument("--random-weights", action="store_true",
-                  help="vgg16/resnet50 with random weights (timing runs)")
+                  help="vgg16/resnet50/keras.applications with random weights "
+                  "(timing runs)")
   ex.add_argument("--layer", help="target layer path, e.g. features_29 or layer4 "
                   "(default: the model's last conv block)")
   methods = list(ALL_METHODS)

@@ -191,10 +191,7 @@ def test_a_failed_write_is_reported_and_the_others_are_written(
 
 # --- --method: every CAM method, recorded with each result --------------------------------
 
-# Eigen-CAM's SVD in a batch sharded over the 4 fake CPU devices of this test session
-# wedges XLA's CPU thread pool (an XLA issue, not reproduced on one device): those
-# two run in a one-device child process.
-ONE_DEVICE = {"eigencam", "eigengradcam"}
+ONE_DEVICE = jh.ONE_DEVICE
 
 
 @pytest.mark.parametrize("method", sorted(gcj.METHODS) + ["scorecam", "ablationcam"])
