@@ -8,7 +8,7 @@ Module map (data flows down the first block: adapter -> explainer -> method ->
 post-processing -> Explanation):
 
     _adapters/          one module per kind of model, one protocol; pick() chooses
-      linen.py nnx.py equinox.py split.py
+      linen.py nnx.py equinox.py keras.py split.py
     _layers.py          naming layers: LayerRef, LayerInfo, select_layer
     _model.py           edits at a layer (tap, replace), list_layers, model_failure
     _inputs.py          checks of the images
@@ -42,6 +42,8 @@ post-processing -> Explanation):
     zoo/                models: demo (shipped), vgg16, resnet50, vit
       _load.py          zoo.load and ZooModel
       _modules.py       the zoo's ReLU and MaxPool modules
+      _download.py      weights="imagenet": Keras' published file, fetched into a cache
+      keras_models.py   Keras models for the command line (keras:FILE, applications)
       demo.py demo_eval.py train_demo.py digit_scenes.py imagenet.py vgg.py
       resnet.py vit.py
 """

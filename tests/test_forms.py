@@ -93,3 +93,16 @@ def test_repr_is_short(vgg):
   text = repr(gcj.gradcam(model.apply, variables))
   assert text.startswith("Explainer('gradcam', params: ") and len(text) < 80
   assert "params-as-argument" in repr(gcj.guided_backprop(model.apply))
+
+
+def test_gcj_jit_equals_jax_jit_and_keeps_params_out_of_the_program(vgg):
+  model, variables = vgg
+  explain = gcj.guided_gradcam(model.apply, variables)
+  x, t = models.images(), jnp.array([1, 0, 3, 2])
+  fast = gcj.jit(explain)
+  _close(fast(x, t), jax.jit(explain)(x, t), atol=1e-6)
+  _close(fast(x), jax.jit(explain)(x), atol=1e-6)
+  # the closure form embeds the params as constants; gcj.jit passes them as arguments
+  closure_hlo = jax.jit(explain).lower(x).as_text()
+  arg_hlo = jax.jit(explain.with_params).lower(variables, x).as_text()
+  assert len(arg_hlo) < len(closure_hlo)

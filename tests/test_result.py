@@ -63,3 +63,11 @@ def test_several_targets_are_flagged_per_image(vgg):
   out = jax.jit(gcj.guided_gradcam(model.apply, variables))(_bad_batch(), t)
   assert out.cam.shape[:2] == (4, 2)
   np.testing.assert_array_equal(out.valid, [True, False, False, False])
+
+
+def test_explanation_fields():
+  # the six original fields keep their places; `valid` came last, with a default,
+  # so Explanation(cam, cam_raw, guided, guided_gradcam, logits, targets) still works
+  assert gcj.Explanation._fields == ("cam", "cam_raw", "guided", "guided_gradcam",
+                                     "logits", "targets", "valid")
+  assert gcj.Explanation(*[None] * 6).valid is None

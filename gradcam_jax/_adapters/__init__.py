@@ -13,7 +13,7 @@ implements the same small protocol:
 * ``adapter.run_many(variables, x, layers, edits) -> output``: the model with
   ``edits[i]`` applied to the output of ``layers[i]`` (resolved, with a call index).
 
-and the same contracts, tested once for all of them (``tests/test_adapters.py``): a
+and the same contracts, tested once for all of them (``tests/test_adapter_contract.py``): a
 layer called more than once must be named with its call index; the user's model and
 variables are never modified; a model that cannot run raises the model's error.
 

@@ -1,5 +1,6 @@
-"""Model adapters: linen module paths, setup lists, remat, repeated calls, BatchNorm,
-the explicit Split, params forms; nothing of the user's is modified."""
+"""The linen adapter (gradcam_jax/_adapters/linen.py) and Split (split.py): module
+paths, setup lists, remat, repeated calls, BatchNorm, the explicit Split, params
+forms; nothing of the user's is modified."""
 
 import copy
 
