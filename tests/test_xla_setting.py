@@ -131,5 +131,5 @@ def test_bench_reports_a_bad_model_as_a_usage_error():
                         timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
-      "gradcam-jax bench: error: --model: expected one of demo, vgg16, resnet50 or "
-      "MODULE:FACTORY; got 'nope'.")
+      "gradcam-jax bench: error: --model: expected one of demo, vgg16, resnet50, "
+      "keras.applications.NAME, keras:FILE.keras or MODULE:FACTORY; got 'nope'.")
