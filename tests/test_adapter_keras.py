@@ -109,6 +109,16 @@ def test_class_probability_explains_the_models_own_output():
   assert_close(out.cam_raw, _raw(act, grad), atol=1e-6)
 
 
+def test_explaining_draws_nothing_from_keras_random_state():
+  """The pre-softmax copy of the last layer is built without drawing initial weights
+  from Keras' global seed generator: the user's next random numbers are unchanged."""
+  keras.utils.set_random_seed(1)
+  expected = np.asarray(keras.random.uniform((4,)))
+  keras.utils.set_random_seed(1)
+  gcj.gradcam(MODEL, layer="act")(X, T)
+  np.testing.assert_array_equal(np.asarray(keras.random.uniform((4,))), expected)
+
+
 def test_a_softmax_activation_layer_at_the_end_is_skipped():
   model = _build(head="layer")
   out = gcj.gradcam(model, layer="act")(X, T)

@@ -82,6 +82,9 @@ def _logit_layer(model):
   if isinstance(op, (keras.layers.Softmax, keras.layers.Activation)):
     return path, None, lambda args, kwargs: args[0]
   config = dict(op.get_config(), activation=None)
+  for key in config:  # its weights come from the model's: draw nothing from Keras'
+    if key.endswith("_initializer"):  # global seed generator to initialise them
+      config[key] = "zeros"
   clone = type(op).from_config(config)
   clone.build(op.input.shape)
   if len(clone.weights) != len(op.weights):
