@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -39,16 +40,20 @@ class Explanation(NamedTuple):
     """This explanation with `valid` computed from `images` and every float field."""
     batch = images.shape[0]
 
-    def finite(x):
-      x = jax.numpy.asarray(x)
-      if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating) or x.ndim == 0 \
-          or x.shape[0] != batch:
-        return None
-      return jax.numpy.isfinite(x).reshape(batch, -1).all(axis=1)
+    def per_example(x) -> bool:
+      return (jax.numpy.issubdtype(x.dtype, jax.numpy.floating) and x.ndim > 0
+              and x.shape[0] == batch)
 
-    ok = finite(images)
-    for leaf in jax.tree_util.tree_leaves(self[:5]):
-      f = finite(leaf)
-      if f is not None:
-        ok = ok & f
+    leaves = [jax.numpy.asarray(x) for x in (images, *jax.tree_util.tree_leaves(self[:5]))]
+    arrays = tuple(x for x in leaves if per_example(x))
+    ok = _all_finite(arrays) if arrays else jax.numpy.ones(batch, bool)
     return self._replace(valid=ok)
+
+
+@jax.jit
+def _all_finite(arrays: tuple) -> jax.Array:
+  """(B,) True where every array's example is finite: one program (called eagerly,
+  one compile per set of shapes instead of one per operation)."""
+  batch = arrays[0].shape[0]
+  flags = [jax.numpy.isfinite(x).reshape(batch, -1).all(axis=1) for x in arrays]
+  return functools.reduce(jax.numpy.logical_and, flags)
