@@ -38,6 +38,7 @@ post-processing -> Explanation):
     _report.py          its report.html
     _demo_command.py    the demo command
     _bench.py           the bench command
+    _model_option.py    the command's --model/--weights: which model, its weights' identity
     _xla_setting.py     the XLA flags the command runs under
     zoo/                models: demo (shipped), vgg16, resnet50, vit
       _load.py          zoo.load and ZooModel

@@ -28,8 +28,8 @@ def worker(args) -> dict:
   import jax
   import numpy as np
   from gradcam_jax import _folder_job
-  from gradcam_jax.cli import _load_model
-  model, _ = _load_model(args.model, args.weights, args.random_weights)
+  from gradcam_jax._model_option import load_model
+  model, _ = load_model(args.model, args.weights, args.random_weights)
   job = _folder_job.Job(layer=args.layer or model.layer, method=args.method)
   h, w = model.input_size
   pixels = np.random.default_rng(0).integers(0, 256, (args.batch_size, h, w, 3),
@@ -67,7 +67,7 @@ def _worker_command(args) -> list:
 
 def run(args) -> int:
   """The parent: run the workers, print the table and the flag to use."""
-  from gradcam_jax.cli import UsageError
+  from gradcam_jax._model_option import UsageError
   rounds = 1 if args.quick else args.rounds
   base = os.environ.get("XLA_FLAGS", "")
   print(f"gradcam-jax bench: model {args.model}, method {args.method}, batch "
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
   parser.add_argument("--random-weights", action="store_true")
   parser.add_argument("--batch-size", type=int)
   parser.add_argument("--calls", type=int)
-  from gradcam_jax.cli import UsageError
+  from gradcam_jax._model_option import UsageError
   try:
     print(json.dumps(worker(parser.parse_args(argv))))
   except UsageError as err:

@@ -11,117 +11,14 @@ crash.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib
 import os
 import signal
 import sys
 from pathlib import Path
 
+from gradcam_jax._model_option import UsageError, load_model
+
 EXIT_USAGE, EXIT_INPUTS, EXIT_INTERRUPTED = 2, 3, 130
-
-
-class UsageError(Exception):
-  """A bad command line: printed as one line, exit status 2."""
-
-
-def _fingerprint(path: Path) -> str:
-  """sha256 of a weights file, or of a checkpoint folder's files and names."""
-  digest = hashlib.sha256()
-  files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-  for f in files:
-    digest.update(str(f.relative_to(path) if f != path else f.name).encode())
-    with f.open("rb") as fh:
-      for block in iter(lambda: fh.read(1 << 20), b""):
-        digest.update(block)
-  return "sha256:" + digest.hexdigest()[:16]
-
-
-def _load_model(spec: str, weights: str | None, random_weights: bool):
-  """(ZooModel, weights identity); UsageError in CLI words for every bad choice."""
-  from gradcam_jax import zoo
-  if weights is not None and not Path(weights).exists():
-    raise UsageError(f"--weights {weights}: no such file or folder.")
-  try:
-    if spec.startswith("keras:") or spec.startswith("keras.applications."):
-      model = _load_keras(spec, weights, random_weights)
-    elif ":" in spec:
-      module, _, factory = spec.partition(":")
-      try:
-        make = getattr(importlib.import_module(module), factory)
-      except ImportError as err:
-        raise UsageError(f"--model {spec}: cannot import module {module!r} ({err}).")
-      except AttributeError:
-        raise UsageError(f"--model {spec}: module {module!r} has no {factory!r}.")
-      model = make(**({"weights": weights} if weights else {}))
-      missing = [f for f in zoo.ZooModel._fields[:8] if not hasattr(model, f)]
-      if missing:
-        raise UsageError(f"--model {spec}: expected the factory to return a "
-                         f"gradcam_jax.zoo.ZooModel; it lacks {missing}.")
-    elif spec not in zoo.NAMES:
-      raise UsageError(f"--model: expected one of {', '.join(zoo.NAMES)}, "
-                       f"keras.applications.NAME, keras:FILE.keras or "
-                       f"MODULE:FACTORY; got {spec!r}.")
-    elif spec != "demo" and weights is None and not random_weights:
-      from gradcam_jax.zoo.imagenet import WHERE
-      raise UsageError(
-          f"--model {spec} needs --weights FILE: {WHERE[spec]}, downloaded beforehand "
-          f"(gradcam-jax never downloads); or --random-weights for a timing run.")
-    else:
-      model = zoo.load(spec, weights, random_init=random_weights)
-  except ModuleNotFoundError as err:
-    package = (err.name or "").split(".")[0]
-    if package in ("safetensors", "h5py", "torch"):
-      extra = ("pip install torch" if package == "torch"
-               else 'pip install "gradcam-jax[weights]"')
-      raise UsageError(f"--weights {weights}: reading this file needs {package}, "
-                       f"which is not installed; run: {extra}") from None
-    raise
-  except ValueError as err:  # a weights file that does not hold the model
-    raise UsageError(f"--weights {weights}: {err}") from None
-  if random_weights:
-    identity = "random(seed 0)"
-  elif spec.startswith("keras:"):
-    identity = _fingerprint(Path(spec.partition(":")[2]))
-  elif weights:
-    identity = _fingerprint(Path(weights))
-  elif spec == "demo":
-    from gradcam_jax.zoo import demo
-    identity = _fingerprint(demo.asset_dir() / "checkpoint")
-  elif spec.startswith("keras.applications."):
-    identity = "keras imagenet"
-  else:
-    identity = "factory default"
-  return model, identity
-
-
-def _load_keras(spec: str, weights, random_weights: bool):
-  """--model keras:FILE.keras or keras.applications.NAME (Keras on JAX: the
-  backend is set for this process when KERAS_BACKEND is unset)."""
-  os.environ.setdefault("KERAS_BACKEND", "jax")
-  try:
-    import keras  # noqa: F401
-  except ImportError:
-    raise UsageError(f"--model {spec}: needs Keras 3, which is not installed; run: "
-                     'pip install "gradcam-jax[keras]"') from None
-  import gradcam_jax as gcj
-  from gradcam_jax.zoo import keras_models
-  try:
-    if spec.startswith("keras:"):
-      if weights or random_weights:
-        raise UsageError(f"--model {spec}: a saved .keras file holds its weights; "
-                         "drop --weights/--random-weights.")
-      model = keras_models.load_saved(spec.partition(":")[2])
-    else:
-      model = keras_models.load_application(
-          spec[len("keras.applications."):],
-          None if random_weights else (weights or "imagenet"))
-    # the adapter's own checks (backend, built) in command-line words
-    from gradcam_jax._adapters import pick
-    pick(model.apply_fn, model.variables)
-  except gcj.GradCAMError as err:
-    raise UsageError(f"--model {spec}: {err}") from None
-  return model
 
 
 def _parse_target(value: str | None, class_names) -> int | None:
@@ -220,7 +117,7 @@ def cmd_explain(args) -> int:
   sources, missing, notes = io.find_images(args.paths)
   _check_out(args.out, args.paths, sources)
   process = _distributed()  # before JAX runs anything
-  model, identity = _load_model(args.model, args.weights, args.random_weights)
+  model, identity = load_model(args.model, args.weights, args.random_weights)
   target = _parse_target(args.target, model.class_names)
   job = _folder_job.Job(layer=args.layer or model.layer, method=args.method,
                         target=target, resize=args.resize or model.resize,

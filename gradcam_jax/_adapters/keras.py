@@ -26,8 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from gradcam_jax._errors import (LayerNotFoundError, ModelError, UnsupportedError,
-                                 WeightsError)
+from gradcam_jax._errors import ModelError, UnsupportedError, WeightsError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["KerasModel", "claims", "adapt", "keras_params"]
@@ -215,20 +214,17 @@ def keras_params(model):
 
 def _check_params(model, params):
   expected = (len(model.trainable_variables), len(model.non_trainable_variables))
-  if not (isinstance(params, (tuple, list)) and len(params) == 2
-          and all(isinstance(p, (tuple, list)) for p in params)
-          and (len(params[0]), len(params[1])) == expected):
-    got = (f"a pair of lists of lengths ({len(params[0])}, {len(params[1])})"
-           if isinstance(params, (tuple, list)) and len(params) == 2
-           and all(isinstance(p, (tuple, list)) for p in params)
-           else f"{type(params).__name__}")
-    raise WeightsError(
-        f"params of Keras model {model.name!r}: expected (trainable_values, "
-        f"non_trainable_values), two lists of {expected[0]} and {expected[1]} arrays "
-        f"in the order of model.trainable_variables and "
-        f"model.non_trainable_variables (gcj.keras_params(model) gives them); got "
-        f"{got}.")
-  return params
+  pair = (isinstance(params, (tuple, list)) and len(params) == 2
+          and all(isinstance(p, (tuple, list)) for p in params))
+  if pair and (len(params[0]), len(params[1])) == expected:
+    return params
+  got = (f"a pair of lists of lengths ({len(params[0])}, {len(params[1])})" if pair
+         else type(params).__name__)
+  raise WeightsError(
+      f"params of Keras model {model.name!r}: expected (trainable_values, "
+      f"non_trainable_values), two lists of {expected[0]} and {expected[1]} arrays "
+      f"in the order of model.trainable_variables and model.non_trainable_variables "
+      f"(gcj.keras_params(model) gives them); got {got}.")
 
 
 def claims(model) -> bool:

@@ -45,8 +45,8 @@ def _input_size(model, default=(224, 224)) -> tuple[int, int]:
 
 
 def _zoo_model(name, model, layer, preprocess, about) -> ZooModel:
-  import gradcam_jax as gcj
-  return ZooModel(name, model, model, gcj.keras_params(model), layer, preprocess,
+  from gradcam_jax._adapters.keras import keras_params
+  return ZooModel(name, model, model, keras_params(model), layer, preprocess,
                   _class_names(model), _input_size(model), "squash", about)
 
 
