@@ -8,7 +8,7 @@ import sys
 from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gradcam_jax import _xla_setting  # noqa: E402
+from gradcam_jax.cli import xla_setting as _xla_setting  # noqa: E402
 
 # The benchmark scripts own their processes: like the command line, they run under
 # the project's chosen XLA setting when XLA_FLAGS is unset (their workers inherit it);

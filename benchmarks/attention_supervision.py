@@ -52,8 +52,8 @@ def main() -> None:
   import gradcam_jax as gcj
   from gradcam_jax import zoo
   from gradcam_jax.zoo import demo
-  from gradcam_jax.zoo.digit_scenes import make_scenes
-  from gradcam_jax.zoo.demo_eval import accuracy, pointing
+  from gradcam_jax.zoo.training.digit_scenes import make_scenes
+  from gradcam_jax.zoo.training.demo_eval import accuracy, pointing
 
   start = time.perf_counter()
   model = zoo.load("demo")

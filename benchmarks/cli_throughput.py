@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import versions, write_json  # noqa: E402
 
 import gradcam_jax as gcj  # noqa: E402
-from gradcam_jax import _folder_job, io, zoo  # noqa: E402
+from gradcam_jax import io, zoo  # noqa: E402
+from gradcam_jax.cli import job as _folder_job  # noqa: E402
 
 SETTINGS = {
     "all outputs, float32 arrays": dict(),

@@ -41,7 +41,7 @@ def main() -> None:
   import jax.numpy as jnp
   import gradcam_jax as gcj
   from gradcam_jax import metrics, sanity, zoo
-  from gradcam_jax.zoo.digit_scenes import make_scenes
+  from gradcam_jax.zoo.training.digit_scenes import make_scenes
 
   start = time.perf_counter()
   model = zoo.load("demo")

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import versions, write_json  # noqa: E402
 
-from gradcam_jax import _report, cli, io  # noqa: E402
+from gradcam_jax import cli, io  # noqa: E402
+from gradcam_jax.cli import report as _report  # noqa: E402
 from tests import job_helpers as jh  # noqa: E402
 
 

@@ -1,14 +1,15 @@
 """The explainers: the CAM family, guided backprop and Guided Grad-CAM.
 
-Data flows one way: model adapter (``_model``) -> target scores and ``jax.vjp`` ->
-CAM method (``_methods``, ``_perturb``) -> post-processing (``_postprocess``) ->
-:class:`Explanation`. Everything static (layer, method, target function, eps) is
-fixed when the explainer is built; arrays are arguments, so ``jax.jit`` compiles
-once per input shape.
+Data flows one way: model adapter (``_adapters``) -> the request checked
+(``_request``) -> target scores and ``jax.vjp`` -> CAM method (``_methods``) ->
+post-processing (``_postprocess``) -> :class:`Explanation`. Everything static
+(layer, method, target function, eps) is fixed when the explainer is built; arrays
+are arguments, so ``jax.jit`` compiles once per input shape.
 
 Targets may be (B,) (one class per image) or (B, T): T classes per image from one
-forward pass, the T backward passes vmapped over their cotangents; every per-target
-field then gains a T axis after the batch axis.
+forward pass, the T backward passes vmapped over their cotangents. Inside, every
+per-target array carries the T axis (T = 1 for (B,) targets); the result drops it
+unless (B, T) targets were given.
 """
 
 from __future__ import annotations
@@ -18,39 +19,39 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._edits import Edit, replace, tap, tap_add
 from gradcam_jax._errors import LayerNotFoundError, check_count
-from gradcam_jax._forms import Explainer
+from gradcam_jax._explainer import Explainer
 from gradcam_jax._guided import guided
 from gradcam_jax._methods import get_method
-from gradcam_jax._adapters import pick
-from gradcam_jax._model import Edit, replace, run, tap, tap_add
-from gradcam_jax._perturb import Perturbation, weighted_sum
+from gradcam_jax._methods.perturbation import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
-from gradcam_jax._result import Explanation
-from gradcam_jax._setup import Setup as _Setup
-from gradcam_jax._setup import adapt as _adapt, check_layout as _check_layout
+from gradcam_jax._request import (Request, adapt, batch_first, check_layout, over_t,
+                                  over_targets)
+from gradcam_jax._adapters import pick
 from gradcam_jax._targets import class_logit, class_probability
 
 __all__ = ["cam", "gradcam", "guided_backprop", "guided_gradcam"]
 
 
-def _f32(x):
+def _at_least_f32(x):
   """At least float32 (bfloat16 activations are widened; float64 kept)."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _t_second(x):
-  """(T, B, ...) -> (B, T, ...)."""
-  return jnp.moveaxis(x, 0, 1)
+def _gradient_maps(map_fn, a, das):
+  """A gradient method's ReLU'd maps (B, T, h, w) from the activation `a` (B, h, w,
+  K) and its gradients `das` (T, B, h, w, K), one per target."""
+  a = _at_least_f32(a)
+  raw = over_t(lambda da: jax.vmap(map_fn)(a, _at_least_f32(da)), das)
+  return jax.nn.relu(batch_first(raw))
 
 
-def _postprocess(raw, size, eps, multi):
-  """ReLU'd raw maps (B[, T], h, w) -> normalised maps at input size."""
-  if multi:
-    b, t = raw.shape[:2]
-    flat = raw.reshape(b * t, *raw.shape[2:])
-    return normalize(upsample(flat, size), eps).reshape(b, t, *size)
-  return normalize(upsample(raw, size), eps)
+def _at_input_size(raw, size, eps):
+  """Maps (B, T, h, w) upsampled to the input's (H, W) and min-max normalised, each
+  on its own."""
+  flat = raw.reshape(-1, *raw.shape[2:])
+  return normalize(upsample(flat, size), eps).reshape(*raw.shape[:2], *size)
 
 
 def _probability_score(target_fn):
@@ -124,72 +125,66 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
   """
   check_count("batch_size", batch_size, allow_none=True)
   check_count("top_n", top_n, allow_none=True)
-  _check_layout(image_layout)
-  apply_fn, params, layer = _adapt(apply_fn, params, layer)
+  check_layout(image_layout)
+  adapter, params, layer = adapt(apply_fn, params, layer)
   record = get_method(method, where="cam")
   perturbation = record.kind == "perturbation"
-  map_fn = record.fn
 
   def cam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout, target)
-    n = len(s.refs)
-    zeros = [s.zeros(i) for i in range(n)]
-    output, vjp = jax.vjp(
-        lambda ds, ps: apply_fn.run_many(s.variables, images, s.refs,
-                                         [Edit(tap_add, (p, d))
-                                          for d, p in zip(ds, ps)]), zeros, zeros)
-    ct, targets = s.cotangent(target, output)
-    das, acts = s.pullback(vjp, ct)
+    r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
+    zeros = [r.zeros(i) for i in range(len(r.refs))]
+    output, targets, cts, pullback = r.scores_vjp(
+        lambda ds, ps: r.run_with_edits(images, {i: Edit(tap_add, (p, d)) for i, (d, p)
+                                                 in enumerate(zip(ds, ps))}),
+        zeros, zeros)
+    das, acts = pullback(cts)
     raws = []
     for i, (da, a_layer) in enumerate(zip(das, acts)):
-      da, a = s.grid(da), s.grid(a_layer)
+      a_layer = a_layer[0]  # the activation: the same for every target
+      a = r.grid(a_layer)
       if perturbation:
-        first = (lambda v: v[0]) if s.multi else (lambda v: v)
-        raw = _perturbation_maps(s, i, record.fn, output, first(a), first(a_layer),
-                                 targets, target, batch_size, top_n)
-      elif s.multi:
-        raw = _t_second(jax.vmap(jax.vmap(map_fn))(_f32(a), _f32(da)))
+        raws.append(_perturbation_maps(r, i, record.fn, output, a, a_layer, targets,
+                                       batch_size, top_n))
       else:
-        raw = jax.vmap(map_fn)(_f32(a), _f32(da))
-      raws.append(jax.nn.relu(raw))
-    size = s.size
-    if n == 1:
-      return Explanation(_postprocess(raws[0], size, eps, s.multi), raws[0], None, None,
-                         output, targets).with_validity(images)
+        raws.append(_gradient_maps(record.fn, a, over_t(r.grid, da)))
+    if len(raws) == 1:
+      return r.explanation(output, targets, cam=_at_input_size(raws[0], r.size, eps),
+                           cam_raw=raws[0])
     # several layers (pytorch-grad-cam's convention): each layer's map normalised at
     # input size, then averaged; cam is that average normalised, and cam_raw keeps
     # its one meaning: the raw maps at layer resolution, one per layer
-    mean = sum(_postprocess(r, size, eps, s.multi) for r in raws) / n
-    flat = mean.reshape(-1, *size)
-    return Explanation(normalize(flat, eps).reshape(mean.shape), tuple(raws), None,
-                       None, output, targets).with_validity(images)
+    mean = sum(_at_input_size(raw, r.size, eps) for raw in raws) / len(raws)
+    flat = mean.reshape(-1, *r.size)
+    return r.explanation(output, targets, cam=normalize(flat, eps).reshape(mean.shape),
+                         cam_raw=tuple(raws))
 
   cam_explain.__doc__ = cam.__doc__
   return Explainer(cam_explain, params, record.name)
 
 
-def _perturbation_maps(s, i, weights_fn, output, a, a_layer, targets, target_fn,
+def _perturbation_maps(r: Request, i: int, weights_fn, output, a, a_layer, targets,
                        batch_size, top_n):
-  """A perturbation method's maps from `a` (B, h, w, K). Masking a channel of the
-  head's input acts on `a_layer`, the activation in the layer's own layout (tokens
-  for a ViT, channels first for Equinox): the grid mask is carried back through the
-  (linear) reshape."""
-  score = _probability_score(target_fn)
+  """A perturbation method's ReLU'd maps (B, T, h, w) from `a` (B, h, w, K). Masking
+  a channel of the head's input acts on `a_layer`, the activation in the layer's own
+  layout (tokens for a ViT, channels first for Equinox): the grid mask is carried
+  back through the (linear) reshape."""
+  score = _probability_score(r.target_fn)
+  target_fn = r.target_fn
+  to_layer = _mask_to_layer(r.reshape, a_layer)
 
   def score_head(keep, t):  # only traced by a method that masks the layer's channels
-    mask = _mask_to_layer(s.reshape, a_layer)(keep, a.shape)
-    return target_fn(s.run(s.images, Edit(replace, (a_layer * mask,)), i), t)
+    mask = to_layer(keep, a.shape)
+    return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (a_layer * mask,))}),
+                     t)
 
   def one_target(t):
     w = weights_fn(Perturbation(
-        images=s.to_nhwc(s.images), a=a, base=target_fn(output, t),
-        score_images=lambda x: score(s.apply_fn(s.variables, s.from_nhwc(x)), t),
+        images=r.to_nhwc(r.images), a=a, base=target_fn(output, t),
+        score_images=lambda x: score(r.adapter(r.variables, r.from_nhwc(x)), t),
         score_head=lambda keep: score_head(keep, t),
         batch_size=batch_size, top_n=top_n))
     return weighted_sum(a, w)
-  if s.multi:
-    return _t_second(jax.vmap(one_target, in_axes=1)(targets))
-  return one_target(targets)
+  return jax.nn.relu(batch_first(over_targets(one_target, targets)))
 
 
 def _mask_to_layer(reshape, a_layer):
@@ -233,17 +228,16 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
   """
 
-  _check_layout(image_layout)
-  apply_fn, params = pick(apply_fn, params)
+  check_layout(image_layout)
+  adapter, params = pick(apply_fn, params)
 
   def guided_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, False, layout=image_layout,
-               target_fn=target)
-    output, vjp = jax.vjp(lambda x: guided(apply_fn)(s.variables, x), images)
-    ct, targets = s.cotangent(target, output)
-    (grad,) = s.pullback(vjp, ct)
-    grad = _t_second(grad) if s.multi else grad
-    return Explanation(None, None, grad, None, output, targets).with_validity(images)
+    r = Request(adapter, params, images, targets, False, layout=image_layout,
+                target_fn=target)
+    output, targets, cts, pullback = r.scores_vjp(
+        lambda x: guided(adapter)(r.variables, x), images)
+    (grad,) = pullback(cts)
+    return r.explanation(output, targets, guided=batch_first(grad))
 
   guided_explain.__doc__ = guided_backprop.__doc__
   return Explainer(guided_explain, params, "guided_backprop")
@@ -282,34 +276,28 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
         f"guided_gradcam: layer: expected one layer; got a list of {len(layer)}. "
         "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
         "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop.")
-  _check_layout(image_layout)
-  apply_fn, params, layer = _adapt(apply_fn, params, layer)
+  check_layout(image_layout)
+  adapter, params, layer = adapt(apply_fn, params, layer)
   map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
 
   def guided_gradcam_explain(params, images, targets=None):
-    s = _Setup(apply_fn, params, images, targets, layer, reshape, image_layout, target)
-    guided_run = guided(lambda v, x, probe: run(apply_fn, v, x, s.layer,
-                                                Edit(tap, (probe,))))
-    output, vjp = jax.vjp(lambda x, probe: guided_run(s.variables, x, probe),
-                          images, s.zeros())
-    ct, targets = s.cotangent(target, output)
-    grad, a = s.pullback(vjp, ct)
-    a = a[0] if s.multi else a
+    r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
+    guided_run = guided(lambda v, x, probe: adapter.run_with_edits(
+        v, x, [(r.refs[0], Edit(tap, (probe,)))]))
+    output, targets, cts, pullback = r.scores_vjp(
+        lambda x, probe: guided_run(r.variables, x, probe), images, r.zeros())
+    grad, a = pullback(cts)
+    a = a[0]  # the activation: the same for every target
     # dy/dA with plain ReLUs: only the model after the layer runs (the part before
     # it is dead code once A is given, and is removed by XLA under jit).
-    _, head_vjp = jax.vjp(lambda act: s.run(images, Edit(replace, (act,))), a)
-    (da,) = s.pullback(head_vjp, ct)
-    a = a if s.reshape is None else s.reshape(a)  # `a` has no T axis here
-    da = s.grid(da)
-    if s.multi:
-      raw = _t_second(jax.vmap(lambda d: jax.vmap(map_fn)(_f32(a), _f32(d)))(da))
-      grad = _t_second(grad)
-    else:
-      raw = jax.vmap(map_fn)(_f32(a), _f32(da))
-    raw = jax.nn.relu(raw)
-    cam_ = _postprocess(raw, s.size, eps, s.multi)
-    return Explanation(cam_, raw, grad, grad * s.channel_axis(cam_).astype(grad.dtype),
-                       output, targets).with_validity(images)
+    _, head_vjp = jax.vjp(lambda act: r.run_with_edits(images, {0: Edit(replace, (act,))}),
+                          a)
+    (da,) = over_t(head_vjp, cts)
+    raw = _gradient_maps(map_fn, r.grid(a), over_t(r.grid, da))
+    cam_ = _at_input_size(raw, r.size, eps)
+    grad = batch_first(grad)
+    return r.explanation(output, targets, cam=cam_, cam_raw=raw, guided=grad,
+                         guided_gradcam=grad * r.channel_axis(cam_).astype(grad.dtype))
 
   guided_gradcam_explain.__doc__ = guided_gradcam.__doc__
   return Explainer(guided_gradcam_explain, params, "guided_gradcam")

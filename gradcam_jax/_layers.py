@@ -1,13 +1,15 @@
-"""Naming target layers: paths, call indices, and what the model actually calls."""
+"""Naming target layers: paths, call indices, what the model actually calls
+(:func:`list_layers`), and choosing among them (:func:`select_layer`)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, LayerSpecError,
                                  format_choices)
 
-__all__ = ["LayerRef", "LayerInfo", "parse_layer", "parse_layers", "select_layer"]
+__all__ = ["LayerRef", "LayerInfo", "Layers", "list_layers", "parse_layer", "parse_layers",
+           "select_layer"]
 
 
 class LayerRef(NamedTuple):
@@ -38,6 +40,14 @@ class LayerInfo(NamedTuple):
   shape: tuple[int, ...] | None
   dtype: str | None
   module_type: str
+
+  @classmethod
+  def of_output(cls, path, method: str, call: int, out, module_type: str) -> "LayerInfo":
+    """The record of one layer output `out` (its shape and dtype where it is an
+    array)."""
+    ok = hasattr(out, "shape") and hasattr(out, "dtype")
+    return cls(tuple(path), method, call, tuple(out.shape) if ok else None,
+               str(out.dtype) if ok else None, module_type)
 
   def ref(self, calls: int) -> LayerRef:
     return LayerRef(self.path, self.call if calls > 1 else None, self.method)
@@ -152,3 +162,45 @@ def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
                          for i in infos if is_spatial(i, batch, transform))
         + ("" if transform is None else "\n(shapes checked after the reshape)"))
   return info
+
+
+class Layers(NamedTuple):
+  """What :func:`list_layers` returns: unpack it (``layers, output = ...``) or print
+  it (a table: layer, module type, shape)."""
+  layers: list[LayerInfo]
+  output: Any
+
+  def __str__(self) -> str:
+    import jax
+    out = jax.tree_util.tree_map(lambda a: tuple(a.shape), self.output)
+    return (f"  {'layer (as layer= takes it)':40s} {'module':20s} shape\n"
+            + describe_layers(self.layers, None) + f"\n  output: {out}")
+
+
+def list_layers(apply_fn, variables, x) -> Layers:
+  """Every activation the model computes on `x`, in the order they finish (each call
+  of a module numbered), and the shape of the model's output; ``print`` it for a
+  table.
+
+  `apply_fn` and `variables` as an explainer takes them (a linen ``apply``, an NNX
+  module, an Equinox module, a :class:`Split`, ...). Uses ``jax.eval_shape``:
+  nothing is computed.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, gradcam_jax as gcj
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+    ...     return nn.Dense(3, name="fc")(x.mean((1, 2)))
+    >>> net = Net()
+    >>> x = jnp.ones((2, 8, 8, 3))
+    >>> print(gcj.list_layers(net.apply, net.init(jax.random.key(0), x), x))
+    layer (as layer= takes it)               module               shape
+      conv                                     Conv                 (2, 8, 8, 4) float32
+      fc                                       Dense                (2, 3) float32
+      output: (2, 3)
+  """
+  from gradcam_jax._adapters import pick  # the adapters import this module
+  adapter, params = pick(apply_fn, variables)
+  return Layers(*adapter.list_layers(adapter.variables(params), x))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import ArgumentError, check_count
-from gradcam_jax._forms import Explainer, as_explainer
+from gradcam_jax._explainer import Explainer, as_explainer
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._result import Explanation
 

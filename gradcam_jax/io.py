@@ -2,7 +2,7 @@
 
 Decoding never raises for a bad file: :func:`read_image` returns an error string,
 so a batch job reports the file and goes on. The index of a batch job is read with
-:func:`read_index` (see ``gradcam_jax._journal``).
+:func:`read_index` (see ``gradcam_jax.cli.journal``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from gradcam_jax._errors import GradCAMError
-from gradcam_jax._journal import merge_index, read_index
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "RESIZE_POLICIES", "Source", "find_images",
            "read_image", "fit_size", "resize_to", "read_index", "merge_index"]
@@ -214,3 +213,10 @@ def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarr
     out[top:top + rh, left:left + rw] = fit_size(image, (rh, rw))
     return out
   raise GradCAMError(f"resize: expected one of {RESIZE_POLICIES}; got {policy!r}.")
+
+
+def __getattr__(name: str):
+  if name in ("read_index", "merge_index"):  # the job's index, read where it is kept
+    from gradcam_jax.cli import journal
+    return getattr(journal, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

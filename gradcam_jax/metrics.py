@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradcam_jax._errors import ArgumentError
-from gradcam_jax._map_stats import gaussian_kernel, ranks
+from gradcam_jax._ranks_blur import gaussian_kernel, ranks
 
 __all__ = ["Curve", "probabilities", "deletion", "insertion", "average_drop_increase",
            "road", "pointing_game", "box_from_map", "box_iou", "localisation",

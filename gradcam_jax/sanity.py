@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradcam_jax._errors import ArgumentError
-from gradcam_jax._map_stats import gaussian_kernel, ranks
+from gradcam_jax._ranks_blur import gaussian_kernel, ranks
 from gradcam_jax._postprocess import normalize
 
 __all__ = ["spearman", "ssim", "hog", "hog_correlation", "top_down_layers",
@@ -88,7 +88,7 @@ def hog_correlation(a: jax.Array, b: jax.Array, cell: int = 8) -> jax.Array:
 def top_down_layers(apply_fn, variables, images) -> list[tuple[str, ...]]:
   """Paths of the modules that own parameters, from the output down: the order in
   which the model computes them on `images`, reversed (traced, not run)."""
-  from gradcam_jax._model import list_layers
+  from gradcam_jax._layers import list_layers
   owners = set()
   for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"]):
     owners.add(tuple(str(getattr(k, "key", k)) for k in path[:-1]))

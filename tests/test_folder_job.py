@@ -1,4 +1,4 @@
-"""`gradcam-jax explain` as a job (gradcam_jax._folder_job, _outputs, _journal): the
+"""`gradcam-jax explain` as a job (gradcam_jax.cli.job and its stages): the
 index, resume and its settings, output names, failed writes, every method, devices
 and processes, bounded decoding and memory. The kill-and-resume tests with real
 signals are in test_kill_resume.py, the report in test_report.py."""
@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import gradcam_jax as gcj
-from gradcam_jax import _folder_job, _outputs, io, zoo
+from gradcam_jax import io, zoo
+from gradcam_jax.cli import atomic, outputs as _outputs, records
+from gradcam_jax.cli import job as _folder_job
+from gradcam_jax.cli.pipeline import decoded
 from tests import job_helpers as jh
 from tests.conftest import BAD, GOOD, explain
 
@@ -172,20 +175,20 @@ def test_a_failed_write_is_reported_and_the_others_are_written(
   inputs = tmp_path / "in"
   for i, im in enumerate(jh.scenes(3)):
     jh.write_png(inputs / f"{i}.png", im)
-  real = _outputs.write_atomically
+  real = atomic.write_atomically
 
   def failing(files, tmp_dir):
     if any("1.png" in p.name for p in files):
       raise OSError(28, "No space left on device")
     return real(files, tmp_dir)
 
-  monkeypatch.setattr(_outputs, "write_atomically", failing)
+  monkeypatch.setattr(records, "write_atomically", failing)
   out = tmp_path / "out"
   code, _, err = explain(inputs, "--out", out, capsys=capsys)
   assert code == 3 and "No space left on device" in err
   status = {Path(r["path"]).name: r["status"] for r in io.read_index(out)}
   assert status == {"0.png": "ok", "1.png": "error", "2.png": "ok"}
-  monkeypatch.setattr(_outputs, "write_atomically", real)
+  monkeypatch.setattr(records, "write_atomically", real)
   code, stdout, _ = explain(inputs, "--out", out, capsys=capsys)
   assert code == 0 and "2 already done, 1 to explain" in stdout
 
@@ -260,7 +263,7 @@ def test_decoding_runs_a_bounded_distance_ahead(tmp_path, monkeypatch):
     return real(path, max_pixels)
 
   monkeypatch.setattr(io, "read_image", counting)
-  stream = _folder_job._decoded(sources, (8, 8), "squash", None, workers=2, ahead=4)
+  stream = decoded(sources, (8, 8), "squash", None, workers=2, ahead=4)
   consumed = 0
   for _ in range(10):
     next(stream)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gradcam_jax import _report, cli, io
+from gradcam_jax import cli, io
+from gradcam_jax.cli import report as _report
 from tests import job_helpers as jh
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from gradcam_jax import _xla_setting
+from gradcam_jax.cli import xla_setting as _xla_setting
 from tests.job_helpers import ROOT
 
 NOYNN = "--xla_cpu_experimental_ynn_fusion_type="

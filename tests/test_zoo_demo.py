@@ -32,8 +32,8 @@ def test_checkpoint_is_small():
 
 def test_accuracy_on_held_out_scenes(model):
   pytest.importorskip("sklearn")
-  from gradcam_jax.zoo.digit_scenes import make_scenes
-  from gradcam_jax.zoo.demo_eval import accuracy
+  from gradcam_jax.zoo.training.digit_scenes import make_scenes
+  from gradcam_jax.zoo.training.demo_eval import accuracy
   scenes = make_scenes(400, "test", two_fraction=0.5, seed=99)
   acc = accuracy(jax.jit(model.apply_fn), model.variables, scenes)
   # deterministic (seeded scenes, shipped weights): pinned to what they measure, so a
@@ -62,8 +62,8 @@ def test_gradcam_pointing_game_on_held_out_two_digit_scenes(model):
   """Each digit's class map peaks inside that digit's box (measured 0.867 on these
   300 explanations; 0.848 on the 2000 scenes of meta.json)."""
   pytest.importorskip("sklearn")
-  from gradcam_jax.zoo.digit_scenes import make_scenes
-  from gradcam_jax.zoo.demo_eval import pointing
+  from gradcam_jax.zoo.training.digit_scenes import make_scenes
+  from gradcam_jax.zoo.training.demo_eval import pointing
   scenes = make_scenes(300, "test", two_fraction=0.5, seed=99)
   # 260 of 300 measured; +-1 explanation allowed (an argmax tie may break differently
   # on another CPU)

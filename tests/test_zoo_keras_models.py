@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from gradcam_jax import _journal, cli
+from gradcam_jax import cli
+from gradcam_jax.cli import journal as _journal
 from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax.zoo import keras_models
 from tests import job_helpers as jh

@@ -26,10 +26,11 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
 from gradcam_jax._errors import ModelError, UnsupportedError, WeightsError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
-__all__ = ["KerasModel", "claims", "adapt", "keras_params"]
+__all__ = ["KerasModel", "keras_params"]
 
 
 def _keras():
@@ -104,8 +105,32 @@ class KerasModel:
     self.graph = _is_graph(model)
     self.logits = _logit_layer(model)
 
+  @staticmethod
+  def claims(model) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
+
+  @classmethod
+  def adapt(cls, model, params):
+    """A built Keras model on the JAX backend; its current variable values become
+    the bound params unless `params` is given."""
+    keras = _keras()
+    if keras.backend.backend() != "jax":
+      raise UnsupportedError(
+          f"Keras model {model.name!r}: Keras runs on the {keras.backend.backend()!r} "
+          "backend; gradcam-jax explains Keras models on the JAX backend. Set "
+          "KERAS_BACKEND=jax in the environment before keras is first imported "
+          "(e.g. `KERAS_BACKEND=jax python ...`, or os.environ['KERAS_BACKEND'] = "
+          "'jax' at the top of the script or notebook).")
+    if not model.built:
+      raise ModelError(
+          f"Keras model {model.name!r} is not built (it has no variables yet): give "
+          "it an Input shape, or call it once on a batch of images, before "
+          "explaining it.")
+    return cls(model), keras_params(model) if params is None else params
+
   def __call__(self, variables, x):
-    return self.run_many(variables, x, (), ())
+    return self._run(variables, x, lambda path, op, out: out)
 
   def variables(self, params):
     return _check_params(self.model, params)
@@ -148,35 +173,20 @@ class KerasModel:
     subclassed model, whose layers are not reachable."""
     import jax
     infos: list[LayerInfo] = []
-    calls: dict = {}
+    count = CallCounter()
 
     def record(path, op, out):
-      index = calls[path] = calls.get(path, -1) + 1
-      ok = hasattr(out, "shape") and hasattr(out, "dtype")
-      infos.append(LayerInfo(path, "__call__", index, tuple(out.shape) if ok else None,
-                             str(out.dtype) if ok else None, type(op).__name__))
+      infos.append(LayerInfo.of_output(path, "__call__", count(path), out,
+                                       type(op).__name__))
       return out
 
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
     return infos, out
 
-  def run_many(self, variables, x, layers, edits):
-    wanted = {(ref.path, ref.call or 0): edit for ref, edit in zip(layers, edits)}
-    calls: dict = {}
-    edited: list = []
-
-    def hook(path, op, out):
-      index = calls[path] = calls.get(path, -1) + 1
-      edit = wanted.get((path, index))
-      if edit is None:
-        return out
-      edited.append(path)
-      return edit(out)
-
-    out = self._run(variables, x, hook)
-    if len(edited) != len(wanted):
-      raise ModelError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
-                       f"{len(wanted)} while running the model; expected each once.")
+  def run_with_edits(self, variables, x, edits: LayerEdits):
+    at = EditsAt(edits)
+    out = self._run(variables, x, lambda path, op, out: at(path, out))
+    at.check()
     return out
 
 
@@ -225,26 +235,3 @@ def _check_params(model, params):
       f"non_trainable_values), two lists of {expected[0]} and {expected[1]} arrays "
       f"in the order of model.trainable_variables and model.non_trainable_variables "
       f"(gcj.keras_params(model) gives them); got {got}.")
-
-
-def claims(model) -> bool:
-  keras = sys.modules.get("keras")
-  return keras is not None and isinstance(model, keras.Model)
-
-
-def adapt(model, params):
-  """A built Keras model on the JAX backend; its current variable values become the
-  bound params unless `params` is given."""
-  keras = _keras()
-  if keras.backend.backend() != "jax":
-    raise UnsupportedError(
-        f"Keras model {model.name!r}: Keras runs on the {keras.backend.backend()!r} "
-        "backend; gradcam-jax explains Keras models on the JAX backend. Set "
-        "KERAS_BACKEND=jax in the environment before keras is first imported "
-        "(e.g. `KERAS_BACKEND=jax python ...`, or os.environ['KERAS_BACKEND'] = "
-        "'jax' at the top of the script or notebook).")
-  if not model.built:
-    raise ModelError(
-        f"Keras model {model.name!r} is not built (it has no variables yet): give it "
-        "an Input shape, or call it once on a batch of images, before explaining it.")
-  return KerasModel(model), keras_params(model) if params is None else params

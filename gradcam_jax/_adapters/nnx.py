@@ -7,72 +7,25 @@ string ``"blocks/3/conv2"``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
 
+import jax
 from flax import nnx
 
-from gradcam_jax._errors import ModelError
+from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
 from gradcam_jax._layers import LayerInfo, parse_layers
 
-__all__ = ["NNXModel", "claims", "adapt"]
-
-
-class NNXModel:
-  """The adapter of an NNX graph definition: ``apply(state, x) =
-  nnx.merge(graphdef, state)(x)``."""
-
-  def __init__(self, graphdef):
-    self.graphdef = graphdef
-
-  def __call__(self, state, x):
-    return nnx.merge(self.graphdef, state)(x)
-
-  def merged(self, state):
-    return nnx.merge(self.graphdef, state)
-
-  def variables(self, params):
-    return params
-
-  def parse_layer(self, layer):
-    return self, parse_layers(layer)
-
-  def list_layers(self, state, x):
-    return list_layers(self, state, x)
-
-  def run_many(self, state, x, layers, edits):
-    return run_many(self, state, x, layers, edits)
-
-
-def claims(model) -> bool:
-  return (isinstance(model, (nnx.Module, nnx.GraphDef, NNXModel))
-          or (isinstance(model, tuple) and len(model) == 2
-              and isinstance(model[0], nnx.GraphDef)))
-
-
-def adapt(model, params):
-  """An ``nnx.Module`` (its state becomes the bound params unless `params` is
-  given), a ``(graphdef, state)`` pair, or a bare ``GraphDef`` (params-as-argument
-  form)."""
-  if isinstance(model, NNXModel):
-    return model, params
-  if isinstance(model, nnx.Module):
-    graphdef, state = nnx.split(model)
-    return NNXModel(graphdef), state if params is None else params
-  if isinstance(model, tuple):
-    return NNXModel(model[0]), model[1] if params is None else params
-  return NNXModel(model), params
+__all__ = ["NNXModel"]
 
 
 class _Tap:
   """A plain-Python stand-in for a submodule on the merged copy: calls it and hands
-  the output to `hook(path, call_index, output)`, which returns the output to use."""
+  the output to ``hook(path, output)``, which returns the output to use."""
 
-  def __init__(self, inner, path, hook, calls):
-    self.inner, self.path, self.hook, self.calls = inner, path, hook, calls
+  def __init__(self, inner, path, hook):
+    self.inner, self.path, self.hook = inner, path, hook
 
   def __call__(self, *args, **kwargs):
-    index = self.calls[self.path] = self.calls.get(self.path, -1) + 1
-    return self.hook(self.path, index, self.inner(*args, **kwargs))
+    return self.hook(self.path, self.inner(*args, **kwargs))
 
 
 def _key(path) -> tuple[str, ...]:
@@ -82,14 +35,13 @@ def _key(path) -> tuple[str, ...]:
 def _install(model, paths, hook) -> None:
   """Replace the submodules at `paths` of `model` (a merged copy) by taps, deepest
   first so that the parents are still real modules when their children are set."""
-  calls: dict = {}
   for path in sorted(paths, key=len, reverse=True):
     parent = model
     for p in path[:-1]:
       parent = parent[p] if isinstance(p, int) else getattr(parent, p)
     last = path[-1]
     child = parent[last] if isinstance(last, int) else getattr(parent, last)
-    tap = _Tap(child, _key(path), hook, calls)
+    tap = _Tap(child, _key(path), hook)
     if isinstance(last, int):
       parent[last] = tap
     else:
@@ -101,43 +53,68 @@ def _callable_submodules(model):
           if path and isinstance(node, nnx.Module) and callable(node)]
 
 
-def list_layers(model: NNXModel, state, x) -> tuple[list[LayerInfo], Any]:
-  import jax
-  infos: list[LayerInfo] = []
+class NNXModel:
+  """The adapter of an NNX graph definition: ``apply(state, x) =
+  nnx.merge(graphdef, state)(x)``."""
 
-  def traced(state, x):
-    merged = model.merged(state)
-    types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
+  def __init__(self, graphdef):
+    self.graphdef = graphdef
 
-    def record(path, index, out):
-      ok = hasattr(out, "shape") and hasattr(out, "dtype")
-      infos.append(LayerInfo(path, "__call__", index, tuple(out.shape) if ok else None,
-                             str(out.dtype) if ok else None, types.get(path, "?")))
-      return out
+  @staticmethod
+  def claims(model) -> bool:
+    return (isinstance(model, (nnx.Module, nnx.GraphDef, NNXModel))
+            or (isinstance(model, tuple) and len(model) == 2
+                and isinstance(model[0], nnx.GraphDef)))
 
-    _install(merged, _callable_submodules(merged), record)
-    return merged(x)
+  @classmethod
+  def adapt(cls, model, params):
+    """An ``nnx.Module`` (its state becomes the bound params unless `params` is
+    given), a ``(graphdef, state)`` pair, or a bare ``GraphDef`` (params-as-argument
+    form)."""
+    if isinstance(model, NNXModel):
+      return model, params
+    if isinstance(model, nnx.Module):
+      graphdef, state = nnx.split(model)
+      return cls(graphdef), state if params is None else params
+    if isinstance(model, tuple):
+      return cls(model[0]), model[1] if params is None else params
+    return cls(model), params
 
-  out = jax.eval_shape(traced, state, x)
-  return infos, out
+  def __call__(self, state, x):
+    return nnx.merge(self.graphdef, state)(x)
+
+  def variables(self, params):
+    return params
+
+  def parse_layer(self, layer):
+    return self, parse_layers(layer)
+
+  def list_layers(self, state, x):
+    infos: list[LayerInfo] = []
+    count = CallCounter()
+
+    def traced(state, x):
+      merged = nnx.merge(self.graphdef, state)
+      types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
+
+      def record(path, out):
+        infos.append(LayerInfo.of_output(path, "__call__", count(path), out,
+                                         types.get(path, "?")))
+        return out
+
+      _install(merged, _callable_submodules(merged), record)
+      return merged(x)
+
+    out = jax.eval_shape(traced, state, x)
+    return infos, out
+
+  def run_with_edits(self, state, x, edits: LayerEdits):
+    merged = nnx.merge(self.graphdef, state)
+    at = EditsAt(edits)
+    by_key = {_key(p): p for p in _callable_submodules(merged)}
+    _install(merged, [by_key[key] for key in at.keys], at)
+    out = merged(x)
+    at.check()
+    return out
 
 
-def run_many(model: NNXModel, state, x, layers, edits: list[Callable]):
-  merged = model.merged(state)
-  wanted = {(ref.path, ref.call or 0): edit for ref, edit in zip(layers, edits)}
-  by_key = {_key(p): p for p in _callable_submodules(merged)}
-  edited = []
-
-  def hook(path, index, out):
-    edit = wanted.get((path, index))
-    if edit is None:
-      return out
-    edited.append(path)
-    return edit(out)
-
-  _install(merged, [by_key[ref.path] for ref in layers], hook)
-  out = merged(x)
-  if len(edited) != len(wanted):
-    raise ModelError(f"layers {[str(l) for l in layers]}: reached {len(edited)} of "
-                       f"{len(wanted)} while running the model; expected each once.")
-  return out

@@ -6,10 +6,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
+from gradcam_jax._adapters.base import LayerEdits
 from gradcam_jax._errors import LayerNotFoundError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
-__all__ = ["Split", "claims", "adapt"]
+__all__ = ["Split"]
 
 
 class Split(NamedTuple):
@@ -28,6 +29,14 @@ class Split(NamedTuple):
   features: Callable[[Any, jax.Array], jax.Array]
   head: Callable[[Any, jax.Array], Any]
 
+  @staticmethod
+  def claims(model) -> bool:
+    return isinstance(model, Split)
+
+  @classmethod
+  def adapt(cls, model, params):
+    return model, params
+
   def __call__(self, params, x):
     return self.head(params, self.features(params, x))
 
@@ -41,19 +50,11 @@ class Split(NamedTuple):
     """One layer: the output of ``features`` (path ``("features",)``)."""
     a = jax.eval_shape(self.features, variables, x)
     out = jax.eval_shape(self.head, variables, a)
-    return [LayerInfo(("features",), "__call__", 0, tuple(a.shape), str(a.dtype),
-                      "Split.features")], out
+    return [LayerInfo.of_output(("features",), "__call__", 0, a, "Split.features")], out
 
-  def run_many(self, variables, x, layers, edits):
-    if len(layers) != 1:
+  def run_with_edits(self, variables, x, edits: LayerEdits):
+    if len(edits) != 1:
       raise LayerNotFoundError(f"a Split model has one layer (its features); got "
-                               f"{len(layers)}.")
-    return self.head(variables, edits[0](self.features(variables, x)))
-
-
-def claims(model) -> bool:
-  return isinstance(model, Split)
-
-
-def adapt(model: Split, params):
-  return model, params
+                               f"{len(edits)}.")
+    ((_, edit),) = edits
+    return self.head(variables, edit(self.features(variables, x)))

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from gradcam_jax._errors import ArgumentError
+from gradcam_jax.zoo._zoo_model import ZooModel
 
 __all__ = ["ZooModel", "load", "decode_predictions", "NAMES"]
 
 NAMES = ("demo", "vgg16", "resnet50")
-
-
-class ZooModel(NamedTuple):
-  """What an explainer needs from a model.
-
-  Attributes:
-    name: zoo name.
-    module: the Flax linen module.
-    apply_fn: ``apply_fn(variables, images) -> logits``.
-    variables: Flax variables.
-    layer: the default target layer path (post-ReLU last conv block).
-    preprocess: uint8 RGB (B, H, W, 3) -> model input.
-    class_names: one name per class.
-    input_size: (H, W) the model was trained at.
-    resize: how images of another size are fitted to ``input_size`` (``"squash"``,
-      ``"crop"`` or ``"pad"``, see :func:`gradcam_jax.io.resize_to`): the convention
-      the weights were trained with.
-    about: one line on what the model is and what its input means, shown by the CLI.
-  """
-  name: str
-  module: Any
-  apply_fn: Callable
-  variables: Any
-  layer: str
-  preprocess: Callable
-  class_names: Sequence[str]
-  input_size: tuple[int, int]
-  resize: str = "squash"
-  about: str = ""
 
 
 def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:

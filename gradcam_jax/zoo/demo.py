@@ -5,7 +5,7 @@ classifier, as in VGG16), so Grad-CAM differs from CAM and guided backprop diffe
 from the plain gradient in the head too. Every ReLU and pool is a module, so both
 pre-activation (``block4_conv2``) and post-activation (``block4_relu2``, 8x8, the
 default Grad-CAM layer) maps have paths. Trained by
-``python -m gradcam_jax.zoo.train_demo``; weights ship inside the package as an
+``python -m gradcam_jax.zoo.training.train_demo``; weights ship inside the package as an
 orbax checkpoint.
 """
 
@@ -87,7 +87,7 @@ def load_variables(directory: Path | None = None):
   if not directory.exists():
     raise WeightsError(
         f"demo checkpoint: expected a folder at {directory}; it is missing. "
-        "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.train_demo`.")
+        "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.training.train_demo`.")
   # restore onto this process's first device: the saved sharding names the
   # trainer's device, which other processes of a jax.distributed job do not have
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -20,7 +20,7 @@ import numpy as np
 
 from gradcam_jax._errors import WeightsError
 
-from gradcam_jax.zoo import _load
+from gradcam_jax.zoo._zoo_model import ZooModel
 from gradcam_jax.zoo.resnet import ResNet50
 from gradcam_jax.zoo.vgg import VGG16
 
@@ -174,7 +174,7 @@ def _abstract(module):
   return jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
 
 
-def load(name: str, weights=None, *, random_init: bool = False) -> _load.ZooModel:
+def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
   """See :func:`gradcam_jax.zoo.load`."""
   names = class_names()
   if isinstance(weights, str) and weights == "imagenet":
@@ -209,5 +209,5 @@ def load(name: str, weights=None, *, random_init: bool = False) -> _load.ZooMode
            + ("Keras caffe-style (BGR minus channel means); resize: squash to 224x224"
               if keras else "torchvision (ImageNet mean/std); resize: shorter side "
               "to 256, centre crop 224x224"))
-  return _load.ZooModel(name, module, module.apply, variables, layer, preprocess, names,
+  return ZooModel(name, module, module.apply, variables, layer, preprocess, names,
                         (224, 224), "squash" if keras else "crop", about)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gradcam_jax._errors import ArgumentError, ModelError
-from gradcam_jax.zoo._load import ZooModel
+from gradcam_jax.zoo._zoo_model import ZooModel
 
 __all__ = ["APPLICATION_LAYERS", "load_application", "load_saved"]
 

@@ -1,4 +1,4 @@
-"""Train the shipped demo model: ``python -m gradcam_jax.zoo.train_demo``.
+"""Train the shipped demo model: ``python -m gradcam_jax.zoo.training.train_demo``.
 
 Reproducible from the seed on a 2-core CPU in a few minutes: fresh digit scenes
 every epoch (train digits only), soft-label cross-entropy, Adam with a cosine
@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 from gradcam_jax.zoo import demo
-from gradcam_jax.zoo.demo_eval import accuracy, pointing
-from gradcam_jax.zoo.digit_scenes import make_scenes
+from gradcam_jax.zoo.training.demo_eval import accuracy, pointing
+from gradcam_jax.zoo.training.digit_scenes import make_scenes
 
 
 def train(epochs: int, per_epoch: int, batch: int, seed: int, lr: float):

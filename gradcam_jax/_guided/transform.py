@@ -1,4 +1,4 @@
-"""Guided backpropagation: the guided ReLU and the `guided(fn)` function transform.
+"""The `guided(fn)` function transform.
 
 `guided(fn)` is the JAX analogue of TensorFlow's ``gradient_override_map``: it traces
 `fn` to a jaxpr and evaluates that jaxpr again with every ReLU replaced by
@@ -6,7 +6,7 @@
 ``max(x, 0)`` exactly as ``jax.nn.relu`` does); only the backward rule changes. The
 user's function and model are never touched.
 
-The ReLUs it recognises are listed in ``_relus`` (where :func:`guided_relu` and
+The ReLUs it recognises are listed in ``relus.py`` (where :func:`guided_relu` and
 :func:`guided_report` live too). They are found inside nested ``jit``, ``remat``/``checkpoint``, ``scan``, ``cond``,
 ``while`` and ``shard_map``. A custom-derivative function (``custom_jvp``/``custom_vjp``)
 that contains ReLUs is evaluated through its body, so its own derivative rule is
@@ -32,13 +32,12 @@ from jax import lax
 from jax.extend import core as jcore
 
 from gradcam_jax._errors import NoReLUError, UnsupportedError
-from gradcam_jax._fast_vjp import bind as _bind, fast_backward
-from gradcam_jax._relus import (GuidedReport, _call_facts, _is_relu_call, _relu_count,
-                                _relu_operand, _sub_jaxprs, _zero_tracker, guided_relu,
-                                guided_report, relu_count)
+from gradcam_jax._guided.fast_vjp import bind as _bind, fast_backward
+from gradcam_jax._guided.relus import (_call_facts, _is_relu_call, _relu_count,
+                                       _relu_operand, _sub_jaxprs, _zero_tracker,
+                                       guided_relu, relu_count)
 
-__all__ = ["guided", "replace_relus", "guided_relu", "guided_report", "GuidedReport",
-           "relu_count"]
+__all__ = ["guided", "replace_relus"]
 
 
 # ----------------------------------------------------------------------------------

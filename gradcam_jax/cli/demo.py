@@ -20,8 +20,9 @@ from gradcam_jax import zoo
 from gradcam_jax.zoo import demo as demo_model
 
 
-def explain_rows(model, images, out, probs, targets, scale: int):
-  """One panel per image for the given explanation."""
+def class_panels(model, images, out, probs, targets, scale: int):
+  """One panel per image: input | Grad-CAM overlay | guided backprop | Guided
+  Grad-CAM, for the class `targets[i]` of `out`."""
   rows = []
   for i, image in enumerate(images):
     c = int(targets[i])
@@ -45,8 +46,8 @@ def run_demo(out_dir: Path, scale: int = 3) -> int:
   second = np.argsort(-probs, axis=1)[:, 1]
   runner_up = explain(x, second.astype(np.int32))  # same shapes: no recompilation
   out_dir.mkdir(parents=True, exist_ok=True)
-  rows_top = explain_rows(model, images, top, probs, np.asarray(top.targets), scale)
-  rows_2nd = explain_rows(model, images, runner_up, probs, second, scale)
+  rows_top = class_panels(model, images, top, probs, np.asarray(top.targets), scale)
+  rows_2nd = class_panels(model, images, runner_up, probs, second, scale)
   summary = []
   for i, record in enumerate(records):
     c = int(top.targets[i])

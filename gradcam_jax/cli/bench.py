@@ -1,6 +1,6 @@
 """gradcam-jax bench: find the fastest XLA setting for a model on this machine.
 
-Each XLA setting (:data:`gradcam_jax._xla_setting.SETTINGS`) runs in its own process,
+Each XLA setting (:data:`gradcam_jax.cli.xla_setting.SETTINGS`) runs in its own process,
 since XLA reads its flags once per process; the processes alternate round by round,
 so a drift of the machine hits every setting alike. Each process times the jitted
 forward and the explainer that ``gradcam-jax explain`` would run (same model, layer
@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 
-from gradcam_jax import _xla_setting
+from gradcam_jax.cli.usage import UsageError
+
+from gradcam_jax.cli import xla_setting as _xla_setting
 
 # A setting must beat XLA's defaults by more than this to be recommended: two
 # processes of the same setting differ by a few percent on a shared machine.
@@ -27,16 +29,16 @@ def worker(args) -> dict:
   """Runs in the child: time forward and explainer; one JSON line on stdout."""
   import jax
   import numpy as np
-  from gradcam_jax import _folder_job
-  from gradcam_jax._model_option import load_model
+  from gradcam_jax.cli.job import Job, build_explainer
+  from gradcam_jax.cli.model_options import load_model
   model, _ = load_model(args.model, args.weights, args.random_weights)
-  job = _folder_job.Job(layer=args.layer or model.layer, method=args.method)
+  job = Job(layer=args.layer or model.layer, method=args.method)
   h, w = model.input_size
   pixels = np.random.default_rng(0).integers(0, 256, (args.batch_size, h, w, 3),
                                              dtype=np.uint8)
   images = jax.device_put(np.asarray(model.preprocess(pixels)))
   calls = {"forward": jax.jit(model.apply_fn),
-           "explain": jax.jit(lambda v, x: _folder_job.build_explainer(
+           "explain": jax.jit(lambda v, x: build_explainer(
                model, v, job)(x))}
   out = {}
   for name, fn in calls.items():
@@ -53,7 +55,7 @@ def worker(args) -> dict:
 
 
 def _worker_command(args) -> list:
-  command = [sys.executable, "-m", "gradcam_jax._bench", "--model", args.model,
+  command = [sys.executable, "-m", "gradcam_jax.cli.bench", "--model", args.model,
              "--method", args.method, "--batch-size", str(args.batch_size),
              "--calls", str(args.calls)]
   if args.weights:
@@ -67,7 +69,6 @@ def _worker_command(args) -> list:
 
 def run(args) -> int:
   """The parent: run the workers, print the table and the flag to use."""
-  from gradcam_jax._model_option import UsageError
   rounds = 1 if args.quick else args.rounds
   base = os.environ.get("XLA_FLAGS", "")
   print(f"gradcam-jax bench: model {args.model}, method {args.method}, batch "
@@ -114,7 +115,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> None:
-  """The worker's entry point (``python -m gradcam_jax._bench``)."""
+  """The worker's entry point (``python -m gradcam_jax.cli.bench``)."""
   import argparse
   parser = argparse.ArgumentParser()
   for option in ("--model", "--method", "--weights", "--layer"):
@@ -122,7 +123,6 @@ def main(argv=None) -> None:
   parser.add_argument("--random-weights", action="store_true")
   parser.add_argument("--batch-size", type=int)
   parser.add_argument("--calls", type=int)
-  from gradcam_jax._model_option import UsageError
   try:
     print(json.dumps(worker(parser.parse_args(argv))))
   except UsageError as err:

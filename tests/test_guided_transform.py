@@ -1,6 +1,5 @@
-"""guided_relu and the guided(fn) rewrite."""
+"""The guided(fn) rewrite (gradcam_jax/_guided/transform.py): every construct it rewrites inside, what it refuses."""
 
-from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -13,19 +12,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import gradcam_jax as gcj
 from tests import models
 from tests.models import assert_close
-
-
-def test_guided_relu_rule_is_strict_at_zero():
-  x = jnp.array([-1.0, 0.0, 2.0, 3.0, 4.0])
-  g = jnp.array([1.0, 1.0, 1.0, -1.0, 0.0])
-  y, vjp = jax.vjp(gcj.guided_relu, x)
-  np.testing.assert_array_equal(y, [0.0, 0.0, 2.0, 3.0, 4.0])
-  np.testing.assert_array_equal(vjp(g)[0], [0.0, 0.0, 1.0, 0.0, 0.0])
-
-
-def test_guided_relu_forward_matches_relu_bitwise():
-  x = jax.random.normal(jax.random.key(0), (1000,))
-  np.testing.assert_array_equal(gcj.guided_relu(x), jax.nn.relu(x))
 
 
 def _chain(relu):
@@ -166,69 +152,6 @@ def test_relu_free_model_guided_equals_plain_gradient():
     gcj.guided_backprop(model.apply, variables)(x)
 
 
-def test_max_with_nonzero_or_integer_is_not_a_relu():
-  f = lambda x, i: jnp.sum(jnp.maximum(x, 0.5)) + jnp.sum(jnp.maximum(i, 0))
-  with pytest.raises(gcj.NoReLUError):
-    gcj.guided(f)(jnp.ones(3), jnp.ones(3, jnp.int32))
-
-
-@pytest.mark.parametrize("window,strides,padding", [
-    ((2, 2), (2, 2), "VALID"),                 # VGG's pools
-    ((3, 3), (2, 2), ((1, 1), (1, 1))),        # ResNet's stem pool: overlapping windows
-    ((3, 3), (1, 1), "SAME"),
-    ((2, 2), (3, 3), "VALID"),                 # gaps between windows
-])
-def test_max_pool_rewrite_routes_the_cotangent_exactly_as_xla(window, strides, padding):
-  # Post-ReLU values rounded to quarters: many ties, where the routing rule matters.
-  # Integer-valued cotangents make every sum exact, so any routing change is seen.
-  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 9, 11, 3))) * 4) / 4
-  pool = lambda x: nn.max_pool(x, window, strides, padding=padding)
-  y, vjp = jax.vjp(pool, x)
-  y_fast, vjp_fast = jax.vjp(gcj.guided(pool, require_relu=False), x)
-  g = jnp.round(jax.random.normal(jax.random.key(1), y.shape) * 8)
-  np.testing.assert_array_equal(y_fast, y)
-  np.testing.assert_array_equal(vjp_fast(g)[0], vjp(g)[0])
-  hlo = lambda v: str(jax.make_jaxpr(v)(g))
-  assert "select_and_scatter" in hlo(vjp) and "select_and_scatter" not in hlo(vjp_fast)
-
-
-def test_max_pool_rewrite_in_bfloat16_and_under_shard_map():
-  mesh = jax.make_mesh((4,), ("b",), axis_types=(jax.sharding.AxisType.Auto,))
-  body = lambda x: nn.max_pool(jax.nn.relu(x), (3, 3), (2, 2), padding="SAME")
-  x = jax.random.normal(jax.random.key(2), (8, 8, 8, 2), jnp.bfloat16)
-  sharded = jax.shard_map(body, mesh=mesh, in_specs=P("b"), out_specs=P("b"))
-  g = jnp.ones((8, 4, 4, 2), jnp.bfloat16)
-  explicit = lambda x: nn.max_pool(gcj.guided_relu(x), (3, 3), (2, 2), padding="SAME")
-  expected = jax.vjp(explicit, x)[1](g)[0]
-  for f in (body, sharded):
-    np.testing.assert_array_equal(jax.vjp(gcj.guided(f), x)[1](g)[0], expected)
-
-
-@pytest.mark.parametrize("kernel,strides,padding", [
-    ((7, 7), (2, 2), ((3, 3), (3, 3))),        # ResNet's stem
-    ((3, 3), (2, 2), ((1, 1), (1, 1))),
-    ((1, 1), (2, 2), ((0, 0), (0, 0))),        # ResNet's downsampling shortcut
-    ((3, 2), (3, 2), ((0, 1), (2, 0))),        # uneven strides and padding
-    ((2, 2), (3, 3), ((0, 0), (0, 0))),        # kernel smaller than the stride
-])
-def test_strided_conv_rewrite_gives_xlas_input_gradient(kernel, strides, padding):
-  # Small integers everywhere: every sum is exact, so the phase-split gradient must
-  # equal XLA's bit for bit, and the kernel gradient (XLA's own rule) too.
-  ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)
-  x, w = ints(0, (2, 13, 12, 3)), ints(1, (*kernel, 3, 4))
-  conv = lambda x, w: lax.conv_general_dilated(x, w, strides, padding,
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y, vjp = jax.vjp(conv, x, w)
-  y_fast, vjp_fast = jax.vjp(gcj.guided(conv, require_relu=False), x, w)
-  g = ints(2, y.shape)
-  np.testing.assert_array_equal(y_fast, y)
-  for fast, plain in zip(vjp_fast(g), vjp(g)):
-    np.testing.assert_array_equal(fast, plain)
-  dilated = f"lhs_dilation=({strides[0]}, {strides[1]})"
-  jaxpr = lambda v: str(jax.make_jaxpr(v)(g))
-  assert dilated in jaxpr(vjp) and dilated not in jaxpr(vjp_fast)
-
-
 def test_guided_functions_are_reverse_mode_only():
   """The docstring's promise: values and jax.grad kept without ReLUs (a max pool here,
   whose faster rule is a custom_vjp), and jax.jvp refused with TypeError."""
@@ -276,84 +199,6 @@ def test_relu_inside_an_unknown_higher_order_primitive_raises():
     jax.grad(gcj.guided(f))(jnp.ones(3))
 
 
-def test_strided_conv_rewrite_in_bfloat16():
-  """The phase-split input gradient in bfloat16 equals XLA's to bfloat16 precision
-  (summation order differs), and both equal the float32 gradient to that precision."""
-  ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)
-  x, w = ints(0, (2, 13, 12, 3)), ints(1, (3, 3, 3, 4))
-  conv = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  g = ints(2, conv(x, w).shape)
-  exact = jax.vjp(conv, x, w)[1](g)[0]  # float32: integer sums, exact
-  bf = lambda a: a.astype(jnp.bfloat16)
-  plain = jax.vjp(conv, bf(x), bf(w))[1](bf(g))[0]
-  y_fast, vjp_fast = jax.vjp(gcj.guided(conv, require_relu=False), bf(x), bf(w))
-  fast = vjp_fast(bf(g))[0]
-  assert fast.dtype == jnp.bfloat16 and y_fast.dtype == jnp.bfloat16
-  scale = float(jnp.abs(exact).max())
-  for got in (fast, plain):
-    np.testing.assert_allclose(np.asarray(got, np.float32), exact, atol=scale * 2 ** -7)
-
-
 # --- ReLUs written as where/clip, and what is left unguided --------------------------
 
-_RELU_FORMS = {
-    "clip": lambda x: jnp.clip(x, 0),
-    "clip_min": lambda x: jnp.clip(x, min=0.0),
-    "where_gt": lambda x: jnp.where(x > 0, x, 0.0),
-    "where_int_zero": lambda x: jnp.where(x > 0, x, 0),
-    "where_lt": lambda x: jnp.where(0 < x, x, 0.0),
-    "where_ge": lambda x: jnp.where(x >= 0, x, 0.0),
-}
 
-
-@pytest.mark.parametrize("name", sorted(_RELU_FORMS))
-def test_relus_written_as_where_or_clip_are_guided(name):
-  """Each was left with its plain gradient before (and alone raised NoReLUError)."""
-  w = jnp.array([1.0, -1.0, 1.0, -2.0])
-  x = jnp.array([-1.0, 2.0, 7.0, 3.0])
-  relu = _RELU_FORMS[name]
-  mixed = lambda x: jnp.sum(relu(x) * w) + jnp.sum(jax.nn.relu(x) * w)  # noqa: E731
-  plain = lambda x: 2 * jnp.sum(jax.nn.relu(x) * w)  # noqa: E731
-  np.testing.assert_array_equal(jax.grad(gcj.guided(mixed))(x),
-                                jax.grad(gcj.guided(plain))(x))
-  np.testing.assert_array_equal(jax.grad(gcj.guided(mixed))(x), [0.0, 0.0, 2.0, 0.0])
-  assert gcj.guided_report(mixed, x).replaced == 2
-
-
-@pytest.mark.parametrize("f", [lambda x: jnp.where(x > 0, 0.0, x),
-                               lambda x: jnp.where(x > 1, x, 0.0),
-                               lambda x: jnp.clip(x, 1.0)])
-def test_lookalikes_that_are_not_relus_are_not_replaced(f):
-  with pytest.raises(gcj.NoReLUError, match="guided_report"):
-    gcj.guided(f)(jnp.ones(3))
-
-
-def test_guided_report_counts_what_is_left():
-  x = jnp.ones(3)
-  leaky_and_relu6 = lambda x: jax.nn.relu6(x) + jnp.maximum(x, 0.1 * x)  # noqa: E731
-  report = gcj.guided_report(leaky_and_relu6, x)
-  # relu6's max(x, 0) is guided; its cap (min) and the leaky max are left, and said
-  assert report == gcj.GuidedReport(1, {"max": 1, "min": 1})
-  assert str(report) == "guided replaces 1 ReLU(s); left unguided: 1 max, 1 min"
-  model, variables = models.init(models.VggNet)
-  clean = gcj.guided_report(model.apply, variables, models.images(1))
-  assert clean.replaced == 3 and clean.left == {}  # conv1, conv2, fc1
-
-
-def test_a_linen_model_with_where_relus_equals_its_relu_twin():
-  class WhereNet(nn.Module):
-    relu: Callable = nn.relu
-
-    @nn.compact
-    def __call__(self, x):
-      x = self.relu(nn.Conv(4, (3, 3), name="c1")(x))
-      x = self.relu(nn.Conv(4, (3, 3), name="c2")(x))
-      return nn.Dense(3, name="fc")(x.mean((1, 2)))
-
-  x = models.images(2)
-  variables = WhereNet().init(jax.random.key(0), x)
-  where = WhereNet(relu=lambda a: jnp.where(a > 0, a, 0.0))
-  ours = gcj.guided_backprop(where.apply, variables)(x, jnp.array([0, 2]))
-  twin = gcj.guided_backprop(WhereNet().apply, variables)(x, jnp.array([0, 2]))
-  np.testing.assert_allclose(ours.guided, twin.guided, atol=1e-6)

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-__all__ = ["Journal", "State", "read_state", "read_index", "merge_index", "MARKER"]
+from gradcam_jax.cli.atomic import work_dir, write_atomically
 
-MARKER = ".gradcam-jax"  # folder inside --out: says the folder is ours, holds temp files
+__all__ = ["Journal", "State", "read_state", "read_index", "merge_index"]
 
 
 def _parts(out_dir: Path) -> list[Path]:
@@ -82,16 +82,13 @@ def read_index(out_dir: Path) -> list[dict]:
   return [_public(r) for _, r in sorted(latest.items()) if r.get("event", "done") == "done"]
 
 
-def merge_index(out_dir: Path) -> Path:
-  """Write every finished record into one ``index.jsonl`` (sorted by path),
-  atomically."""
+def merge_index(out_dir: Path, records: list[dict] | None = None) -> Path:
+  """Write every finished record (`records`, as :func:`read_index` gives them; read
+  when None) into one ``index.jsonl`` (sorted by path), atomically."""
+  records = read_index(out_dir) if records is None else records
   target = Path(out_dir) / "index.jsonl"
-  tmp = Path(out_dir) / MARKER / "index.jsonl.tmp"
-  tmp.parent.mkdir(parents=True, exist_ok=True)
-  with tmp.open("w") as f:
-    for record in read_index(out_dir):
-      f.write(json.dumps(record) + "\n")
-  tmp.replace(target)
+  write_atomically({target: "".join(json.dumps(r) + "\n" for r in records).encode()},
+                   work_dir(out_dir))
   return target
 
 
@@ -118,3 +115,9 @@ class Journal:
     self._file.flush()
     os.fsync(self._file.fileno())
     self._file.close()
+
+  def __enter__(self) -> "Journal":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

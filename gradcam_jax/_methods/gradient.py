@@ -1,25 +1,16 @@
-"""CAM methods, one record each in :data:`ALL_METHODS`.
-
-A gradient method maps ``A`` (h, w, K) and ``dA = dy/dA`` (h, w, K) of one example
-to a map (h, w) before the final ReLU; the explainers batch it with ``vmap`` and
-apply the ReLU. A perturbation method (Score-CAM, Ablation-CAM, in ``_perturb.py``)
-weighs the channels by extra forward passes. Adding a method is one function plus
-one :class:`Method` record below.
-"""
+"""Gradient CAM methods: ``map(A, dA) -> (h, w)`` for one example, before the final
+ReLU (the explainers batch them with ``vmap`` and apply the ReLU)."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._errors import MethodError, format_choices
-from gradcam_jax._perturb import ablationcam, scorecam
-
-__all__ = ["ALL_METHODS", "METHODS", "Method", "get_method", "gradcam_map", "hirescam_map",
-           "gradcam_elementwise_map", "xgradcam_map", "gradcampp_map", "layercam_map",
-           "eigencam_map", "eigengradcam_map"]
+__all__ = ["MapFn", "gradcam_map", "hirescam_map", "gradcam_elementwise_map",
+           "xgradcam_map", "gradcampp_map", "layercam_map", "eigencam_map",
+           "eigengradcam_map"]
 
 MapFn = Callable[[jax.Array, jax.Array], jax.Array]
 _EPS = 1e-7  # XGrad-CAM's, as pytorch-grad-cam
@@ -137,67 +128,3 @@ def eigengradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   signed like :func:`eigencam_map`, against the channel-mean of ``dA * A``."""
   prod = a * da
   return _first_component(prod, prod)
-
-
-class Method(NamedTuple):
-  """One CAM method.
-
-  Attributes:
-    name: what ``method=`` takes.
-    kind: ``"gradient"`` (`fn` is ``map(A, dA) -> (h, w)`` for one example) or
-      ``"perturbation"`` (`fn` is ``weights(Perturbation) -> (B, K)``, see
-      ``gradcam_jax._perturb``).
-    fn: the method.
-    paper: where it comes from.
-  """
-  name: str
-  kind: str
-  fn: Callable
-  paper: str
-
-
-ALL_METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("gradcam", "gradient", gradcam_map, "Selvaraju et al., ICCV 2017"),
-    Method("hirescam", "gradient", hirescam_map, "Draelos & Carin, 2020"),
-    Method("gradcam_elementwise", "gradient", gradcam_elementwise_map,
-           "pytorch-grad-cam's GradCAMElementWise"),
-    Method("xgradcam", "gradient", xgradcam_map, "Fu et al., BMVC 2020"),
-    Method("gradcam++", "gradient", gradcampp_map, "Chattopadhay et al., WACV 2018"),
-    Method("layercam", "gradient", layercam_map, "Jiang et al., IEEE TIP 2021"),
-    Method("eigencam", "gradient", eigencam_map, "Muhammad & Yeasin, IJCNN 2020"),
-    Method("eigengradcam", "gradient", eigengradcam_map,
-           "pytorch-grad-cam's EigenGradCAM"),
-    Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
-    Method("ablationcam", "perturbation", ablationcam,
-           "Desai & Ramaswamy, WACV 2020"),
-)}
-
-# The gradient methods' map functions by name (``METHODS["gradcam"](A, dA)``).
-METHODS: dict[str, MapFn] = {name: m.fn for name, m in ALL_METHODS.items()
-                             if m.kind == "gradient"}
-
-_WHY_NOT = {
-    "perturbation": "it weighs channels by extra forward passes, not by the gradient "
-                    "this explainer computes; use gcj.cam(..., method={name!r}) for its "
-                    "map (times gcj.guided_backprop for the guided product, as "
-                    "gradcam-jax explain --method {name} does)",
-}
-
-
-def get_method(method: str | MapFn, *, kinds=("gradient", "perturbation"),
-               where: str = "cam") -> Method:
-  """The record of a method name, or a user's own ``map(A, dA) -> (h, w)`` function
-  as a gradient method. `kinds` are the kinds the caller (`where`) runs."""
-  if callable(method):
-    return Method(getattr(method, "__name__", "custom"), "gradient", method, "")
-  valid = [name for name, m in ALL_METHODS.items() if m.kind in kinds]
-  if method in valid:
-    return ALL_METHODS[method]
-  if method in ALL_METHODS:
-    kind = ALL_METHODS[method].kind
-    reason = f"{method!r} is a {kind} method: " + _WHY_NOT[kind].format(name=method)
-  else:
-    reason = f"got {method!r}"
-  raise MethodError(f"{where}: method: expected one of the names below or a function "
-                    f"map(A, dA) -> (h, w); {reason}. Methods {where} runs:\n"
-                    + format_choices(valid))

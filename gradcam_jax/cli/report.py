@@ -15,7 +15,8 @@ import html
 import json
 from pathlib import Path
 
-from gradcam_jax._journal import MARKER, read_index
+from gradcam_jax.cli.atomic import work_dir, write_atomically
+from gradcam_jax.cli.journal import read_index
 
 __all__ = ["write_report"]
 
@@ -134,15 +135,13 @@ render();
 
 
 def write_report(out_dir: Path, records=None) -> Path:
-  """Write ``out_dir/report.html`` from the job's index (atomically)."""
+  """Write ``out_dir/report.html`` (atomically) from the job's finished records
+  (`records`, as :func:`read_index` gives them; read from the index when None)."""
   out_dir = Path(out_dir)
   records = read_index(out_dir) if records is None else records
   rows = [{k: r.get(k) for k in _FIELDS} for r in records]
   data = json.dumps(rows).replace("<", "\\u003c")  # no "</script>" inside the data
   page = _PAGE.replace("__TITLE__", html.escape(str(out_dir))).replace("__DATA__", data)
   target = out_dir / "report.html"
-  tmp = out_dir / MARKER / "report.html.tmp"
-  tmp.parent.mkdir(parents=True, exist_ok=True)
-  tmp.write_text(page, encoding="utf-8")
-  tmp.replace(target)
+  write_atomically({target: page.encode("utf-8")}, work_dir(out_dir))
   return target

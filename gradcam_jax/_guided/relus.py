@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from gradcam_jax._fast_vjp import is_float as _is_float
+from gradcam_jax._guided.fast_vjp import is_float as _is_float
 
 __all__ = ["guided_relu", "guided_report", "GuidedReport", "relu_count"]
 

@@ -1,7 +1,9 @@
-"""The command's ``--model``/``--weights``/``--random-weights`` options: which model
-runs (a zoo name, ``keras.applications.NAME``, ``keras:FILE.keras`` or
-``MODULE:FACTORY``), and the identity of its weights recorded with every result.
-Every bad choice is a :class:`UsageError` in command-line words."""
+"""The command's model options, one definition for ``explain`` and ``bench``:
+``--model``/``--weights``/``--random-weights`` (which model runs: a zoo name,
+``keras.applications.NAME``, ``keras:FILE.keras`` or ``MODULE:FACTORY``) and
+``--layer``/``--method``; loading the model; and the identity of its weights,
+recorded with every result. Every bad choice is a :class:`UsageError` in
+command-line words."""
 
 from __future__ import annotations
 
@@ -10,11 +12,32 @@ import importlib
 import os
 from pathlib import Path
 
-__all__ = ["UsageError", "load_model"]
+from gradcam_jax.cli.usage import UsageError
+
+__all__ = ["add_model_options", "load_model"]
+
+MODEL_FORMS = ("demo | vgg16 | resnet50 | keras.applications.NAME (e.g. "
+               "keras.applications.VGG16) | keras:FILE.keras | MODULE:FACTORY")
 
 
-class UsageError(Exception):
-  """A bad command line: printed as one line, exit status 2."""
+def add_model_options(parser) -> None:
+  """--model, --weights, --random-weights, --layer and --method, as every
+  subcommand that runs a model takes them."""
+  from gradcam_jax._methods import ALL_METHODS
+  parser.add_argument("--model", default="demo", help=MODEL_FORMS)
+  parser.add_argument(
+      "--weights", help="weights file for vgg16/resnet50 (.safetensors, .pth, or Keras "
+      ".h5 for vgg16; needs pip install \"gradcam-jax[weights]\" for .safetensors/.h5),"
+      " a checkpoint folder for demo, or the file a keras.applications model loads "
+      "(default: Keras downloads its ImageNet weights)")
+  parser.add_argument("--random-weights", action="store_true",
+                      help="vgg16/resnet50/keras.applications with random weights "
+                      "(timing runs)")
+  parser.add_argument("--layer", help="target layer path, e.g. features_29 or layer4 "
+                      "(default: the model's last conv block)")
+  methods = list(ALL_METHODS)
+  parser.add_argument("--method", default="gradcam", choices=methods, metavar="METHOD",
+                      help="CAM method: " + ", ".join(methods))
 
 
 def _fingerprint(path: Path) -> str:

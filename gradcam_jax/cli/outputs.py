@@ -1,4 +1,4 @@
-"""Where a batch job's outputs go, and writing them so that none is ever half there.
+"""Where a batch job's outputs go, and their encodings (PNG, NPZ).
 
 An input's outputs share one *name*: its path relative to the arguments' common
 root (``sub/cat.jpg``), mirrored under ``--out``, plus one suffix per kind
@@ -6,8 +6,8 @@ root (``sub/cat.jpg``), mirrored under ``--out``, plus one suffix per kind
 names are collision-free by construction; a name another input already claimed in
 the journal, or whose files exist but were not written by gradcam-jax, is replaced
 by ``<stem>~<hash of the relative path><suffix>``. A name too long for the file
-system is shortened the same way. Each file is written to a temporary file in
-``--out/.gradcam-jax/`` and renamed into place: a reader sees a whole file or none.
+system is shortened the same way. Files are written with
+:func:`gradcam_jax.cli.atomic.write_atomically`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 __all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png",
-           "encode_npz", "write_atomically"]
+           "encode_npz"]
 
 SUFFIXES = {"input": ".input.png", "overlay": ".overlay.png",
             "guided_gradcam": ".guided_gradcam.png", "arrays": ".npz"}
@@ -103,26 +103,3 @@ def encode_npz(arrays: dict) -> bytes:
   buffer = _io.BytesIO()
   np.savez(buffer, **arrays)
   return buffer.getvalue()
-
-
-def write_atomically(files: dict[Path, bytes], tmp_dir: Path) -> None:
-  """Write every file to a temporary file in `tmp_dir`, then rename each into place.
-
-  Every write and rename is checked (an exception names the file); on failure the
-  temporary files are removed.
-  """
-  tmp_dir.mkdir(parents=True, exist_ok=True)
-  temps = []
-  try:
-    for target, data in files.items():
-      tmp = tmp_dir / f"{os.getpid()}-{_hash(str(target))}{target.suffix}"
-      with open(tmp, "wb") as f:
-        f.write(data)
-      temps.append((tmp, target))
-    for tmp, target in temps:
-      target.parent.mkdir(parents=True, exist_ok=True)
-      os.replace(tmp, target)
-  finally:
-    for tmp, _ in temps:
-      if tmp.exists():
-        tmp.unlink()

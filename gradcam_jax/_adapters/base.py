@@ -1,0 +1,113 @@
+"""The adapter protocol (:class:`Adapter`) and the call bookkeeping every adapter
+shares: numbering the calls of each layer within one trace (:class:`CallCounter`), and
+applying edits at their calls, each reached exactly once (:class:`EditsAt`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Protocol, Sequence, Tuple
+
+from gradcam_jax._edits import Edit
+from gradcam_jax._errors import ModelError
+from gradcam_jax._layers import LayerInfo, LayerRef
+
+__all__ = ["Adapter", "CallCounter", "EditsAt", "LayerEdits"]
+
+# what run_with_edits takes: each resolved layer (its call index set where the model
+# calls it several times) with the edit of its activation
+LayerEdits = Sequence[Tuple[LayerRef, Edit]]
+
+
+class Adapter(Protocol):
+  """What the explainers run instead of the user's model object: one class per
+  framework implements it (``linen.py``, ``nnx.py``, ``equinox.py``, ``keras.py``,
+  ``split.py``), and :func:`gradcam_jax._adapters.pick` chooses by :meth:`claims`.
+
+  Contracts every adapter keeps (``tests/test_adapter_contract.py``): a layer called
+  more than once must be named with its call index; the user's model and variables
+  are never modified, also when running fails; a model that cannot run raises the
+  model's own error.
+  """
+
+  @staticmethod
+  def claims(model: Any) -> bool:
+    """Whether this adapter takes `model` (what the user passed as ``apply_fn``)."""
+    ...
+
+  @classmethod
+  def adapt(cls, model: Any, params: Any) -> tuple["Adapter", Any]:
+    """The adapter of `model` and the params it runs on (the model's own when it
+    carries them and `params` is None)."""
+    ...
+
+  def __call__(self, variables: Any, x: Any) -> Any:
+    """Run the model."""
+    ...
+
+  def variables(self, params: Any) -> Any:
+    """The tree the model runs on, from what the user passed as params."""
+    ...
+
+  def parse_layer(self, layer: Any) -> tuple["Adapter", Any]:
+    """The layer argument in this framework's terms: ``(adapter, LayerRef | list |
+    None)`` (an adapter that learns its layers from the argument returns a new one)."""
+    ...
+
+  def list_layers(self, variables: Any, x: Any) -> tuple[list[LayerInfo], Any]:
+    """Every activation the model computes, each call of a layer numbered, and the
+    output's shape (traced with ``jax.eval_shape``, not run)."""
+    ...
+
+  def run_with_edits(self, variables: Any, x: Any, edits: LayerEdits) -> Any:
+    """The model with each edit applied to the output of its layer's call."""
+    ...
+
+
+class CallCounter:
+  """Numbers the calls of each layer within one trace: 0 for its first call."""
+
+  def __init__(self):
+    self._calls: dict = {}
+
+  def __call__(self, key: Hashable) -> int:
+    index = self._calls[key] = self._calls.get(key, -1) + 1
+    return index
+
+
+class EditsAt:
+  """The edits of one run, keyed by (layer key, call index).
+
+  Call it with each layer output the model produces (``at(key, out)``): it numbers
+  the call and returns the edited output where an edit is wanted. :meth:`check`
+  then raises unless every edit was applied exactly once (a model whose calls
+  differ between the trace that listed its layers and this run).
+
+  Args:
+    edits: ``(LayerRef, Edit)`` pairs.
+    key: the key of a LayerRef in the adapter's terms (its path by default).
+  """
+
+  def __init__(self, edits: LayerEdits,
+               key: Callable[[LayerRef], Hashable] = lambda ref: ref.path):
+    self.layers = [ref for ref, _ in edits]
+    self.wanted = {(key(ref), ref.call or 0): edit for ref, edit in edits}
+    self.keys = {k for k, _ in self.wanted}
+    self._count = CallCounter()
+    self._applied: list = []
+
+  def __call__(self, key: Hashable, out, lane: Any = None):
+    """`out` of this call of `key`, edited if wanted (`lane`: the example of an
+    unbatched activation, for models run under ``vmap``; see :meth:`Edit.lane`)."""
+    index = self._count(key)
+    edit = self.wanted.get((key, index))
+    if edit is None:
+      return out
+    self._applied.append((key, index))
+    return edit(out) if lane is None else edit.lane(lane)(out)
+
+  def check(self) -> None:
+    if sorted(map(repr, self._applied)) != sorted(map(repr, self.wanted)):
+      raise ModelError(
+          f"layers {[str(l) for l in self.layers]}: reached {len(self._applied)} "
+          f"edit(s) of {len(self.wanted)} while running the model; expected each "
+          "once. The model calls its layers differently from the run that listed "
+          "them (a data-dependent branch, or a different batch).")

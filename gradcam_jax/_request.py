@@ -1,0 +1,214 @@
+"""One call of an explainer (:class:`Request`): the model's adapter and variables,
+the images and targets checked, the layer(s) resolved, the layouts; and the steps
+every explainer shares: the target scores' pullback over a (B, T) target axis, and
+the :class:`Explanation` squeezed back to what the caller asked for.
+
+Targets are carried as (B, T) throughout (T = 1 for (B,) targets or the default
+argmax), every per-target array as (B, T, ...); the T axis is squeezed once, in
+:meth:`Request.explanation`, unless the caller passed (B, T) targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gradcam_jax._adapters import Adapter, pick
+from gradcam_jax._edits import Edit
+from gradcam_jax._errors import (ArgumentError, GradCAMError, LayerNotFoundError,
+                                 LayerShapeError, model_failure)
+from gradcam_jax._inputs import check_images
+from gradcam_jax._layers import LayerInfo, LayerRef, select_layer
+from gradcam_jax._reshape import channels_last
+from gradcam_jax._result import Explanation
+from gradcam_jax._targets import (check_target_indexing, check_targets, class_logit,
+                                  class_probability, default_targets, score_cotangent)
+
+__all__ = ["LAYOUTS", "Request", "adapt", "batch_first", "check_layout", "over_t",
+           "over_targets"]
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+def check_layout(image_layout) -> None:
+  if image_layout not in LAYOUTS:
+    raise ArgumentError(f"image_layout: expected one of {LAYOUTS} (channels last, as "
+                        f"Flax; channels first, as Equinox and PyTorch); got "
+                        f"{image_layout!r}.")
+
+
+def adapt(apply_fn, params, layer) -> tuple[Adapter, Any, Any]:
+  """The model's adapter, its params and the parsed layer(s) for what the user gave."""
+  if isinstance(layer, list) and not layer:
+    raise LayerNotFoundError("layer: expected a layer or a non-empty list of layers; "
+                             "got [].")
+  adapter, params = pick(apply_fn, params)
+  adapter, layer = adapter.parse_layer(layer)
+  return adapter, params, layer
+
+
+def over_t(fn: Callable, xs) -> Any:
+  """``fn`` of each entry of `xs` (a pytree) along its leading T axis, stacked on a
+  leading T axis: ``jax.vmap(fn)(xs)``, except that with T = 1 `fn` runs once and
+  the axis is added, so a single target compiles to the program it would without a
+  target axis."""
+  leaves = jax.tree_util.tree_leaves(xs)
+  if leaves and leaves[0].shape[0] == 1:
+    out = fn(jax.tree_util.tree_map(lambda x: x[0], xs))
+    return jax.tree_util.tree_map(lambda x: x[None], out)
+  return jax.vmap(fn)(xs)
+
+
+def over_targets(fn: Callable, targets) -> Any:
+  """``fn(t)`` for each (B,) column `t` of (B, T) `targets`, stacked on a leading T
+  axis (None targets: ``fn(None)`` with a T axis of 1)."""
+  if targets is None:
+    return jax.tree_util.tree_map(lambda x: x[None], fn(None))
+  return over_t(fn, targets.T)
+
+
+def batch_first(x):
+  """(T, B, ...) -> (B, T, ...), for an array or a tuple of them."""
+  return jax.tree_util.tree_map(lambda v: jnp.moveaxis(v, 0, 1), x)
+
+
+def _varying_axes(x) -> tuple:
+  """The manual mesh axes `x` varies over inside ``shard_map`` (empty outside)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)  # jax 0.10
+  axes = getattr(manual, "varying", None) or getattr(aval, "vma", None) or ()
+  return tuple(sorted(axes))
+
+
+class Request:
+  """What one call of an explainer asks for, checked: variables, images, targets,
+  layers.
+
+  With ``layout="NCHW"`` the images are (B, C, H, W) and the model's activations
+  channels first, (B, C, h, w): they are moved to (B, h, w, C) for the methods (an
+  implicit ``reshape=channels_last``, unless a `reshape` is given).
+
+  Attributes:
+    targets: (B, T) int32, or None for the default (the argmax, found from the
+      output; or none at all for a target function that needs no targets).
+    squeeze: whether the T axis is dropped from the result (targets were (B,) or
+      None).
+    infos, refs: the resolved layers (``LayerInfo``, ``LayerRef``), one per layer.
+  """
+
+  def __init__(self, adapter: Adapter, params, images, targets, layer,
+               reshape=None, layout: str = "NHWC", target_fn=class_logit):
+    self.adapter = adapter
+    self.target_fn = target_fn
+    self.images = check_images(images, layout)
+    self.layout = layout
+    self.size = tuple(images.shape[1:3] if layout == "NHWC" else images.shape[2:4])
+    self.batch = images.shape[0]
+    if reshape is None and layout == "NCHW":
+      reshape = channels_last
+    self.reshape = reshape
+    self.variables = adapter.variables(params)
+    try:
+      infos, self.out_shape = adapter.list_layers(self.variables, images)
+    except GradCAMError:
+      raise
+    except Exception as err:  # the model's own error, re-raised with our context
+      raise model_failure(err, images) from err
+    checked = (None if targets is None
+               else check_targets(targets, self.batch, self.out_shape))
+    if target_fn not in (class_logit, class_probability):
+      check_target_indexing(target_fn, checked, self.out_shape)
+    self.squeeze = checked is None or checked.ndim == 1
+    self.targets = checked[:, None] if checked is not None and checked.ndim == 1 \
+        else checked
+    layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
+    self.infos: list[LayerInfo] = [select_layer(infos, l, self.batch, reshape)
+                                   for l in layers]
+    for info in self.infos:
+      _check_fits(info, reshape, self.size, layout)
+    self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
+
+  # -- running the model ------------------------------------------------------------
+
+  def run_with_edits(self, x, edits: dict[int, Edit]):
+    """The model on `x` with ``edits[i]`` applied at layer `i`."""
+    return self.adapter.run_with_edits(self.variables, x,
+                                       [(self.refs[i], e) for i, e in edits.items()])
+
+  def zeros(self, i: int = 0):
+    """Zeros shaped like activation `i`, varying over the same manual mesh axes as
+    the images: under ``shard_map`` an unvarying zero would make the transpose sum
+    its cotangent over devices, silently mixing examples."""
+    z = jnp.zeros(self.infos[i].shape, self.infos[i].dtype)
+    axes = _varying_axes(self.images)
+    return jax.lax.pcast(z, axes, to="varying") if axes else z
+
+  # -- scores and pullbacks ---------------------------------------------------------
+
+  def scores_vjp(self, fn: Callable, *primals):
+    """``jax.vjp(fn, *primals)`` and the targets' score cotangents of its output.
+
+    Returns:
+      ``(output, targets, cotangents, pullback)``: targets (B, T) (the argmax when
+      none were given; None for a target function that needs none); cotangents
+      with a leading T axis; ``pullback(cotangents)`` gives the primals' cotangents
+      with a leading T axis.
+    """
+    output, vjp = jax.vjp(fn, *primals)
+    targets = self.targets
+    if targets is None:
+      found = default_targets(output, self.batch, self.target_fn)
+      targets = None if found is None else found[:, None]
+    cts = over_targets(
+        lambda t: score_cotangent(self.target_fn, output, t, self.batch), targets)
+    return output, targets, cts, lambda c: over_t(vjp, c)
+
+  # -- layouts ----------------------------------------------------------------------
+
+  def grid(self, x):
+    """An activation (or its gradient) (B, ...) as (B, h, w, C): `reshape` applied
+    (token grids of transformers, channels first)."""
+    return x if self.reshape is None else self.reshape(x)
+
+  def channel_axis(self, maps):
+    """Maps (..., H, W) with a unit channel axis where the images have theirs, for
+    products with input gradients."""
+    return maps[..., None] if self.layout == "NHWC" else maps[..., None, :, :]
+
+  def to_nhwc(self, x):
+    return x if self.layout == "NHWC" else jnp.moveaxis(x, 1, -1)
+
+  def from_nhwc(self, x):
+    return x if self.layout == "NHWC" else jnp.moveaxis(x, -1, 1)
+
+  # -- the result -------------------------------------------------------------------
+
+  def explanation(self, output, targets, *, cam=None, cam_raw=None, guided=None,
+                  guided_gradcam=None) -> Explanation:
+    """The result from (B, T, ...) fields: the T axis dropped where the targets were
+    (B,) or the default, and the validity flags computed."""
+    fields = (cam, cam_raw, guided, guided_gradcam, targets)
+    if self.squeeze:
+      fields = jax.tree_util.tree_map(lambda x: x[:, 0], fields)
+    cam, cam_raw, guided, guided_gradcam, targets = fields
+    return Explanation(cam, cam_raw, guided, guided_gradcam, output,
+                       targets).with_validity(self.images)
+
+
+def _check_fits(info, reshape, size, layout) -> None:
+  """A layer's (h, w) larger than the images' (H, W) cannot come from them: the
+  layout of the images or of the activations is not what was declared."""
+  grid = jax.eval_shape(reshape, jax.ShapeDtypeStruct(info.shape, info.dtype)).shape \
+      if reshape is not None else info.shape
+  if grid[1] > size[0] or grid[2] > size[1]:
+    other = "NCHW" if layout == "NHWC" else "NHWC"
+    raise LayerShapeError(
+        f"layer {str(LayerRef(info.path, info.call, info.method))!r}: its activation "
+        f"{info.shape} read as (B, h, w, C) has a larger grid {tuple(grid[1:3])} than "
+        f"the images' (H, W) = {size} under image_layout={layout!r}. The images or "
+        f"the activations are in another layout: for channels-first images and "
+        f"activations (Equinox, PyTorch style) pass image_layout={other!r}"
+        + ("" if layout == "NHWC" else ", or reshape=... for activations of another "
+           "layout") + ".")

@@ -1,0 +1,106 @@
+"""The job's device pipeline: a thread pool decodes images a few batches ahead, and
+the device explains batch k+1 while batch k goes back to the host.
+
+Every batch has the same shape (the last one is padded), so the explainer compiles
+once; with several local devices the batch is sharded across them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from gradcam_jax import io
+from gradcam_jax.io import Source
+
+__all__ = ["Batch", "decoded", "device_batch", "explained_batches"]
+
+
+class Batch(NamedTuple):
+  """One batch's outcome, on the host.
+
+  Attributes:
+    failed: ``(source, reason)`` for the inputs that could not be decoded.
+    good: ``(source, image)`` for the decoded ones, in the batch's order.
+    out: the Explanation of `good` (padded rows after them), or None if none.
+  """
+  failed: list
+  good: list
+  out: Any
+
+
+def decoded(sources, size, resize: str, max_pixels, workers: int,
+            ahead: int) -> Iterator[tuple]:
+  """(source, image or None, error or None) in order, decoded by a thread pool at
+  most `ahead` images in advance (memory stays bounded whatever the folder size)."""
+  def load(source):
+    image, error = io.read_image(source.path, max_pixels)
+    return source, None if image is None else io.resize_to(image, size, resize), error
+
+  pending: deque = deque()
+  with ThreadPoolExecutor(workers) as pool:
+    for source in sources:
+      pending.append(pool.submit(load, source))
+      if len(pending) >= ahead:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+
+
+def _chunks(items: Iterator[tuple], size: int) -> Iterator[list]:
+  chunk = []
+  for item in items:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
+def device_batch(batch: int) -> tuple[int, NamedSharding | None]:
+  """The batch rounded up to a multiple of the local devices, and the sharding that
+  splits it across them (None on one device)."""
+  devices = jax.local_devices()
+  if len(devices) == 1:
+    return batch, None
+  batch = -(-batch // len(devices)) * len(devices)
+  mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+  return batch, NamedSharding(mesh, P("batch"))
+
+
+def explained_batches(explain: Callable, preprocess: Callable, todo: list[Source], *,
+                      size: tuple[int, int], resize: str, max_pixels, target,
+                      batch: int, sharding, workers: int) -> Iterator[Batch]:
+  """Decode, preprocess and explain `todo` batch by batch; each batch is yielded
+  once its results are on the host, while the next one computes."""
+  h, w = size
+  in_flight = None  # the previous batch, computing while this one is prepared
+
+  def landed(failed, good, out) -> Batch:
+    return Batch(failed, good, None if out is None else jax.device_get(out))
+
+  for chunk in _chunks(decoded(todo, size, resize, max_pixels, workers,
+                               ahead=2 * batch), batch):
+    failed = [(s, err) for s, _, err in chunk if err is not None]
+    good = [(s, im) for s, im, err in chunk if im is not None]
+    out = None
+    if good:
+      images = np.zeros((batch, h, w, 3), np.uint8)
+      images[:len(good)] = np.stack([im for _, im in good])
+      x = preprocess(images)
+      targets = None if target is None else np.full(batch, target, np.int32)
+      if sharding is not None:
+        x = jax.device_put(x, sharding)
+        targets = None if targets is None else jax.device_put(targets, sharding)
+      out = explain(x, targets)  # dispatched: runs while the previous batch lands
+    if in_flight is not None:
+      yield landed(*in_flight)
+    in_flight = (failed, good, out)
+  if in_flight is not None:
+    yield landed(*in_flight)
