@@ -23,6 +23,7 @@ class Edit(NamedTuple):
   Models written for one example (Equinox) are run under ``vmap``; there the edit is
   applied lane by lane with :meth:`lane`, each lane taking its own operand rows.
   """
+
   fn: Callable
   operands: tuple = ()
 

@@ -59,35 +59,43 @@ def model_failure(err: Exception, images) -> Exception:
   is missing (an rng, an argument, a variable collection, a parameter), else an
   :class:`ImageError` (a model that cannot run on these images)."""
   import flax.errors as fe
+
   said = f"the model raised {type(err).__name__}: {err}"
   if isinstance(err, fe.InvalidRngError):
     return ModelError(
-        f"the model needs a random key to run ({said}). Explain it in inference mode, "
-        "e.g. functools.partial(model.apply, train=False) or deterministic=True, or "
-        "pass the key: functools.partial(model.apply, rngs={'dropout': key}).")
+      f"the model needs a random key to run ({said}). Explain it in inference mode, "
+      "e.g. functools.partial(model.apply, train=False) or deterministic=True, or "
+      "pass the key: functools.partial(model.apply, rngs={'dropout': key})."
+    )
   if isinstance(err, fe.ScopeCollectionNotFound):
     return ModelError(
-        f"the variables lack a collection the model reads ({said}). Pass every "
-        "collection init or training returned, e.g. {'params': ..., 'batch_stats': "
-        "...}, not the params alone.")
+      f"the variables lack a collection the model reads ({said}). Pass every "
+      "collection init or training returned, e.g. {'params': ..., 'batch_stats': "
+      "...}, not the params alone."
+    )
   if isinstance(err, (fe.ModifyScopeVariableError, fe.ImmutableVariableError)):
     return ModelError(
-        f"the model tries to update its variables, as BatchNorm does in training mode "
-        f"({said}). Explain it in inference mode, e.g. "
-        "functools.partial(model.apply, train=False).")
+      f"the model tries to update its variables, as BatchNorm does in training mode "
+      f"({said}). Explain it in inference mode, e.g. "
+      "functools.partial(model.apply, train=False)."
+    )
   # (a ScopeParamShapeError is left to the end: a parameter of another shape than the
   # input implies is most often images of the wrong shape, e.g. 5 channels for 3)
   if isinstance(err, (fe.ScopeParamNotFoundError, fe.ScopeVariableNotFoundError)):
-    return ModelError(f"the params do not match the model ({said}): pass the "
-                      "variables this model was initialised or trained with.")
+    return ModelError(
+      f"the params do not match the model ({said}): pass the "
+      "variables this model was initialised or trained with."
+    )
   if isinstance(err, TypeError) and "required" in str(err) and "argument" in str(err):
     return ModelError(
-        f"the model's apply needs an argument the explainer does not pass ({said}). "
-        "Bind it: functools.partial(model.apply, train=False).")
+      f"the model's apply needs an argument the explainer does not pass ({said}). "
+      "Bind it: functools.partial(model.apply, train=False)."
+    )
   return ImageError(
-      f"the model could not run on images of shape {tuple(images.shape)} "
-      f"{images.dtype} (expected a batch in the layout the model takes: (B, H, W, C) "
-      f"for image_layout='NHWC', (B, C, H, W) for 'NCHW'); {said}")
+    f"the model could not run on images of shape {tuple(images.shape)} "
+    f"{images.dtype} (expected a batch in the layout the model takes: (B, H, W, C) "
+    f"for image_layout='NHWC', (B, C, H, W) for 'NCHW'); {said}"
+  )
 
 
 def check_count(name: str, value, *, allow_none: bool = False) -> None:

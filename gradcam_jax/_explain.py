@@ -26,8 +26,14 @@ from gradcam_jax._guided import guided
 from gradcam_jax._methods import get_method
 from gradcam_jax._methods.perturbation import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
-from gradcam_jax._request import (Request, adapt, batch_first, check_layout, over_t,
-                                  over_targets)
+from gradcam_jax._request import (
+  Request,
+  adapt,
+  batch_first,
+  check_layout,
+  over_t,
+  over_targets,
+)
 from gradcam_jax._adapters import pick
 from gradcam_jax._targets import class_logit, class_probability
 
@@ -60,9 +66,19 @@ def _probability_score(target_fn):
   return class_probability if target_fn is class_logit else target_fn
 
 
-def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_logit,
-        eps: float = 1e-7, batch_size: int | None = None, top_n: int | None = None,
-        reshape: Callable | None = None, image_layout: str = "NHWC") -> Explainer:
+def cam(
+  apply_fn,
+  params=None,
+  *,
+  method="gradcam",
+  layer=None,
+  target=class_logit,
+  eps: float = 1e-7,
+  batch_size: int | None = None,
+  top_n: int | None = None,
+  reshape: Callable | None = None,
+  image_layout: str = "NHWC",
+) -> Explainer:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
   Args:
@@ -134,36 +150,45 @@ def cam(apply_fn, params=None, *, method="gradcam", layer=None, target=class_log
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
     zeros = [r.zeros(i) for i in range(len(r.refs))]
     output, targets, cts, pullback = r.scores_vjp(
-        lambda ds, ps: r.run_with_edits(images, {i: Edit(tap_add, (p, d)) for i, (d, p)
-                                                 in enumerate(zip(ds, ps))}),
-        zeros, zeros)
+      lambda ds, ps: r.run_with_edits(
+        images, {i: Edit(tap_add, (p, d)) for i, (d, p) in enumerate(zip(ds, ps))}
+      ),
+      zeros,
+      zeros,
+    )
     das, acts = pullback(cts)
     raws = []
     for i, (da, a_layer) in enumerate(zip(das, acts)):
       a_layer = a_layer[0]  # the activation: the same for every target
       a = r.grid(a_layer)
       if perturbation:
-        raws.append(_perturbation_maps(r, i, record.fn, output, a, a_layer, targets,
-                                       batch_size, top_n))
+        raws.append(
+          _perturbation_maps(
+            r, i, record.fn, output, a, a_layer, targets, batch_size, top_n
+          )
+        )
       else:
         raws.append(_gradient_maps(record.fn, a, over_t(r.grid, da)))
     if len(raws) == 1:
-      return r.explanation(output, targets, cam=_at_input_size(raws[0], r.size, eps),
-                           cam_raw=raws[0])
+      return r.explanation(
+        output, targets, cam=_at_input_size(raws[0], r.size, eps), cam_raw=raws[0]
+      )
     # several layers (pytorch-grad-cam's convention): each layer's map normalised at
     # input size, then averaged; cam is that average normalised, and cam_raw keeps
     # its one meaning: the raw maps at layer resolution, one per layer
     mean = sum(_at_input_size(raw, r.size, eps) for raw in raws) / len(raws)
     flat = mean.reshape(-1, *r.size)
-    return r.explanation(output, targets, cam=normalize(flat, eps).reshape(mean.shape),
-                         cam_raw=tuple(raws))
+    return r.explanation(
+      output, targets, cam=normalize(flat, eps).reshape(mean.shape), cam_raw=tuple(raws)
+    )
 
   cam_explain.__doc__ = cam.__doc__
   return Explainer(cam_explain, params, record.name)
 
 
-def _perturbation_maps(r: Request, i: int, weights_fn, output, a, a_layer, targets,
-                       batch_size, top_n):
+def _perturbation_maps(
+  r: Request, i: int, weights_fn, output, a, a_layer, targets, batch_size, top_n
+):
   """A perturbation method's ReLU'd maps (B, T, h, w) from `a` (B, h, w, K). Masking
   a channel of the head's input acts on `a_layer`, the activation in the layer's own
   layout (tokens for a ViT, channels first for Equinox): the grid mask is carried
@@ -174,16 +199,22 @@ def _perturbation_maps(r: Request, i: int, weights_fn, output, a, a_layer, targe
 
   def score_head(keep, t):  # only traced by a method that masks the layer's channels
     mask = to_layer(keep, a.shape)
-    return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (a_layer * mask,))}),
-                     t)
+    return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (a_layer * mask,))}), t)
 
   def one_target(t):
-    w = weights_fn(Perturbation(
-        images=r.to_nhwc(r.images), a=a, base=target_fn(output, t),
+    w = weights_fn(
+      Perturbation(
+        images=r.to_nhwc(r.images),
+        a=a,
+        base=target_fn(output, t),
         score_images=lambda x: score(r.adapter(r.variables, r.from_nhwc(x)), t),
         score_head=lambda keep: score_head(keep, t),
-        batch_size=batch_size, top_n=top_n))
+        batch_size=batch_size,
+        top_n=top_n,
+      )
+    )
     return weighted_sum(a, w)
+
   return jax.nn.relu(batch_first(over_targets(one_target, targets)))
 
 
@@ -192,18 +223,28 @@ def _mask_to_layer(reshape, a_layer):
   entries (a class token), `keep` on each channel it maps to the grid."""
   if reshape is None:
     return lambda keep, grid_shape: keep.astype(a_layer.dtype).reshape(
-        (1,) * (a_layer.ndim - 1) + (-1,))
+      (1,) * (a_layer.ndim - 1) + (-1,)
+    )
   _, back = jax.vjp(reshape, jnp.zeros_like(a_layer))
 
   def to_layer(keep, grid_shape):
     drop = jnp.broadcast_to(1 - keep.astype(a_layer.dtype), grid_shape)
     return 1 - back(drop)[0]
+
   return to_layer
 
 
-def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
-            method="gradcam", eps: float = 1e-7,
-            reshape: Callable | None = None, image_layout: str = "NHWC") -> Explainer:
+def gradcam(
+  apply_fn,
+  params=None,
+  *,
+  layer=None,
+  target=class_logit,
+  method="gradcam",
+  eps: float = 1e-7,
+  reshape: Callable | None = None,
+  image_layout: str = "NHWC",
+) -> Explainer:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
   See :func:`cam` for the arguments and an example.
@@ -212,12 +253,21 @@ def gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017.
   """
-  return cam(apply_fn, params, method=method, layer=layer, target=target, eps=eps,
-             reshape=reshape, image_layout=image_layout)
+  return cam(
+    apply_fn,
+    params,
+    method=method,
+    layer=layer,
+    target=target,
+    eps=eps,
+    reshape=reshape,
+    image_layout=image_layout,
+  )
 
 
-def guided_backprop(apply_fn, params=None, *, target=class_logit,
-                    image_layout: str = "NHWC") -> Explainer:
+def guided_backprop(
+  apply_fn, params=None, *, target=class_logit, image_layout: str = "NHWC"
+) -> Explainer:
   """Build a guided-backpropagation explainer (guided field only; cam fields None).
 
   The gradient of the target score w.r.t. the input with every ReLU's backward rule
@@ -232,10 +282,12 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
   adapter, params = pick(apply_fn, params)
 
   def guided_explain(params, images, targets=None):
-    r = Request(adapter, params, images, targets, False, layout=image_layout,
-                target_fn=target)
+    r = Request(
+      adapter, params, images, targets, False, layout=image_layout, target_fn=target
+    )
     output, targets, cts, pullback = r.scores_vjp(
-        lambda x: guided(adapter)(r.variables, x), images)
+      lambda x: guided(adapter)(r.variables, x), images
+    )
     (grad,) = pullback(cts)
     return r.explanation(output, targets, guided=batch_first(grad))
 
@@ -243,10 +295,17 @@ def guided_backprop(apply_fn, params=None, *, target=class_logit,
   return Explainer(guided_explain, params, "guided_backprop")
 
 
-def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
-                   method="gradcam", eps: float = 1e-7,
-                   reshape: Callable | None = None,
-                   image_layout: str = "NHWC") -> Explainer:
+def guided_gradcam(
+  apply_fn,
+  params=None,
+  *,
+  layer=None,
+  target=class_logit,
+  method="gradcam",
+  eps: float = 1e-7,
+  reshape: Callable | None = None,
+  image_layout: str = "NHWC",
+) -> Explainer:
   """Build a Guided Grad-CAM explainer: every field of :class:`Explanation`.
 
   One forward pass serves both halves: the guided-ReLU forward (bit-identical to
@@ -273,31 +332,41 @@ def guided_gradcam(apply_fn, params=None, *, layer=None, target=class_logit,
   """
   if isinstance(layer, list):
     raise LayerNotFoundError(
-        f"guided_gradcam: layer: expected one layer; got a list of {len(layer)}. "
-        "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
-        "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop.")
+      f"guided_gradcam: layer: expected one layer; got a list of {len(layer)}. "
+      "Guided Grad-CAM multiplies guided backprop by one map; for the average map "
+      "of several layers use gcj.cam(..., layer=[...]) and gcj.guided_backprop."
+    )
   check_layout(image_layout)
   adapter, params, layer = adapt(apply_fn, params, layer)
   map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
 
   def guided_gradcam_explain(params, images, targets=None):
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
-    guided_run = guided(lambda v, x, probe: adapter.run_with_edits(
-        v, x, [(r.refs[0], Edit(tap, (probe,)))]))
+    guided_run = guided(
+      lambda v, x, probe: adapter.run_with_edits(v, x, [(r.refs[0], Edit(tap, (probe,)))])
+    )
     output, targets, cts, pullback = r.scores_vjp(
-        lambda x, probe: guided_run(r.variables, x, probe), images, r.zeros())
+      lambda x, probe: guided_run(r.variables, x, probe), images, r.zeros()
+    )
     grad, a = pullback(cts)
     a = a[0]  # the activation: the same for every target
     # dy/dA with plain ReLUs: only the model after the layer runs (the part before
     # it is dead code once A is given, and is removed by XLA under jit).
-    _, head_vjp = jax.vjp(lambda act: r.run_with_edits(images, {0: Edit(replace, (act,))}),
-                          a)
+    _, head_vjp = jax.vjp(
+      lambda act: r.run_with_edits(images, {0: Edit(replace, (act,))}), a
+    )
     (da,) = over_t(head_vjp, cts)
     raw = _gradient_maps(map_fn, r.grid(a), over_t(r.grid, da))
     cam_ = _at_input_size(raw, r.size, eps)
     grad = batch_first(grad)
-    return r.explanation(output, targets, cam=cam_, cam_raw=raw, guided=grad,
-                         guided_gradcam=grad * r.channel_axis(cam_).astype(grad.dtype))
+    return r.explanation(
+      output,
+      targets,
+      cam=cam_,
+      cam_raw=raw,
+      guided=grad,
+      guided_gradcam=grad * r.channel_axis(cam_).astype(grad.dtype),
+    )
 
   guided_gradcam_explain.__doc__ = guided_gradcam.__doc__
   return Explainer(guided_gradcam_explain, params, "guided_gradcam")

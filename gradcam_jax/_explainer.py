@@ -32,6 +32,7 @@ class Explainer:
     params: the bound params, or None.
     name: what it computes (e.g. ``"guided_gradcam"``).
   """
+
   with_params: Callable = dataclasses.field(metadata={"static": True})
   params: Any = None
   name: str = dataclasses.field(default="explain", metadata={"static": True})
@@ -44,8 +45,11 @@ class Explainer:
   def __repr__(self) -> str:
     leaves = jax.tree_util.tree_leaves(self.params)
     size = sum(getattr(leaf, "size", 1) for leaf in leaves)
-    bound = "none (params-as-argument form)" if self.params is None else (
-        f"{len(leaves)} arrays, {size:,} values")
+    bound = (
+      "none (params-as-argument form)"
+      if self.params is None
+      else (f"{len(leaves)} arrays, {size:,} values")
+    )
     return f"Explainer({self.name!r}, params: {bound})"
 
   def wrap(self, with_params: Callable, name: str) -> "Explainer":
@@ -63,10 +67,14 @@ def as_explainer(explain: Callable) -> Explainer:
   if isinstance(inner, Explainer):
     if inner.params is None:
       return Explainer(explain, None, inner.name)
-    return Explainer(lambda params, *args, **kwargs: explain(*args, **kwargs),
-                     inner.params, inner.name)
-  return Explainer(lambda params, *args, **kwargs: explain(*args, **kwargs), (),
-                   getattr(explain, "__name__", "explain"))
+    return Explainer(
+      lambda params, *args, **kwargs: explain(*args, **kwargs), inner.params, inner.name
+    )
+  return Explainer(
+    lambda params, *args, **kwargs: explain(*args, **kwargs),
+    (),
+    getattr(explain, "__name__", "explain"),
+  )
 
 
 def jit(explain: Callable, **jit_kwargs) -> Explainer:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
 
-from gradcam_jax._errors import (LayerNotFoundError, LayerShapeError, LayerSpecError,
-                                 format_choices)
+from gradcam_jax._errors import (
+  LayerNotFoundError,
+  LayerShapeError,
+  LayerSpecError,
+  format_choices,
+)
 
-__all__ = ["LayerRef", "LayerInfo", "Layers", "list_layers", "parse_layer", "parse_layers",
-           "select_layer"]
+__all__ = [
+  "LayerRef",
+  "LayerInfo",
+  "Layers",
+  "list_layers",
+  "parse_layer",
+  "parse_layers",
+  "select_layer",
+]
 
 
 class LayerRef(NamedTuple):
@@ -21,6 +32,7 @@ class LayerRef(NamedTuple):
       None means "the only call" and is an error when there are several.
     method: the module method whose output is the activation, ``"__call__"`` usually.
   """
+
   path: tuple[str, ...]
   call: int | None = None
   method: str = "__call__"
@@ -34,6 +46,7 @@ class LayerRef(NamedTuple):
 
 class LayerInfo(NamedTuple):
   """One activation the model produced while tracing: where, which call, what shape."""
+
   path: tuple[str, ...]
   method: str
   call: int
@@ -46,8 +59,14 @@ class LayerInfo(NamedTuple):
     """The record of one layer output `out` (its shape and dtype where it is an
     array)."""
     ok = hasattr(out, "shape") and hasattr(out, "dtype")
-    return cls(tuple(path), method, call, tuple(out.shape) if ok else None,
-               str(out.dtype) if ok else None, module_type)
+    return cls(
+      tuple(path),
+      method,
+      call,
+      tuple(out.shape) if ok else None,
+      str(out.dtype) if ok else None,
+      module_type,
+    )
 
   def ref(self, calls: int) -> LayerRef:
     return LayerRef(self.path, self.call if calls > 1 else None, self.method)
@@ -76,15 +95,16 @@ def parse_layer(layer) -> LayerRef | None:
     path = tuple(p for p in body.strip("/").split("/") if p)
     if call and not call.isdigit():
       raise LayerNotFoundError(
-          f"layer {layer!r}: expected a call index after '@' (e.g. 'block@1'), "
-          f"got {call!r}.")
+        f"layer {layer!r}: expected a call index after '@' (e.g. 'block@1'), got {call!r}."
+      )
     return LayerRef(path, int(call) if call else None, method or "__call__")
   if isinstance(layer, tuple) and all(isinstance(p, (str, int)) for p in layer):
     return LayerRef(tuple(str(p) for p in layer))  # NNX paths hold list indices
   raise LayerSpecError(
-      f"layer: expected None, a path tuple of strings such as ('layer4',), a string "
-      f"such as 'layer4/1' or a LayerRef; got {layer!r} of type "
-      f"{type(layer).__name__}.")
+    f"layer: expected None, a path tuple of strings such as ('layer4',), a string "
+    f"such as 'layer4/1' or a LayerRef; got {layer!r} of type "
+    f"{type(layer).__name__}."
+  )
 
 
 def _call_counts(infos: Sequence[LayerInfo]) -> dict:
@@ -100,6 +120,7 @@ def _transformed(info: LayerInfo, transform) -> LayerInfo:
   if transform is None or info.shape is None:
     return info
   import jax
+
   try:
     out = jax.eval_shape(transform, jax.ShapeDtypeStruct(info.shape, info.dtype))
   except Exception:  # not a shape the transform accepts: not a candidate
@@ -109,8 +130,13 @@ def _transformed(info: LayerInfo, transform) -> LayerInfo:
 
 def is_spatial(info: LayerInfo, batch: int, transform=None) -> bool:
   info = _transformed(info, transform)
-  return (info.shape is not None and len(info.shape) == 4 and info.shape[0] == batch
-          and info.shape[1] > 1 and info.shape[2] > 1)
+  return (
+    info.shape is not None
+    and len(info.shape) == 4
+    and info.shape[0] == batch
+    and info.shape[1] > 1
+    and info.shape[2] > 1
+  )
 
 
 def describe_layers(infos: Sequence[LayerInfo], limit: int | None = 40) -> str:
@@ -118,8 +144,9 @@ def describe_layers(infos: Sequence[LayerInfo], limit: int | None = 40) -> str:
   return format_choices((i.describe(counts[(i.path, i.method)]) for i in infos), limit)
 
 
-def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
-                 batch: int, transform=None) -> LayerInfo:
+def select_layer(
+  infos: Sequence[LayerInfo], layer: LayerRef | None, batch: int, transform=None
+) -> LayerInfo:
   """The activation `layer` names among `infos`, or the automatic choice.
 
   The automatic choice (``layer=None``) is the last activation, in the order the
@@ -131,50 +158,66 @@ def select_layer(infos: Sequence[LayerInfo], layer: LayerRef | None,
     spatial = [i for i in infos if is_spatial(i, batch, transform)]
     if not spatial:
       raise LayerShapeError(
-          "layer=None: expected the model to produce at least one (B, h, w, C) "
-          f"activation with h, w > 1 (B={batch}); got none. The model's layers:\n"
-          + describe_layers(infos))
+        "layer=None: expected the model to produce at least one (B, h, w, C) "
+        f"activation with h, w > 1 (B={batch}); got none. The model's layers:\n"
+        + describe_layers(infos)
+      )
     return spatial[-1]
   matches = [i for i in infos if i.path == layer.path and i.method == layer.method]
   if not matches:
     raise LayerNotFoundError(
-        f"layer {str(layer)!r} (path {layer.path}, method {layer.method!r}) is not "
-        "called by the model. Valid layers, in the order they finish:\n"
-        + describe_layers(infos))
+      f"layer {str(layer)!r} (path {layer.path}, method {layer.method!r}) is not "
+      "called by the model. Valid layers, in the order they finish:\n"
+      + describe_layers(infos)
+    )
   if layer.call is None and len(matches) > 1:
-    how = ("pass layer=(selector, i)" if matches[0].module_type == "equinox selector"
-           else f"name the call with '{layer}@i' or LayerRef({layer.path}, call=i)")
+    how = (
+      "pass layer=(selector, i)"
+      if matches[0].module_type == "equinox selector"
+      else f"name the call with '{layer}@i' or LayerRef({layer.path}, call=i)"
+    )
     raise LayerNotFoundError(
-        f"layer {str(layer)!r} is called {len(matches)} times; {how}, i in "
-        f"0..{len(matches) - 1}.")
+      f"layer {str(layer)!r} is called {len(matches)} times; {how}, i in "
+      f"0..{len(matches) - 1}."
+    )
   index = layer.call or 0
   if index >= len(matches):
     raise LayerNotFoundError(
-        f"layer {str(layer)!r}: call index {index} requested, but the module is called "
-        f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}.")
+      f"layer {str(layer)!r}: call index {index} requested, but the module is called "
+      f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}."
+    )
   info = matches[index]
   if not is_spatial(info, batch, transform):
     raise LayerShapeError(
-        f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "
-        f"a CAM needs a spatial activation of shape (B={batch}, h, w, C) with h, w > 1. "
-        "Spatial layers of this model:\n"
-        + format_choices(i.describe(counts[(i.path, i.method)])
-                         for i in infos if is_spatial(i, batch, transform))
-        + ("" if transform is None else "\n(shapes checked after the reshape)"))
+      f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "
+      f"a CAM needs a spatial activation of shape (B={batch}, h, w, C) with h, w > 1. "
+      "Spatial layers of this model:\n"
+      + format_choices(
+        i.describe(counts[(i.path, i.method)])
+        for i in infos
+        if is_spatial(i, batch, transform)
+      )
+      + ("" if transform is None else "\n(shapes checked after the reshape)")
+    )
   return info
 
 
 class Layers(NamedTuple):
   """What :func:`list_layers` returns: unpack it (``layers, output = ...``) or print
   it (a table: layer, module type, shape)."""
+
   layers: list[LayerInfo]
   output: Any
 
   def __str__(self) -> str:
     import jax
+
     out = jax.tree_util.tree_map(lambda a: tuple(a.shape), self.output)
-    return (f"  {'layer (as layer= takes it)':40s} {'module':20s} shape\n"
-            + describe_layers(self.layers, None) + f"\n  output: {out}")
+    return (
+      f"  {'layer (as layer= takes it)':40s} {'module':20s} shape\n"
+      + describe_layers(self.layers, None)
+      + f"\n  output: {out}"
+    )
 
 
 def list_layers(apply_fn, variables, x) -> Layers:
@@ -202,5 +245,6 @@ def list_layers(apply_fn, variables, x) -> Layers:
       output: (2, 3)
   """
   from gradcam_jax._adapters import pick  # the adapters import this module
+
   adapter, params = pick(apply_fn, variables)
   return Layers(*adapter.list_layers(adapter.variables(params), x))

@@ -1,4 +1,5 @@
-"""Post-processing of class activation maps: relu -> resize -> normalise.
+"""Post-processing of class activation maps: resize, then normalise (the ReLU before
+them belongs to each method's map, applied by the explainers).
 
 Each step is a small pure jnp function on a batch of maps (B, h, w), so it runs
 inside the same compiled program as the explanation.

@@ -17,33 +17,54 @@ import jax.numpy as jnp
 
 from gradcam_jax._adapters import Adapter, pick
 from gradcam_jax._edits import Edit
-from gradcam_jax._errors import (ArgumentError, GradCAMError, LayerNotFoundError,
-                                 LayerShapeError, model_failure)
+from gradcam_jax._errors import (
+  ArgumentError,
+  GradCAMError,
+  LayerNotFoundError,
+  LayerShapeError,
+  model_failure,
+)
 from gradcam_jax._inputs import check_images
 from gradcam_jax._layers import LayerInfo, LayerRef, select_layer
 from gradcam_jax._reshape import channels_last
 from gradcam_jax._result import Explanation
-from gradcam_jax._targets import (check_target_indexing, check_targets, class_logit,
-                                  class_probability, default_targets, score_cotangent)
+from gradcam_jax._targets import (
+  check_target_indexing,
+  check_targets,
+  class_logit,
+  class_probability,
+  default_targets,
+  score_cotangent,
+)
 
-__all__ = ["LAYOUTS", "Request", "adapt", "batch_first", "check_layout", "over_t",
-           "over_targets"]
+__all__ = [
+  "LAYOUTS",
+  "Request",
+  "adapt",
+  "batch_first",
+  "check_layout",
+  "over_t",
+  "over_targets",
+]
 
 LAYOUTS = ("NHWC", "NCHW")
 
 
 def check_layout(image_layout) -> None:
   if image_layout not in LAYOUTS:
-    raise ArgumentError(f"image_layout: expected one of {LAYOUTS} (channels last, as "
-                        f"Flax; channels first, as Equinox and PyTorch); got "
-                        f"{image_layout!r}.")
+    raise ArgumentError(
+      f"image_layout: expected one of {LAYOUTS} (channels last, as "
+      f"Flax; channels first, as Equinox and PyTorch); got "
+      f"{image_layout!r}."
+    )
 
 
 def adapt(apply_fn, params, layer) -> tuple[Adapter, Any, Any]:
   """The model's adapter, its params and the parsed layer(s) for what the user gave."""
   if isinstance(layer, list) and not layer:
-    raise LayerNotFoundError("layer: expected a layer or a non-empty list of layers; "
-                             "got [].")
+    raise LayerNotFoundError(
+      "layer: expected a layer or a non-empty list of layers; got []."
+    )
   adapter, params = pick(apply_fn, params)
   adapter, layer = adapter.parse_layer(layer)
   return adapter, params, layer
@@ -98,8 +119,17 @@ class Request:
     infos, refs: the resolved layers (``LayerInfo``, ``LayerRef``), one per layer.
   """
 
-  def __init__(self, adapter: Adapter, params, images, targets, layer,
-               reshape=None, layout: str = "NHWC", target_fn=class_logit):
+  def __init__(
+    self,
+    adapter: Adapter,
+    params,
+    images,
+    targets,
+    layer,
+    reshape=None,
+    layout: str = "NHWC",
+    target_fn=class_logit,
+  ):
     self.adapter = adapter
     self.target_fn = target_fn
     self.images = check_images(images, layout)
@@ -116,16 +146,19 @@ class Request:
       raise
     except Exception as err:  # the model's own error, re-raised with our context
       raise model_failure(err, images) from err
-    checked = (None if targets is None
-               else check_targets(targets, self.batch, self.out_shape))
+    checked = (
+      None if targets is None else check_targets(targets, self.batch, self.out_shape)
+    )
     if target_fn not in (class_logit, class_probability):
       check_target_indexing(target_fn, checked, self.out_shape)
     self.squeeze = checked is None or checked.ndim == 1
-    self.targets = checked[:, None] if checked is not None and checked.ndim == 1 \
-        else checked
+    self.targets = (
+      checked[:, None] if checked is not None and checked.ndim == 1 else checked
+    )
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
-    self.infos: list[LayerInfo] = [select_layer(infos, l, self.batch, reshape)
-                                   for l in layers]
+    self.infos: list[LayerInfo] = [
+      select_layer(infos, l, self.batch, reshape) for l in layers
+    ]
     for info in self.infos:
       _check_fits(info, reshape, self.size, layout)
     self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
@@ -134,8 +167,9 @@ class Request:
 
   def run_with_edits(self, x, edits: dict[int, Edit]):
     """The model on `x` with ``edits[i]`` applied at layer `i`."""
-    return self.adapter.run_with_edits(self.variables, x,
-                                       [(self.refs[i], e) for i, e in edits.items()])
+    return self.adapter.run_with_edits(
+      self.variables, x, [(self.refs[i], e) for i, e in edits.items()]
+    )
 
   def zeros(self, i: int = 0):
     """Zeros shaped like activation `i`, varying over the same manual mesh axes as
@@ -162,7 +196,8 @@ class Request:
       found = default_targets(output, self.batch, self.target_fn)
       targets = None if found is None else found[:, None]
     cts = over_targets(
-        lambda t: score_cotangent(self.target_fn, output, t, self.batch), targets)
+      lambda t: score_cotangent(self.target_fn, output, t, self.batch), targets
+    )
     return output, targets, cts, lambda c: over_t(vjp, c)
 
   # -- layouts ----------------------------------------------------------------------
@@ -185,30 +220,36 @@ class Request:
 
   # -- the result -------------------------------------------------------------------
 
-  def explanation(self, output, targets, *, cam=None, cam_raw=None, guided=None,
-                  guided_gradcam=None) -> Explanation:
+  def explanation(
+    self, output, targets, *, cam=None, cam_raw=None, guided=None, guided_gradcam=None
+  ) -> Explanation:
     """The result from (B, T, ...) fields: the T axis dropped where the targets were
     (B,) or the default, and the validity flags computed."""
     fields = (cam, cam_raw, guided, guided_gradcam, targets)
     if self.squeeze:
       fields = jax.tree_util.tree_map(lambda x: x[:, 0], fields)
     cam, cam_raw, guided, guided_gradcam, targets = fields
-    return Explanation(cam, cam_raw, guided, guided_gradcam, output,
-                       targets).with_validity(self.images)
+    return Explanation(cam, cam_raw, guided, guided_gradcam, output, targets).with_validity(
+      self.images
+    )
 
 
 def _check_fits(info, reshape, size, layout) -> None:
   """A layer's (h, w) larger than the images' (H, W) cannot come from them: the
   layout of the images or of the activations is not what was declared."""
-  grid = jax.eval_shape(reshape, jax.ShapeDtypeStruct(info.shape, info.dtype)).shape \
-      if reshape is not None else info.shape
+  grid = (
+    jax.eval_shape(reshape, jax.ShapeDtypeStruct(info.shape, info.dtype)).shape
+    if reshape is not None
+    else info.shape
+  )
   if grid[1] > size[0] or grid[2] > size[1]:
     other = "NCHW" if layout == "NHWC" else "NHWC"
     raise LayerShapeError(
-        f"layer {str(LayerRef(info.path, info.call, info.method))!r}: its activation "
-        f"{info.shape} read as (B, h, w, C) has a larger grid {tuple(grid[1:3])} than "
-        f"the images' (H, W) = {size} under image_layout={layout!r}. The images or "
-        f"the activations are in another layout: for channels-first images and "
-        f"activations (Equinox, PyTorch style) pass image_layout={other!r}"
-        + ("" if layout == "NHWC" else ", or reshape=... for activations of another "
-           "layout") + ".")
+      f"layer {str(LayerRef(info.path, info.call, info.method))!r}: its activation "
+      f"{info.shape} read as (B, h, w, C) has a larger grid {tuple(grid[1:3])} than "
+      f"the images' (H, W) = {size} under image_layout={layout!r}. The images or "
+      f"the activations are in another layout: for channels-first images and "
+      f"activations (Equinox, PyTorch style) pass image_layout={other!r}"
+      + ("" if layout == "NHWC" else ", or reshape=... for activations of another layout")
+      + "."
+    )

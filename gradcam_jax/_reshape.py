@@ -24,14 +24,18 @@ def tokens_to_grid(grid: tuple[int, int] | None = None, prefix: int = 1) -> Call
     >>> gcj.tokens_to_grid()(jnp.zeros((2, 1 + 16, 8))).shape
     (2, 4, 4, 8)
   """
+
   def reshape(tokens):
     b, n, d = tokens.shape
     patches = n - prefix
-    h, w = grid if grid is not None else (int(round(patches ** 0.5)),) * 2
+    h, w = grid if grid is not None else (int(round(patches**0.5)),) * 2
     if h * w != patches:
-      raise LayerShapeError(f"tokens_to_grid: {patches} patch tokens (after dropping "
-                       f"{prefix}) do not fill a {h}x{w} grid; pass grid=(h, w).")
+      raise LayerShapeError(
+        f"tokens_to_grid: {patches} patch tokens (after dropping "
+        f"{prefix}) do not fill a {h}x{w} grid; pass grid=(h, w)."
+      )
     return tokens[:, prefix:].reshape(b, h, w, d)
+
   return reshape
 
 

@@ -14,20 +14,30 @@ class Explanation(NamedTuple):
   """An explanation of a batch. Fields an explainer does not compute are None; which
   ones are None is fixed per explainer, so the structure never changes between calls.
 
+  Shapes below are for (B,) targets (or the default) and channels-last images
+  (B, H, W, C). With (B, T) targets every per-target field (``cam``, ``cam_raw``,
+  ``guided``, ``guided_gradcam``, ``targets``) has a T axis after the batch axis:
+  ``cam`` (B, T, H, W), ``guided`` (B, T, H, W, C). With ``image_layout="NCHW"``
+  the input gradients are in the images' layout, (B, C, H, W) (or (B, T, C, H, W));
+  maps are (B, H, W) either way.
+
   Attributes:
     cam: (B, H, W) float32 in [0, 1], Grad-CAM at input resolution.
     cam_raw: (B, h, w) float32, the un-normalised ReLU map at layer resolution; for
       a list of layers, a tuple of them, one per layer at its own resolution (``cam``
       is then the normalised average of the layers' normalised maps).
     guided: (B, H, W, C) guided backpropagation of the target score w.r.t. the input.
-    guided_gradcam: (B, H, W, C) ``guided * cam[..., None]``.
-    logits: the model output, (B, num_classes) for a classifier.
-    targets: (B,) int32, the explained classes.
+    guided_gradcam: (B, H, W, C) ``guided * cam[..., None]`` (the map broadcast over
+      the images' channel axis).
+    logits: the model output, (B, num_classes) for a classifier (any pytree).
+    targets: (B,) int32, the explained classes; None for a target function that
+      needs no classes (``gcj.embedding_target``).
     valid: (B,) bool, False for each example whose images, output or maps hold a NaN
       or an Inf. Under ``jax.jit`` non-finite images cannot raise, and they do not
       always show in the maps (a NaN pixel can leave the logits finite and the map
       all zero); check this flag instead.
   """
+
   cam: jax.Array | None
   cam_raw: jax.Array | tuple | None
   guided: jax.Array | None
@@ -41,8 +51,11 @@ class Explanation(NamedTuple):
     batch = images.shape[0]
 
     def per_example(x) -> bool:
-      return (jax.numpy.issubdtype(x.dtype, jax.numpy.floating) and x.ndim > 0
-              and x.shape[0] == batch)
+      return (
+        jax.numpy.issubdtype(x.dtype, jax.numpy.floating)
+        and x.ndim > 0
+        and x.shape[0] == batch
+      )
 
     leaves = [jax.numpy.asarray(x) for x in (images, *jax.tree_util.tree_leaves(self[:5]))]
     arrays = tuple(x for x in leaves if per_example(x))

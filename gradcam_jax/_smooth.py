@@ -32,14 +32,27 @@ def _renormalised(cam, eps):
 def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
   def avg(x):  # an array, or a tuple of them (cam_raw of several layers)
     return None if x is None else jax.tree_util.tree_map(lambda v: jnp.mean(v, 0), x)
+
   valid = None if stacked.valid is None else stacked.valid.all(axis=0)
-  return Explanation(_renormalised(avg(stacked.cam), eps), avg(stacked.cam_raw),
-                     avg(stacked.guided), avg(stacked.guided_gradcam), clean.logits,
-                     clean.targets, valid)
+  return Explanation(
+    _renormalised(avg(stacked.cam), eps),
+    avg(stacked.cam_raw),
+    avg(stacked.guided),
+    avg(stacked.guided_gradcam),
+    clean.logits,
+    clean.targets,
+    valid,
+  )
 
 
-def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
-                 batch_size: int | None = None, eps: float = 1e-7) -> Explainer:
+def noise_tunnel(
+  explain: Callable,
+  *,
+  n: int = 8,
+  sigma: float = 0.15,
+  batch_size: int | None = None,
+  eps: float = 1e-7,
+) -> Explainer:
   """SmoothGrad-style smoothing of any explainer.
 
   Averages the explanations of `n` copies of each image with Gaussian noise of
@@ -71,19 +84,25 @@ def noise_tunnel(explain: Callable, *, n: int = 8, sigma: float = 0.15,
 
   def smoothed(params, images, targets=None, *, key=None):
     if key is None:
-      raise ArgumentError("noise_tunnel: expected a PRNG key, e.g. "
-                          "smooth(images, key=jax.random.key(0)); got none.")
+      raise ArgumentError(
+        "noise_tunnel: expected a PRNG key, e.g. "
+        "smooth(images, key=jax.random.key(0)); got none."
+      )
     clean = inner(params, images, targets)
     targets = clean.targets
-    span = (images.max(axis=(1, 2, 3), keepdims=True)
-            - images.min(axis=(1, 2, 3), keepdims=True))
+    span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(
+      axis=(1, 2, 3), keepdims=True
+    )
     noise = jax.random.normal(key, (n, *images.shape), images.dtype) * (sigma * span)[None]
 
     def one(e):
       return inner(params, images + e, targets)
 
-    stacked = (jax.vmap(one)(noise) if batch_size is None or batch_size >= n
-               else jax.lax.map(one, noise, batch_size=batch_size))
+    stacked = (
+      jax.vmap(one)(noise)
+      if batch_size is None or batch_size >= n
+      else jax.lax.map(one, noise, batch_size=batch_size)
+    )
     return _mean(stacked, clean, eps)
 
   return explain.wrap(smoothed, f"noise_tunnel({explain.name})")
@@ -98,9 +117,14 @@ def _resize_maps(x, size):
   return jax.image.resize(x, (*x.shape[:-2], *size), "bilinear", antialias=True)
 
 
-def augment(explain: Callable, *, flips: bool = True,
-            scales: Sequence[float] = (1.0,), eps: float = 1e-7,
-            image_layout: str = "NHWC") -> Explainer:
+def augment(
+  explain: Callable,
+  *,
+  flips: bool = True,
+  scales: Sequence[float] = (1.0,),
+  eps: float = 1e-7,
+  image_layout: str = "NHWC",
+) -> Explainer:
   """Test-time augmentation of any explainer: horizontal flips and rescalings.
 
   Each augmented batch is explained, and each map is transformed back (unflipped,
@@ -119,13 +143,16 @@ def augment(explain: Callable, *, flips: bool = True,
   """
 
   if image_layout not in ("NHWC", "NCHW"):
-    raise ArgumentError(f"augment: image_layout: expected 'NHWC' or 'NCHW'; got "
-                        f"{image_layout!r}.")
+    raise ArgumentError(
+      f"augment: image_layout: expected 'NHWC' or 'NCHW'; got {image_layout!r}."
+    )
   last = image_layout == "NHWC"  # channels last: spatial axes 1, 2; else 2, 3
   scales = tuple(scales)
   if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
-    raise ArgumentError(f"augment: scales: expected one or more numbers > 0 (1.0 is "
-                        f"the image as it is); got {scales!r}.")
+    raise ArgumentError(
+      f"augment: scales: expected one or more numbers > 0 (1.0 is "
+      f"the image as it is); got {scales!r}."
+    )
 
   explain = as_explainer(explain)
   inner = explain.with_params
@@ -137,15 +164,14 @@ def augment(explain: Callable, *, flips: bool = True,
     raw_hw = _layer_sizes(clean.cam_raw)
     samples = []
     for scale in scales:
-      for flip in ((False, True) if flips else (False,)):
+      for flip in (False, True) if flips else (False,):
         if scale == 1.0 and not flip:
           out = clean
         else:
           x = _flip(images, 2 if last else 3) if flip else images
           size = (max(1, round(h * scale)), max(1, round(w * scale)))
           if size != (h, w):
-            shape = ((x.shape[0], *size, x.shape[3]) if last
-                     else (*x.shape[:2], *size))
+            shape = (x.shape[0], *size, x.shape[3]) if last else (*x.shape[:2], *size)
             x = jax.image.resize(x, shape, "bilinear")
           out = inner(params, x, targets)
         samples.append(_back(out, flip, (h, w), raw_hw, last))
@@ -166,6 +192,7 @@ def _layer_sizes(cam_raw):
 
 def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Explanation:
   """Map an augmented explanation back to the original frame."""
+
   def maps(x, target):
     if x is None:
       return None
@@ -178,7 +205,17 @@ def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Ex
     moved = jnp.moveaxis(x, -1, 0)
     return jnp.moveaxis(maps(moved, size), 0, -1)
 
-  raw = (tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_hw))
-         if isinstance(out.cam_raw, tuple) else maps(out.cam_raw, raw_hw))
-  return Explanation(maps(out.cam, size), raw, grads(out.guided),
-                     grads(out.guided_gradcam), out.logits, out.targets, out.valid)
+  raw = (
+    tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_hw))
+    if isinstance(out.cam_raw, tuple)
+    else maps(out.cam_raw, raw_hw)
+  )
+  return Explanation(
+    maps(out.cam, size),
+    raw,
+    grads(out.guided),
+    grads(out.guided_gradcam),
+    out.logits,
+    out.targets,
+    out.valid,
+  )

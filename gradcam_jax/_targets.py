@@ -16,9 +16,16 @@ import numpy as np
 
 from gradcam_jax._errors import TargetError
 
-__all__ = ["class_logit", "class_probability", "default_targets", "check_targets",
-           "score_cotangent", "segmentation_target", "detection_target",
-           "embedding_target"]
+__all__ = [
+  "class_logit",
+  "class_probability",
+  "default_targets",
+  "check_targets",
+  "score_cotangent",
+  "segmentation_target",
+  "detection_target",
+  "embedding_target",
+]
 
 TargetFn = Callable[[Any, Any], jax.Array]
 
@@ -34,14 +41,16 @@ def _logits(output, name: str):
     keys = list(output) if isinstance(output, dict) else list(range(len(output)))
     guess = next((k for k in keys if "logit" in str(k)), keys[0] if keys else 0)
     raise TargetError(
-        f"{name}: expected the model output to be a (B, num_classes) array; got a "
-        f"{type(output).__name__} with keys {keys}. Say which one holds the logits, "
-        f"e.g. target=lambda out, t: gcj.{name}(out[{guess!r}], t).")
+      f"{name}: expected the model output to be a (B, num_classes) array; got a "
+      f"{type(output).__name__} with keys {keys}. Say which one holds the logits, "
+      f"e.g. target=lambda out, t: gcj.{name}(out[{guess!r}], t)."
+    )
   if getattr(output, "ndim", 0) < 2:
     raise TargetError(
-        f"{name}: expected the model output to be a (B, num_classes) array; got shape "
-        f"{getattr(output, 'shape', type(output).__name__)}. A (B,) output has one "
-        "score per image: pass a target function that returns it.")
+      f"{name}: expected the model output to be a (B, num_classes) array; got shape "
+      f"{getattr(output, 'shape', type(output).__name__)}. A (B,) output has one "
+      "score per image: pass a target function that returns it."
+    )
   return output
 
 
@@ -72,7 +81,7 @@ def class_probability(output: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def _is_classifier_output(out, batch: int) -> bool:
-  return (hasattr(out, "shape") and len(out.shape) == 2 and out.shape[0] == batch)
+  return hasattr(out, "shape") and len(out.shape) == 2 and out.shape[0] == batch
 
 
 def default_targets(output, batch: int, target_fn=None):
@@ -82,9 +91,10 @@ def default_targets(output, batch: int, target_fn=None):
     return None
   if not _is_classifier_output(output, batch):
     raise TargetError(
-        "targets=None: the default target is the argmax class of a (B, num_classes) "
-        f"output, but the model returned {jax.tree_util.tree_map(jnp.shape, output)}. "
-        "Pass targets explicitly, with a target function that reads this output.")
+      "targets=None: the default target is the argmax class of a (B, num_classes) "
+      f"output, but the model returned {jax.tree_util.tree_map(jnp.shape, output)}. "
+      "Pass targets explicitly, with a target function that reads this output."
+    )
   return jnp.argmax(jax.lax.stop_gradient(output), axis=-1).astype(jnp.int32)
 
 
@@ -93,31 +103,39 @@ def check_targets(targets, batch: int, out_shape) -> jax.Array:
   image, integer, in range when concrete."""
   if not isinstance(targets, jax.core.Tracer):
     raw = np.asarray(targets)
-    if np.issubdtype(raw.dtype, np.integer) and raw.size and (
-        raw.min() < np.iinfo(np.int32).min or raw.max() > np.iinfo(np.int32).max):
-      raise TargetError(f"targets: expected class indices that fit in int32; got "
-                        f"values from {raw.min()} to {raw.max()} (a {raw.dtype} "
-                        "would wrap around to another class).")
+    if (
+      np.issubdtype(raw.dtype, np.integer)
+      and raw.size
+      and (raw.min() < np.iinfo(np.int32).min or raw.max() > np.iinfo(np.int32).max)
+    ):
+      raise TargetError(
+        f"targets: expected class indices that fit in int32; got "
+        f"values from {raw.min()} to {raw.max()} (a {raw.dtype} "
+        "would wrap around to another class)."
+      )
   targets = jnp.asarray(targets) if not isinstance(targets, jax.Array) else targets
   if targets.ndim == 0:
     targets = jnp.broadcast_to(targets, (batch,))
   if targets.ndim not in (1, 2) or targets.shape[0] != batch:
-    raise TargetError(f"targets: expected shape ({batch},), one class per image, or "
-                      f"({batch}, T) for T classes per image; got shape "
-                      f"{targets.shape}.")
+    raise TargetError(
+      f"targets: expected shape ({batch},), one class per image, or "
+      f"({batch}, T) for T classes per image; got shape "
+      f"{targets.shape}."
+    )
   if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise TargetError(f"targets: expected an integer dtype (class indices); got "
-                      f"{targets.dtype}.")
-  if (_is_classifier_output(out_shape, batch)
-      and not isinstance(targets, jax.core.Tracer)):
+    raise TargetError(
+      f"targets: expected an integer dtype (class indices); got {targets.dtype}."
+    )
+  if _is_classifier_output(out_shape, batch) and not isinstance(targets, jax.core.Tracer):
     values = np.asarray(targets)
     num_classes = out_shape.shape[-1]
     bad = np.argwhere((values < 0) | (values >= num_classes))
     if bad.size:
       where = [tuple(b) if len(b) > 1 else int(b[0]) for b in bad.tolist()]
       raise TargetError(
-          f"targets: expected class indices in 0..{num_classes - 1}; got "
-          f"{values[tuple(bad.T)].tolist()} at positions {where}.")
+        f"targets: expected class indices in 0..{num_classes - 1}; got "
+        f"{values[tuple(bad.T)].tolist()} at positions {where}."
+      )
   return targets.astype(jnp.int32)
 
 
@@ -130,9 +148,11 @@ def check_target_indexing(target_fn: TargetFn, targets, out_shape) -> None:
   if targets is None or isinstance(targets, jax.core.Tracer):
     return
   from jax.experimental import checkify
+
   zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
-  columns = [targets] if targets.ndim == 1 else [targets[:, j]
-                                                  for j in range(targets.shape[1])]
+  columns = (
+    [targets] if targets.ndim == 1 else [targets[:, j] for j in range(targets.shape[1])]
+  )
   checked = checkify.checkify(lambda o, t: target_fn(o, t), errors=checkify.index_checks)
   for t in columns:
     try:
@@ -141,10 +161,11 @@ def check_target_indexing(target_fn: TargetFn, targets, out_shape) -> None:
       return
     if message:
       raise TargetError(
-          f"targets {np.asarray(targets).tolist()}: the target function "
-          f"{getattr(target_fn, '__name__', target_fn)} indexes the model output out "
-          f"of range with them ({message.strip()}); JAX would clamp or fill such an "
-          "index and give a wrong or all-zero map.")
+        f"targets {np.asarray(targets).tolist()}: the target function "
+        f"{getattr(target_fn, '__name__', target_fn)} indexes the model output out "
+        f"of range with them ({message.strip()}); JAX would clamp or fill such an "
+        "index and give a wrong or all-zero map."
+      )
 
 
 def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
@@ -153,12 +174,15 @@ def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
   Summing over the batch is exact because each score depends on its own example
   only (the model is evaluated deterministically, without batch statistics).
   """
+
   def total(out):
     scores = target_fn(out, targets)
     if getattr(scores, "shape", None) != (batch,):
-      raise TargetError(f"target function {getattr(target_fn, '__name__', target_fn)}:"
-                        f" expected scores of shape ({batch},); got "
-                        f"{getattr(scores, 'shape', type(scores).__name__)}.")
+      raise TargetError(
+        f"target function {getattr(target_fn, '__name__', target_fn)}:"
+        f" expected scores of shape ({batch},); got "
+        f"{getattr(scores, 'shape', type(scores).__name__)}."
+      )
     return jnp.sum(scores)
 
   return jax.grad(total)(output)
@@ -178,8 +202,9 @@ def segmentation_target(mask) -> TargetFn:
 
   def target_fn(output, targets):
     m = mask if mask.ndim == 3 else mask[None]
-    per_pixel = jnp.sum(output * _one_hot(targets, output.shape[-1], output.dtype)
-                        [:, None, None, :], axis=-1)
+    per_pixel = jnp.sum(
+      output * _one_hot(targets, output.shape[-1], output.dtype)[:, None, None, :], axis=-1
+    )
     return jnp.sum(per_pixel * m, axis=(1, 2))
 
   return target_fn
@@ -212,5 +237,5 @@ def embedding_target(reference) -> TargetFn:
     den = jnp.linalg.norm(out, axis=-1) * jnp.linalg.norm(ref, axis=-1)
     return num / jnp.maximum(den, 1e-12)
 
-  target_fn.needs_targets = False
+  target_fn.needs_targets = False  # type: ignore[attr-defined]
   return target_fn

@@ -17,8 +17,18 @@ import numpy as np
 
 from gradcam_jax._errors import GradCAMError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "RESIZE_POLICIES", "Source", "find_images",
-           "read_image", "fit_size", "resize_to", "read_index", "merge_index"]
+__all__ = [  # noqa: F822 (read_index, merge_index: from the job's journal, __getattr__)
+  "IMAGE_EXTENSIONS",
+  "MAX_PIXELS",
+  "RESIZE_POLICIES",
+  "Source",
+  "find_images",
+  "read_image",
+  "fit_size",
+  "resize_to",
+  "read_index",
+  "merge_index",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -37,6 +47,7 @@ class Source(NamedTuple):
     rel: its path relative to the common root of the arguments, POSIX form: the
       outputs mirror it under ``--out``, so two inputs never share a name.
   """
+
   path: Path
   rel: str
 
@@ -119,17 +130,19 @@ def _pixel_count(data: bytes) -> int | None:
   """Width x height from the file's header, without decoding (None: unknown)."""
   import io as _io
   from PIL import Image
+
   try:
     with Image.open(_io.BytesIO(data)) as im:
       return im.size[0] * im.size[1]
   except Image.DecompressionBombError:
-    return 2 ** 63
+    return 2**63
   except Exception:  # not a format Pillow reads: OpenCV decides below
     return None
 
 
-def read_image(path: Path, max_pixels: int | None = MAX_PIXELS
-               ) -> tuple[np.ndarray | None, str | None]:
+def read_image(
+  path: Path, max_pixels: int | None = MAX_PIXELS
+) -> tuple[np.ndarray | None, str | None]:
   """Decode any image OpenCV reads into uint8 RGB (H, W, 3).
 
   Grayscale is repeated to RGB, alpha is composited over white, 16-bit and float
@@ -152,17 +165,22 @@ def read_image(path: Path, max_pixels: int | None = MAX_PIXELS
   if max_pixels is not None:
     pixels = _pixel_count(data)
     if pixels is not None and pixels > max_pixels:
-      size = "more than 2^63" if pixels == 2 ** 63 else f"{pixels:,}"
-      return None, (f"image too large: {size} pixels, the limit is {max_pixels:,} "
-                    "(raise it with --max-pixels)")
+      size = "more than 2^63" if pixels == 2**63 else f"{pixels:,}"
+      return None, (
+        f"image too large: {size} pixels, the limit is {max_pixels:,} "
+        "(raise it with --max-pixels)"
+      )
   img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if img is None or img.size == 0:
     return None, "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
   if img.dtype == np.uint16:
     img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
   elif img.dtype != np.uint8:
-    img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0),
-                  0, 255).round().astype(np.uint8)
+    img = (
+      np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255)
+      .round()
+      .astype(np.uint8)
+    )
   if img.ndim == 2:
     img = img[..., None]
   if img.shape[-1] == 1:
@@ -179,8 +197,9 @@ def fit_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   if image.shape[:2] == (h, w):
     return image
   shrink = image.shape[0] > h or image.shape[1] > w
-  return cv2.resize(image, (w, h),
-                    interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+  return cv2.resize(
+    image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+  )
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarray:
@@ -204,13 +223,13 @@ def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarr
     rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
     big = fit_size(image, (rh, rw))
     top, left = (rh - h) // 2, (rw - w) // 2
-    return np.ascontiguousarray(big[top:top + h, left:left + w])
+    return np.ascontiguousarray(big[top : top + h, left : left + w])
   if policy == "pad":
     scale = min(h / ih, w / iw)
     rh, rw = max(1, min(h, round(ih * scale))), max(1, min(w, round(iw * scale)))
     out = np.zeros((h, w, 3), np.uint8)
     top, left = (h - rh) // 2, (w - rw) // 2
-    out[top:top + rh, left:left + rw] = fit_size(image, (rh, rw))
+    out[top : top + rh, left : left + rw] = fit_size(image, (rh, rw))
     return out
   raise GradCAMError(f"resize: expected one of {RESIZE_POLICIES}; got {policy!r}.")
 
@@ -218,5 +237,6 @@ def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarr
 def __getattr__(name: str):
   if name in ("read_index", "merge_index"):  # the job's index, read where it is kept
     from gradcam_jax.cli import journal
+
     return getattr(journal, name)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

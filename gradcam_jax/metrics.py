@@ -20,9 +20,20 @@ import numpy as np
 from gradcam_jax._errors import ArgumentError
 from gradcam_jax._ranks_blur import gaussian_kernel, ranks
 
-__all__ = ["Curve", "probabilities", "deletion", "insertion", "average_drop_increase",
-           "road", "pointing_game", "box_from_map", "box_iou", "localisation",
-           "blurred", "auc"]
+__all__ = [
+  "Curve",
+  "probabilities",
+  "deletion",
+  "insertion",
+  "average_drop_increase",
+  "road",
+  "pointing_game",
+  "box_from_map",
+  "box_iou",
+  "localisation",
+  "blurred",
+  "auc",
+]
 
 
 class Curve(NamedTuple):
@@ -34,6 +45,7 @@ class Curve(NamedTuple):
     scores: (B, S+1) probability of each image's target class.
     auc: (B,) trapezoidal area under the curve over [0, 1].
   """
+
   fractions: jax.Array
   scores: jax.Array
   auc: jax.Array
@@ -57,8 +69,9 @@ def blurred(images: jax.Array, sigma: float = 5.0) -> jax.Array:
   x = jnp.moveaxis(images.astype(jnp.float32), -1, 1).reshape(-1, 1, *images.shape[1:3])
   x = jax.lax.conv_general_dilated(x, k.reshape(1, 1, -1, 1), (1, 1), "SAME")
   x = jax.lax.conv_general_dilated(x, k.reshape(1, 1, 1, -1), (1, 1), "SAME")
-  norm = jax.lax.conv_general_dilated(jnp.ones((1, 1, *images.shape[1:3])),
-                                      k.reshape(1, 1, -1, 1), (1, 1), "SAME")
+  norm = jax.lax.conv_general_dilated(
+    jnp.ones((1, 1, *images.shape[1:3])), k.reshape(1, 1, -1, 1), (1, 1), "SAME"
+  )
   norm = jax.lax.conv_general_dilated(norm, k.reshape(1, 1, 1, -1), (1, 1), "SAME")
   x = (x / norm).reshape(images.shape[0], c, *images.shape[1:3])
   return jnp.moveaxis(x, 1, -1).astype(images.dtype)
@@ -69,8 +82,9 @@ def _ranks(maps: jax.Array) -> jax.Array:
   return ranks(-maps.reshape(maps.shape[0], -1))
 
 
-def _perturbation_curve(score_fn, images, maps, targets, baseline, steps, insert,
-                        batch_size):
+def _perturbation_curve(
+  score_fn, images, maps, targets, baseline, steps, insert, batch_size
+):
   b, h, w, _ = images.shape
   ranks = _ranks(maps).reshape(b, h, w, 1)
   if isinstance(baseline, (int, float)):
@@ -80,17 +94,30 @@ def _perturbation_curve(score_fn, images, maps, targets, baseline, steps, insert
 
   def at(count):
     chosen = ranks < count  # the `count` most important pixels
-    x = jnp.where(chosen, images, baseline) if insert else jnp.where(chosen, baseline, images)
+    x = (
+      jnp.where(chosen, images, baseline) if insert else jnp.where(chosen, baseline, images)
+    )
     probs = score_fn(x)
     return jnp.take_along_axis(probs, targets[:, None], axis=1)[:, 0]
 
-  scores = (jax.vmap(at)(counts) if batch_size is None
-            else jax.lax.map(at, counts, batch_size=batch_size)).T
+  scores = (
+    jax.vmap(at)(counts)
+    if batch_size is None
+    else jax.lax.map(at, counts, batch_size=batch_size)
+  ).T
   return Curve(fractions, scores, auc(fractions, scores))
 
 
-def deletion(score_fn, images, maps, targets, *, baseline=0.0, steps: int = 16,
-             batch_size: int | None = None) -> Curve:
+def deletion(
+  score_fn,
+  images,
+  maps,
+  targets,
+  *,
+  baseline=0.0,
+  steps: int = 16,
+  batch_size: int | None = None,
+) -> Curve:
   """Deletion curve (Petsiuk et al. 2018): replace the most important pixels first by
   the baseline; a faithful map makes the probability fall fast (low AUC is good).
 
@@ -105,17 +132,27 @@ def deletion(score_fn, images, maps, targets, *, baseline=0.0, steps: int = 16,
     Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
     Black-box Models", BMVC 2018.
   """
-  return _perturbation_curve(score_fn, images, maps, targets, baseline, steps, False,
-                             batch_size)
+  return _perturbation_curve(
+    score_fn, images, maps, targets, baseline, steps, False, batch_size
+  )
 
 
-def insertion(score_fn, images, maps, targets, *, baseline=0.0, steps: int = 16,
-              batch_size: int | None = None) -> Curve:
+def insertion(
+  score_fn,
+  images,
+  maps,
+  targets,
+  *,
+  baseline=0.0,
+  steps: int = 16,
+  batch_size: int | None = None,
+) -> Curve:
   """Insertion curve (Petsiuk et al. 2018): start from the baseline and insert the
   most important pixels first; a faithful map makes the probability rise fast (high
   AUC is good). Arguments as :func:`deletion`."""
-  return _perturbation_curve(score_fn, images, maps, targets, baseline, steps, True,
-                             batch_size)
+  return _perturbation_curve(
+    score_fn, images, maps, targets, baseline, steps, True, batch_size
+  )
 
 
 def average_drop_increase(score_fn, images, maps, targets) -> tuple[jax.Array, jax.Array]:
@@ -140,15 +177,17 @@ def average_drop_increase(score_fn, images, maps, targets) -> tuple[jax.Array, j
   return 100 * jnp.mean(drop), 100 * jnp.mean((o > y).astype(jnp.float32))
 
 
-def _impute(images: jax.Array, removed: jax.Array, key, noise: float,
-            iterations: int) -> jax.Array:
+def _impute(
+  images: jax.Array, removed: jax.Array, key, noise: float, iterations: int
+) -> jax.Array:
   """Noisy linear imputation: each removed pixel becomes the average of its four
   neighbours (a discrete Laplace equation with the kept pixels as boundary), solved
   on the device by Jacobi iterations, plus Gaussian noise of std `noise`."""
   mask = removed[..., None].astype(images.dtype)
   kept = images * (1 - mask)
   fill = jnp.sum(kept, axis=(1, 2), keepdims=True) / jnp.maximum(
-      jnp.sum(1 - mask, axis=(1, 2), keepdims=True), 1)
+    jnp.sum(1 - mask, axis=(1, 2), keepdims=True), 1
+  )
   x = kept + mask * fill
 
   def step(x, _):
@@ -160,8 +199,18 @@ def _impute(images: jax.Array, removed: jax.Array, key, noise: float,
   return x + mask * noise * jax.random.normal(key, images.shape, images.dtype)
 
 
-def road(score_fn, images, maps, targets, *, key, percentiles=(0.1, 0.3, 0.5, 0.7, 0.9),
-         order: str = "morf", noise: float = 0.01, iterations: int = 100):
+def road(
+  score_fn,
+  images,
+  maps,
+  targets,
+  *,
+  key,
+  percentiles=(0.1, 0.3, 0.5, 0.7, 0.9),
+  order: str = "morf",
+  noise: float = 0.01,
+  iterations: int = 100,
+):
   """ROAD: RemOve And Debias (Rong et al. 2022), MoRF or LeRF.
 
   At each percentile p, the fraction p of pixels that are most (``"morf"``) or least
@@ -208,8 +257,13 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> jax.Array:
   y, x = flat // w, flat % w
   x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
   valid = x1 > x0
-  inside = ((x[:, None] >= x0 - tolerance) & (x[:, None] < x1 + tolerance)
-            & (y[:, None] >= y0 - tolerance) & (y[:, None] < y1 + tolerance) & valid)
+  inside = (
+    (x[:, None] >= x0 - tolerance)
+    & (x[:, None] < x1 + tolerance)
+    & (y[:, None] >= y0 - tolerance)
+    & (y[:, None] < y1 + tolerance)
+    & valid
+  )
   return jnp.any(inside, axis=1).astype(jnp.float32)
 
 
@@ -218,14 +272,17 @@ def box_from_map(cam, threshold: float = 0.15) -> np.ndarray:
   box the largest connected component (8-connectivity). Returns (x0, y0, x1, y1),
   exclusive ends; all -1 for an all-zero map. Runs on the host (OpenCV)."""
   import cv2
+
   cam = np.asarray(cam, np.float32)
   if cam.max() <= 0:
     return np.full(4, -1, np.int32)
   mask = (cam >= threshold * cam.max()).astype(np.uint8)
   n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
   best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-  x, y, bw, bh = (int(stats[best, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
-                                                  cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+  x, y, bw, bh = (
+    int(stats[best, k])
+    for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+  )
   return np.array([x, y, x + bw, y + bh], np.int32)
 
 
@@ -242,5 +299,10 @@ def localisation(maps, boxes, threshold: float = 0.15, iou: float = 0.5) -> np.n
   """Box localisation as in the Grad-CAM paper: 1.0 where the box of the map's
   largest thresholded component has IoU >= `iou` with the ground-truth box."""
   maps = np.asarray(maps)
-  return np.array([float(box_iou(box_from_map(m, threshold), gt) >= iou)
-                   for m, gt in zip(maps, np.asarray(boxes))], np.float32)
+  return np.array(
+    [
+      float(box_iou(box_from_map(m, threshold), gt) >= iou)
+      for m, gt in zip(maps, np.asarray(boxes))
+    ],
+    np.float32,
+  )

@@ -18,8 +18,16 @@ from gradcam_jax._errors import ArgumentError
 from gradcam_jax._ranks_blur import gaussian_kernel, ranks
 from gradcam_jax._postprocess import normalize
 
-__all__ = ["spearman", "ssim", "hog", "hog_correlation", "top_down_layers",
-           "randomise", "randomisation_table", "SanityRow"]
+__all__ = [
+  "spearman",
+  "ssim",
+  "hog",
+  "hog_correlation",
+  "top_down_layers",
+  "randomise",
+  "randomisation_table",
+  "SanityRow",
+]
 
 
 def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -51,13 +59,16 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
   C2 = 0.03^2 (Wang et al. 2004). Maps must be at least 11x11."""
   a = normalize(a.astype(jnp.float32), eps=0.0)
   b = normalize(b.astype(jnp.float32), eps=0.0)
-  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  c1, c2 = 0.01**2, 0.03**2
   mu_a, mu_b = _gaussian_filter(a), _gaussian_filter(b)
-  var_a = _gaussian_filter(a * a) - mu_a ** 2
-  var_b = _gaussian_filter(b * b) - mu_b ** 2
+  var_a = _gaussian_filter(a * a) - mu_a**2
+  var_b = _gaussian_filter(b * b) - mu_b**2
   cov = _gaussian_filter(a * b) - mu_a * mu_b
-  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
-       / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+  s = (
+    (2 * mu_a * mu_b + c1)
+    * (2 * cov + c2)
+    / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+  )
   return s.mean(axis=(1, 2))
 
 
@@ -69,14 +80,16 @@ def hog(maps: jax.Array, cell: int = 8, bins: int = 9) -> jax.Array:
   p = jnp.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
   gx = (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) / 2
   gy = (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) / 2
-  mag = jnp.sqrt(gx ** 2 + gy ** 2)
+  mag = jnp.sqrt(gx**2 + gy**2)
   angle = jnp.mod(jnp.arctan2(gy, gx), jnp.pi)
   index = jnp.minimum((angle / jnp.pi * bins).astype(jnp.int32), bins - 1)
   onehot = jax.nn.one_hot(index, bins) * mag[..., None]
   b, h, w = x.shape
   hc, wc = h // cell, w // cell
-  cells = onehot[:, :hc * cell, :wc * cell].reshape(b, hc, cell, wc, cell, bins).sum((2, 4))
-  norm = jnp.sqrt((cells ** 2).sum(-1, keepdims=True) + 1e-12)
+  cells = (
+    onehot[:, : hc * cell, : wc * cell].reshape(b, hc, cell, wc, cell, bins).sum((2, 4))
+  )
+  norm = jnp.sqrt((cells**2).sum(-1, keepdims=True) + 1e-12)
   return (cells / norm).reshape(b, -1)
 
 
@@ -89,6 +102,7 @@ def top_down_layers(apply_fn, variables, images) -> list[tuple[str, ...]]:
   """Paths of the modules that own parameters, from the output down: the order in
   which the model computes them on `images`, reversed (traced, not run)."""
   from gradcam_jax._layers import list_layers
+
   owners = set()
   for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"]):
     owners.add(tuple(str(getattr(k, "key", k)) for k in path[:-1]))
@@ -120,6 +134,7 @@ def randomise(variables, layers: Sequence[tuple[str, ...]], key):
 
 class SanityRow(NamedTuple):
   """Mean similarity (over the batch) of the maps after randomising `layers`."""
+
   randomised: str
   spearman: float
   spearman_abs: float
@@ -135,11 +150,19 @@ def _as_maps(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x, jnp.abs(x)
 
 
-def randomisation_table(make_explainer: Callable, apply_fn, variables, images, targets,
-                        *, key,
-                        field: str = "cam", mode: str = "cascading",
-                        layers: Sequence[tuple[str, ...]] | None = None,
-                        cell: int = 8) -> list[SanityRow]:
+def randomisation_table(
+  make_explainer: Callable,
+  apply_fn,
+  variables,
+  images,
+  targets,
+  *,
+  key,
+  field: str = "cam",
+  mode: str = "cascading",
+  layers: Sequence[tuple[str, ...]] | None = None,
+  cell: int = 8,
+) -> list[SanityRow]:
   """The model-parameter-randomisation test for any explainer factory.
 
   Args:
@@ -162,19 +185,21 @@ def randomisation_table(make_explainer: Callable, apply_fn, variables, images, t
   """
   if mode not in ("cascading", "independent"):
     raise ArgumentError(f"mode: expected 'cascading' or 'independent'; got {mode!r}.")
-  layers = list(top_down_layers(apply_fn, variables, images) if layers is None
-                else layers)
+  layers = list(top_down_layers(apply_fn, variables, images) if layers is None else layers)
   ref = getattr(make_explainer(variables)(images, targets), field)
   ref_signed, ref_abs = _as_maps(ref)
   rows = [SanityRow("none", 1.0, 1.0, 1.0, 1.0)]
   for i, layer in enumerate(layers):
-    chosen = layers[:i + 1] if mode == "cascading" else [layer]
+    chosen = layers[: i + 1] if mode == "cascading" else [layer]
     v = randomise(variables, chosen, jax.random.fold_in(key, i))
     signed, absolute = _as_maps(getattr(make_explainer(v)(images, targets), field))
-    rows.append(SanityRow(
+    rows.append(
+      SanityRow(
         "/".join(layer) if mode == "independent" else f"down to {'/'.join(layer)}",
         float(spearman(signed, ref_signed).mean()),
         float(spearman(absolute, ref_abs).mean()),
         float(ssim(absolute, ref_abs).mean()),
-        float(hog_correlation(absolute, ref_abs, cell).mean())))
+        float(hog_correlation(absolute, ref_abs, cell).mean()),
+      )
+    )
   return rows

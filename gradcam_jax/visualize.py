@@ -27,8 +27,9 @@ def overlay(image, cam, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) ->
   """Blend the colour map of `cam` over a uint8 RGB `image` (resized to match)."""
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ImageError(f"overlay: expected a uint8 RGB image (H, W, 3); got "
-                     f"{image.dtype} {image.shape}.")
+    raise ImageError(
+      f"overlay: expected a uint8 RGB image (H, W, 3); got {image.dtype} {image.shape}."
+    )
   cam = np.asarray(cam, np.float32)
   if cam.shape != image.shape[:2]:
     cam = cv2.resize(cam, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
@@ -51,13 +52,15 @@ def deprocess_gradient(grad, eps: float = 1e-5) -> np.ndarray:
 def _titled(image: np.ndarray, title: str, scale: int) -> np.ndarray:
   big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
   bar = np.full((18, big.shape[1], 3), 255, np.uint8)
-  cv2.putText(bar, title, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
-              cv2.LINE_AA)
+  cv2.putText(
+    bar, title, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA
+  )
   return np.concatenate([bar, big], axis=0)
 
 
-def panel(images: Sequence[np.ndarray], titles: Sequence[str], scale: int = 1,
-          gap: int = 4) -> np.ndarray:
+def panel(
+  images: Sequence[np.ndarray], titles: Sequence[str], scale: int = 1, gap: int = 4
+) -> np.ndarray:
   """Pictures side by side, each with a title above, separated by white gaps."""
   tiles = [_titled(np.asarray(im), t, scale) for im, t in zip(images, titles)]
   h = max(t.shape[0] for t in tiles)

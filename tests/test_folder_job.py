@@ -197,6 +197,7 @@ def test_a_failed_write_is_reported_and_the_others_are_written(
 ONE_DEVICE = jh.ONE_DEVICE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(gcj.METHODS) + ["scorecam", "ablationcam"])
 def test_every_method(tmp_path, model, method):
   image = jh.scenes(1)[0]

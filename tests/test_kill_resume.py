@@ -16,6 +16,8 @@ import pytest
 
 from tests import job_helpers as jh
 
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
 N = 300
 
 

@@ -11,6 +11,8 @@ import pytest
 import gradcam_jax as gcj
 from gradcam_jax.zoo._modules import MaxPool, ReLU
 
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 tnn = torch.nn

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 

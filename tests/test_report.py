@@ -16,6 +16,8 @@ from gradcam_jax import cli, io
 from gradcam_jax.cli import report as _report
 from tests import job_helpers as jh
 
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -93,6 +93,7 @@ def test_xla_flags_option_rejects_a_word_that_is_no_setting(capsys):
   assert "default, noynn, ynn-individual" in message and "'fast'" in message
 
 
+@pytest.mark.slow
 def test_bench_times_every_setting_and_names_the_fastest():
   env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="")
   proc = subprocess.run([sys.executable, "-m", "gradcam_jax.cli", "bench", "--quick",

@@ -57,6 +57,7 @@ def test_resnet50_matches_torch(tmp_path):
   assert zm.layer == "layer4"
 
 
+@pytest.mark.slow
 def test_keras_vgg16_through_the_adapter_equals_the_flax_zoo_vgg16(keras_vgg16_h5):
   """keras.applications.VGG16 (random weights, written by Keras in the legacy .h5
   layout) explained through the Keras adapter, and the same file loaded into the

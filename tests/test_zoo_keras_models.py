@@ -66,6 +66,7 @@ def test_keras_usage_errors(saved, tmp_path, capsys):
     assert code == 2 and words in err and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.slow
 def test_keras_applications_vgg16_from_a_weights_file(keras_vgg16_h5, saved, tmp_path):
   """keras.applications.VGG16 with the file Keras wrote for the random VGG16:
   the application's preprocess_input, ImageNet class names, block5_conv3."""

@@ -12,6 +12,8 @@ import pytest
 
 from gradcam_jax import zoo
 
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 

@@ -11,6 +11,7 @@ from gradcam_jax.zoo.vit import init_tiny_vit
 from tests import models
 from tests.models import assert_close
 
+@pytest.mark.slow
 def test_vit_gradcam_and_guided_gradcam():
   vit, variables = init_tiny_vit()
   x = models.images(2, size=32)

@@ -24,8 +24,13 @@ __all__ = ["ADAPTERS", "Adapter", "pick"]
 
 # Tried in order: the first whose claims() accepts the model adapts it. linen comes
 # last: it takes any other function of (variables, x) (a Keras model is one too).
-ADAPTERS: tuple[type[Adapter], ...] = (Split, NNXModel, EquinoxModel, KerasModel,
-                                       LinenModel)
+ADAPTERS: tuple[type[Adapter], ...] = (
+  Split,
+  NNXModel,
+  EquinoxModel,
+  KerasModel,
+  LinenModel,
+)
 
 
 def pick(model, params) -> tuple[Adapter, object]:
@@ -35,7 +40,8 @@ def pick(model, params) -> tuple[Adapter, object]:
     if adapter.claims(model):
       return adapter.adapt(model, params)
   raise ArgumentError(
-      f"apply_fn: expected a model: a function apply_fn(variables, images) (a Flax "
-      f"linen model.apply), an nnx.Module, (graphdef, state) or GraphDef, an "
-      f"eqx.Module, a Keras 3 model, or gcj.Split(features, head); got "
-      f"{type(model).__name__}.")
+    f"apply_fn: expected a model: a function apply_fn(variables, images) (a Flax "
+    f"linen model.apply), an nnx.Module, (graphdef, state) or GraphDef, an "
+    f"eqx.Module, a Keras 3 model, or gcj.Split(features, head); got "
+    f"{type(model).__name__}."
+  )

@@ -86,8 +86,9 @@ class EditsAt:
     key: the key of a LayerRef in the adapter's terms (its path by default).
   """
 
-  def __init__(self, edits: LayerEdits,
-               key: Callable[[LayerRef], Hashable] = lambda ref: ref.path):
+  def __init__(
+    self, edits: LayerEdits, key: Callable[[LayerRef], Hashable] = lambda ref: ref.path
+  ):
     self.layers = [ref for ref, _ in edits]
     self.wanted = {(key(ref), ref.call or 0): edit for ref, edit in edits}
     self.keys = {k for k, _ in self.wanted}
@@ -107,7 +108,8 @@ class EditsAt:
   def check(self) -> None:
     if sorted(map(repr, self._applied)) != sorted(map(repr, self.wanted)):
       raise ModelError(
-          f"layers {[str(l) for l in self.layers]}: reached {len(self._applied)} "
-          f"edit(s) of {len(self.wanted)} while running the model; expected each "
-          "once. The model calls its layers differently from the run that listed "
-          "them (a data-dependent branch, or a different batch).")
+        f"layers {[str(l) for l in self.layers]}: reached {len(self._applied)} "
+        f"edit(s) of {len(self.wanted)} while running the model; expected each "
+        "once. The model calls its layers differently from the run that listed "
+        "them (a data-dependent branch, or a different batch)."
+      )

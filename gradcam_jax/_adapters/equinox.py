@@ -39,6 +39,7 @@ def _with_taps(model, selectors, names, hook):
   """`model` with the submodule each selector picks wrapped in a tap that hands its
   output to ``hook(name, output)``."""
   import equinox as eqx
+
   tap = _tap_class()
   for selector, name in zip(selectors, names):
     model = eqx.tree_at(selector, model, replace_fn=lambda sub, n=name: tap(sub, n, hook))
@@ -55,6 +56,7 @@ class EquinoxModel:
 
   def __init__(self, model, selectors: tuple = (), batched: bool = False):
     import equinox as eqx
+
     self.static = eqx.filter(model, eqx.is_array, inverse=True)
     self.selectors = tuple(selectors)
     self.batched = batched
@@ -79,6 +81,7 @@ class EquinoxModel:
 
   def model(self, arrays):
     import equinox as eqx
+
     return eqx.combine(arrays, self.static)
 
   def __call__(self, arrays, x):
@@ -87,6 +90,7 @@ class EquinoxModel:
 
   def variables(self, params):
     import equinox as eqx
+
     return eqx.filter(params, eqx.is_array)
 
   def parse_layer(self, layer):
@@ -94,20 +98,28 @@ class EquinoxModel:
     the layer (or list of layers) by name."""
     if layer is None:
       raise LayerNotFoundError(
-          "layer=None: an Equinox model has no module paths to search; expected a "
-          "selector such as layer=lambda m: m.layers[3] (or a list of them).")
+        "layer=None: an Equinox model has no module paths to search; expected a "
+        "selector such as layer=lambda m: m.layers[3] (or a list of them)."
+      )
     specs = list(layer) if isinstance(layer, list) else [layer]
     selectors, calls = [], []
     for s in specs:
-      if (isinstance(s, tuple) and len(s) == 2 and callable(s[0])
-          and isinstance(s[1], int) and s[1] >= 0):
+      if (
+        isinstance(s, tuple)
+        and len(s) == 2
+        and callable(s[0])
+        and isinstance(s[1], int)
+        and s[1] >= 0
+      ):
         s, call = s
       elif callable(s):
         call = None
       else:
-        raise LayerSpecError(f"layer: for an Equinox model expected a selector "
-                             f"function such as lambda m: m.layers[3], or (selector, "
-                             f"i) for its call i; got {s!r}.")
+        raise LayerSpecError(
+          f"layer: for an Equinox model expected a selector "
+          f"function such as lambda m: m.layers[3], or (selector, "
+          f"i) for its call i; got {s!r}."
+        )
       selectors.append(s)
       calls.append(call)
     names = _selector_names(len(selectors))
@@ -124,12 +136,14 @@ class EquinoxModel:
       def record(name, out):  # every call, numbered: a layer called twice shows
         batched = out if self.batched else jnp.expand_dims(out, 0)
         shape = jax.ShapeDtypeStruct((x.shape[0], *batched.shape[1:]), out.dtype)
-        infos.append(LayerInfo.of_output((name,), "__call__", count(name), shape,
-                                         "equinox selector"))
+        infos.append(
+          LayerInfo.of_output((name,), "__call__", count(name), shape, "equinox selector")
+        )
         return out
 
-      m = _with_taps(self.model(arrays), self.selectors,
-                     _selector_names(len(self.selectors)), record)
+      m = _with_taps(
+        self.model(arrays), self.selectors, _selector_names(len(self.selectors)), record
+      )
       return m(x) if self.batched else jax.vmap(m)(x)
 
     out = jax.eval_shape(traced, arrays, x)
@@ -139,13 +153,19 @@ class EquinoxModel:
     """The model with each edit applied at its layer's call (other calls of the
     same submodule run unedited)."""
     at = EditsAt(edits, key=lambda ref: ref.path[0])
-    wanted = [(s, n) for s, n in zip(self.selectors, _selector_names(len(self.selectors)))
-              if n in at.keys]
+    wanted = [
+      (s, n)
+      for s, n in zip(self.selectors, _selector_names(len(self.selectors)))
+      if n in at.keys
+    ]
 
     def tapped(lane):
-      return _with_taps(self.model(arrays), [s for s, _ in wanted],
-                        [n for _, n in wanted],
-                        lambda name, out: at(name, out, lane))
+      return _with_taps(
+        self.model(arrays),
+        [s for s, _ in wanted],
+        [n for _, n in wanted],
+        lambda name, out: at(name, out, lane),
+      )
 
     if self.batched:
       out = tapped(None)(x)

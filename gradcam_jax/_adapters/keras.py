@@ -35,6 +35,7 @@ __all__ = ["KerasModel", "keras_params"]
 
 def _keras():
   import keras
+
   return keras
 
 
@@ -43,8 +44,10 @@ def _is_graph(model) -> bool:
   Functional graph)."""
   keras = _keras()
   return (isinstance(model, keras.Sequential) and model._functional is not None) or (
-      isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
-      and not isinstance(model, keras.Sequential))
+    isinstance(model, keras.Model)
+    and hasattr(model, "_nodes_by_depth")
+    and not isinstance(model, keras.Sequential)
+  )
 
 
 def _graph(model):
@@ -89,10 +92,11 @@ def _logit_layer(model):
   clone.build(op.input.shape)
   if len(clone.weights) != len(op.weights):
     raise UnsupportedError(
-        f"layer {op.name!r} ends the model in a softmax, and a copy of it without "
-        f"its activation does not have its weights ({len(clone.weights)} vs "
-        f"{len(op.weights)}). Build the model with classifier_activation=None (or "
-        "activation=None on that layer) to explain its scores.")
+      f"layer {op.name!r} ends the model in a softmax, and a copy of it without "
+      f"its activation does not have its weights ({len(clone.weights)} vs "
+      f"{len(op.weights)}). Build the model with classifier_activation=None (or "
+      "activation=None on that layer) to explain its scores."
+    )
   return path, (op, clone), lambda args, kwargs: clone(*args, **kwargs)
 
 
@@ -117,16 +121,18 @@ class KerasModel:
     keras = _keras()
     if keras.backend.backend() != "jax":
       raise UnsupportedError(
-          f"Keras model {model.name!r}: Keras runs on the {keras.backend.backend()!r} "
-          "backend; gradcam-jax explains Keras models on the JAX backend. Set "
-          "KERAS_BACKEND=jax in the environment before keras is first imported "
-          "(e.g. `KERAS_BACKEND=jax python ...`, or os.environ['KERAS_BACKEND'] = "
-          "'jax' at the top of the script or notebook).")
+        f"Keras model {model.name!r}: Keras runs on the {keras.backend.backend()!r} "
+        "backend; gradcam-jax explains Keras models on the JAX backend. Set "
+        "KERAS_BACKEND=jax in the environment before keras is first imported "
+        "(e.g. `KERAS_BACKEND=jax python ...`, or os.environ['KERAS_BACKEND'] = "
+        "'jax' at the top of the script or notebook)."
+      )
     if not model.built:
       raise ModelError(
-          f"Keras model {model.name!r} is not built (it has no variables yet): give "
-          "it an Input shape, or call it once on a batch of images, before "
-          "explaining it.")
+        f"Keras model {model.name!r} is not built (it has no variables yet): give "
+        "it an Input shape, or call it once on a batch of images, before "
+        "explaining it."
+      )
     return cls(model), keras_params(model) if params is None else params
 
   def __call__(self, variables, x):
@@ -138,17 +144,19 @@ class KerasModel:
   def parse_layer(self, layer):
     if layer is not False and not self.graph:
       raise UnsupportedError(
-          f"layer={layer!r}: {type(self.model).__name__} is a subclassed Keras model "
-          "(its call() is Python, not a graph of layers), so no layer inside it can "
-          "be reached without modifying the model (guided backprop, which needs no "
-          "layer, works). Wrap it as gcj.Split(features, head): two functions of "
-          "(params, x) split at the layer; or build it with the Functional API.")
+        f"layer={layer!r}: {type(self.model).__name__} is a subclassed Keras model "
+        "(its call() is Python, not a graph of layers), so no layer inside it can "
+        "be reached without modifying the model (guided backprop, which needs no "
+        "layer, works). Wrap it as gcj.Split(features, head): two functions of "
+        "(params, x) split at the layer; or build it with the Functional API."
+      )
     return self, parse_layers(layer)
 
   def _mapping(self, variables):
     trainable, non_trainable = variables
     mapping = list(zip(self.model.trainable_variables, trainable)) + list(
-        zip(self.model.non_trainable_variables, non_trainable))
+      zip(self.model.non_trainable_variables, non_trainable)
+    )
     if self.logits is not None and self.logits[1] is not None:
       op, clone = self.logits[1]
       values = {id(v): value for v, value in mapping}
@@ -157,14 +165,20 @@ class KerasModel:
 
   def _run(self, variables, x, hook):
     import jax
+
     keras = _keras()
     # Keras' ops rely on NumPy's rank promotion ((B, K) + (K,) in Dense): run them
     # under it even where the user's JAX config raises on it
-    with jax.numpy_rank_promotion("allow"), keras.StatelessScope(
-        state_mapping=self._mapping(variables)):
+    with (
+      jax.numpy_rank_promotion("allow"),
+      keras.StatelessScope(state_mapping=self._mapping(variables)),
+    ):
       if not self.graph:  # subclassed: run whole (hook never called)
-        kwargs = {"training": False} if "training" in getattr(
-            self.model, "_call_context_args", ()) else {}
+        kwargs = (
+          {"training": False}
+          if "training" in getattr(self.model, "_call_context_args", ())
+          else {}
+        )
         return self.model(x, **kwargs)
       return _run_graph(self.model, x, hook, (), self.logits)
 
@@ -172,12 +186,14 @@ class KerasModel:
     """Every layer's output (nested models' layers as ``outer/inner``); none for a
     subclassed model, whose layers are not reachable."""
     import jax
+
     infos: list[LayerInfo] = []
     count = CallCounter()
 
     def record(path, op, out):
-      infos.append(LayerInfo.of_output(path, "__call__", count(path), out,
-                                       type(op).__name__))
+      infos.append(
+        LayerInfo.of_output(path, "__call__", count(path), out, type(op).__name__)
+      )
       return out
 
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
@@ -194,6 +210,7 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
   """The graph of `model` run node by node, each layer's output passed through
   ``hook(path, layer, output)``; a nested model is run the same way, inside."""
   from keras.src.models.functional import unpack_singleton
+
   graph = _graph(model)
 
   def operation_fn(op):
@@ -209,6 +226,7 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
           kwargs["training"] = False
         out = op(*args, **kwargs)
       return hook(path, op, out)
+
     return call
 
   inputs = graph._standardize_inputs(x)
@@ -218,20 +236,29 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
 def keras_params(model):
   """The current values of `model`'s variables, as the Keras adapter takes them:
   ``(trainable_values, non_trainable_values)``."""
-  return ([v.value for v in model.trainable_variables],
-          [v.value for v in model.non_trainable_variables])
+  return (
+    [v.value for v in model.trainable_variables],
+    [v.value for v in model.non_trainable_variables],
+  )
 
 
 def _check_params(model, params):
   expected = (len(model.trainable_variables), len(model.non_trainable_variables))
-  pair = (isinstance(params, (tuple, list)) and len(params) == 2
-          and all(isinstance(p, (tuple, list)) for p in params))
+  pair = (
+    isinstance(params, (tuple, list))
+    and len(params) == 2
+    and all(isinstance(p, (tuple, list)) for p in params)
+  )
   if pair and (len(params[0]), len(params[1])) == expected:
     return params
-  got = (f"a pair of lists of lengths ({len(params[0])}, {len(params[1])})" if pair
-         else type(params).__name__)
+  got = (
+    f"a pair of lists of lengths ({len(params[0])}, {len(params[1])})"
+    if pair
+    else type(params).__name__
+  )
   raise WeightsError(
-      f"params of Keras model {model.name!r}: expected (trainable_values, "
-      f"non_trainable_values), two lists of {expected[0]} and {expected[1]} arrays "
-      f"in the order of model.trainable_variables and model.non_trainable_variables "
-      f"(gcj.keras_params(model) gives them); got {got}.")
+    f"params of Keras model {model.name!r}: expected (trainable_values, "
+    f"non_trainable_values), two lists of {expected[0]} and {expected[1]} arrays "
+    f"in the order of model.trainable_variables and model.non_trainable_variables "
+    f"(gcj.keras_params(model) gives them); got {got}."
+  )

@@ -54,6 +54,7 @@ class LinenModel:
   def _run(self, variables, x, on_output: Callable):
     """The model with each module output passed through ``on_output((path,
     method), module, out)``, which returns what the caller of the method gets."""
+
     def intercept(next_fun, args, kwargs, context):
       module, method = context.module, context.method_name
       if _skip(method) or not module.path:
@@ -68,8 +69,9 @@ class LinenModel:
     count = CallCounter()
 
     def record(key, module, out):
-      infos.append(LayerInfo.of_output(key[0], key[1], count(key), out,
-                                       type(module).__name__))
+      infos.append(
+        LayerInfo.of_output(key[0], key[1], count(key), out, type(module).__name__)
+      )
       return out
 
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)

@@ -49,8 +49,11 @@ def _install(model, paths, hook) -> None:
 
 
 def _callable_submodules(model):
-  return [path for path, node in nnx.iter_graph(model)
-          if path and isinstance(node, nnx.Module) and callable(node)]
+  return [
+    path
+    for path, node in nnx.iter_graph(model)
+    if path and isinstance(node, nnx.Module) and callable(node)
+  ]
 
 
 class NNXModel:
@@ -62,9 +65,9 @@ class NNXModel:
 
   @staticmethod
   def claims(model) -> bool:
-    return (isinstance(model, (nnx.Module, nnx.GraphDef, NNXModel))
-            or (isinstance(model, tuple) and len(model) == 2
-                and isinstance(model[0], nnx.GraphDef)))
+    return isinstance(model, (nnx.Module, nnx.GraphDef, NNXModel)) or (
+      isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], nnx.GraphDef)
+    )
 
   @classmethod
   def adapt(cls, model, params):
@@ -98,8 +101,9 @@ class NNXModel:
       types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
 
       def record(path, out):
-        infos.append(LayerInfo.of_output(path, "__call__", count(path), out,
-                                         types.get(path, "?")))
+        infos.append(
+          LayerInfo.of_output(path, "__call__", count(path), out, types.get(path, "?"))
+        )
         return out
 
       _install(merged, _callable_submodules(merged), record)
@@ -111,10 +115,8 @@ class NNXModel:
   def run_with_edits(self, state, x, edits: LayerEdits):
     merged = nnx.merge(self.graphdef, state)
     at = EditsAt(edits)
-    by_key = {_key(p): p for p in _callable_submodules(merged)}
+    by_key: dict = {_key(p): p for p in _callable_submodules(merged)}
     _install(merged, [by_key[key] for key in at.keys], at)
     out = merged(x)
     at.check()
     return out
-
-

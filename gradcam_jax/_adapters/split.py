@@ -26,6 +26,7 @@ class Split(NamedTuple):
     >>> split.features(2.0, jnp.ones((1, 4, 4, 3))).shape
     (1, 4, 4, 3)
   """
+
   features: Callable[[Any, jax.Array], jax.Array]
   head: Callable[[Any, jax.Array], Any]
 
@@ -54,7 +55,8 @@ class Split(NamedTuple):
 
   def run_with_edits(self, variables, x, edits: LayerEdits):
     if len(edits) != 1:
-      raise LayerNotFoundError(f"a Split model has one layer (its features); got "
-                               f"{len(edits)}.")
+      raise LayerNotFoundError(
+        f"a Split model has one layer (its features); got {len(edits)}."
+      )
     ((_, edit),) = edits
     return self.head(variables, edit(self.features(variables, x)))

@@ -14,5 +14,11 @@ from gradcam_jax._guided.relus import relu_count
 from gradcam_jax._guided.transform import guided
 from gradcam_jax._guided.transform import replace_relus
 
-__all__ = ("GuidedReport", "guided", "guided_relu", "guided_report", "relu_count",
-           "replace_relus")
+__all__ = (
+  "GuidedReport",
+  "guided",
+  "guided_relu",
+  "guided_report",
+  "relu_count",
+  "replace_relus",
+)

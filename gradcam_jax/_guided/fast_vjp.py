@@ -65,18 +65,24 @@ def _max_pool_transpose(x, y, g, window, strides, padding):
     candidate = lax.slice(xp, offset, span, strides)
     hit = (candidate == y) & ~taken  # the first maximum in window order
     taken = taken | hit
-    dxp = dxp + lax.pad(jnp.where(hit, g, zero), zero,
-                        [(o, size - end, s - 1)
-                         for o, end, size, s in zip(offset, span, xp.shape, strides)])
-  return lax.slice(dxp, [lo for lo, _ in padding],
-                   [size - hi for size, (_, hi) in zip(xp.shape, padding)])
+    dxp = dxp + lax.pad(
+      jnp.where(hit, g, zero),
+      zero,
+      [(o, size - end, s - 1) for o, end, size, s in zip(offset, span, xp.shape, strides)],
+    )
+  return lax.slice(
+    dxp, [lo for lo, _ in padding], [size - hi for size, (_, hi) in zip(xp.shape, padding)]
+  )
 
 
 def _is_plain_max_pool(eqn) -> bool:
   p = eqn.params
-  return (eqn.primitive.name == "reduce_window_max" and is_float(eqn.invars[0].aval)
-          and all(d == 1 for d in (*p["base_dilation"], *p["window_dilation"]))
-          and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"]))
+  return (
+    eqn.primitive.name == "reduce_window_max"
+    and is_float(eqn.invars[0].aval)
+    and all(d == 1 for d in (*p["base_dilation"], *p["window_dilation"]))
+    and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"])
+  )
 
 
 def _max_pool(eqn) -> Callable:
@@ -92,8 +98,11 @@ def _max_pool(eqn) -> Callable:
     return y, (x, y)
 
   def pool_bwd(res, g):
-    return (_max_pool_transpose(*res, g, p["window_dimensions"], p["window_strides"],
-                                p["padding"]),)
+    return (
+      _max_pool_transpose(
+        *res, g, p["window_dimensions"], p["window_strides"], p["padding"]
+      ),
+    )
 
   pool.defvjp(pool_fwd, pool_bwd)
   return pool
@@ -129,12 +138,19 @@ def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
         row.append(jnp.zeros((n, rows, cols, c), g.dtype))
         continue
       kernel = jnp.flip(sub, (0, 1)).transpose(0, 1, 3, 2)
-      row.append(lax.conv_general_dilated(
-          g, kernel, (1, 1), [(qa - 1, rows - ho), (qb - 1, cols - wo)],
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision))
-    phases.append(jnp.stack(row, 3))            # (n, rows, cols, sw, c)
+      row.append(
+        lax.conv_general_dilated(
+          g,
+          kernel,
+          (1, 1),
+          [(qa - 1, rows - ho), (qb - 1, cols - wo)],
+          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          precision=precision,
+        )
+      )
+    phases.append(jnp.stack(row, 3))  # (n, rows, cols, sw, c)
   full = jnp.stack(phases, 2).reshape(n, rows * sh, cols * sw, c)
-  return full[:, plh:plh + h, plw:plw + wd]
+  return full[:, plh : plh + h, plw : plw + wd]
 
 
 def _is_strided_conv(eqn) -> bool:
@@ -142,14 +158,19 @@ def _is_strided_conv(eqn) -> bool:
     return False
   p = eqn.params
   dn = p["dimension_numbers"]
-  return (len(eqn.invars[0].aval.shape) == 4 and is_float(eqn.invars[0].aval)
-          and (dn.lhs_spec, dn.rhs_spec, dn.out_spec) == _NHWC_HWIO
-          and max(p["window_strides"]) > 1
-          and p["lhs_dilation"] == (1, 1) and p["rhs_dilation"] == (1, 1)
-          and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
-          and p.get("preferred_element_type") is None
-          and not isinstance(p["padding"], str)
-          and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"]))
+  return (
+    len(eqn.invars[0].aval.shape) == 4
+    and is_float(eqn.invars[0].aval)
+    and (dn.lhs_spec, dn.rhs_spec, dn.out_spec) == _NHWC_HWIO
+    and max(p["window_strides"]) > 1
+    and p["lhs_dilation"] == (1, 1)
+    and p["rhs_dilation"] == (1, 1)
+    and p["feature_group_count"] == 1
+    and p["batch_group_count"] == 1
+    and p.get("preferred_element_type") is None
+    and not isinstance(p["padding"], str)
+    and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"])
+  )
 
 
 def _strided_conv(eqn) -> Callable:
@@ -166,8 +187,9 @@ def _strided_conv(eqn) -> Callable:
 
   def conv_bwd(res, g):
     x, w = res
-    dx = _conv_input_transpose(g, w, x.shape, p["window_strides"], p["padding"],
-                               p["precision"])
+    dx = _conv_input_transpose(
+      g, w, x.shape, p["window_strides"], p["padding"], p["precision"]
+    )
     dw = jax.vjp(lambda w: bind(eqn, [x, w])[0], w)[1](g)[0]
     return dx.astype(x.dtype), dw
 

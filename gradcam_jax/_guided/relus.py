@@ -62,7 +62,8 @@ guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 # Recognising ReLUs in a jaxpr.
 
 _ZERO_PASSTHROUGH = frozenset(
-    {"pvary", "broadcast_in_dim", "convert_element_type", "reshape", "copy"})
+  {"pvary", "broadcast_in_dim", "convert_element_type", "reshape", "copy"}
+)
 
 
 def _literal_is_zero(atom) -> bool:
@@ -84,8 +85,13 @@ def _relu_operand(eqn, is_zero: Callable[[Any], bool]):
   a, b = eqn.invars
   out = eqn.outvars[0].aval
   for x, z in ((a, b), (b, a)):
-    if (is_zero(z) and not is_zero(x) and _is_float(x.aval)
-        and x.aval.shape == out.shape and x.aval.dtype == out.dtype):
+    if (
+      is_zero(z)
+      and not is_zero(x)
+      and _is_float(x.aval)
+      and x.aval.shape == out.shape
+      and x.aval.dtype == out.dtype
+    ):
       return x
   return None
 
@@ -110,9 +116,9 @@ def _zero_tracker(facts: tuple = (), invars=()):
     if name in _ZERO_PASSTHROUGH and eqn.invars and all(is_zero(v) for v in eqn.invars):
       zeros.update(eqn.outvars)
     elif name in ("gt", "ge") and is_zero(eqn.invars[1]) and not is_zero(eqn.invars[0]):
-      pred[eqn.outvars[0]] = eqn.invars[0]   # x > 0
+      pred[eqn.outvars[0]] = eqn.invars[0]  # x > 0
     elif name in ("lt", "le") and is_zero(eqn.invars[0]) and not is_zero(eqn.invars[1]):
-      pred[eqn.outvars[0]] = eqn.invars[1]   # 0 < x
+      pred[eqn.outvars[0]] = eqn.invars[1]  # 0 < x
 
   is_zero.pred = pred
   return is_zero, update
@@ -124,9 +130,14 @@ def _select_relu_operand(eqn, is_zero):
     return None
   p, if_false, if_true = eqn.invars
   out = eqn.outvars[0].aval
-  if (not isinstance(p, jcore.Literal) and is_zero.pred.get(p) is if_true
-      and is_zero(if_false) and _is_float(if_true.aval)
-      and if_true.aval.shape == out.shape and if_true.aval.dtype == out.dtype):
+  if (
+    not isinstance(p, jcore.Literal)
+    and is_zero.pred.get(p) is if_true
+    and is_zero(if_false)
+    and _is_float(if_true.aval)
+    and if_true.aval.shape == out.shape
+    and if_true.aval.dtype == out.dtype
+  ):
     return if_true
   return None
 
@@ -162,8 +173,11 @@ def _is_relu_body(jaxpr) -> bool:
       continue
     if _relu_operand(eqn, is_zero) is x:
       relu_outs.add(eqn.outvars[0])
-    elif (eqn.primitive.name == "jit" and eqn.invars == [x]
-          and _is_relu_body(eqn.params["jaxpr"].jaxpr)):
+    elif (
+      eqn.primitive.name == "jit"
+      and eqn.invars == [x]
+      and _is_relu_body(eqn.params["jaxpr"].jaxpr)
+    ):
       relu_outs.add(eqn.outvars[0])
     else:
       return False
@@ -171,9 +185,12 @@ def _is_relu_body(jaxpr) -> bool:
 
 
 def _is_relu_call(eqn) -> bool:
-  return (eqn.primitive.name == "custom_jvp_call" and len(eqn.invars) == 1
-          and _is_float(eqn.invars[0].aval)
-          and _is_relu_body(eqn.params["call_jaxpr"].jaxpr))
+  return (
+    eqn.primitive.name == "custom_jvp_call"
+    and len(eqn.invars) == 1
+    and _is_float(eqn.invars[0].aval)
+    and _is_relu_body(eqn.params["call_jaxpr"].jaxpr)
+  )
 
 
 def _is_guided_call(eqn) -> bool:
@@ -209,6 +226,7 @@ class GuidedReport(NamedTuple):
   activation-like operations on floats it leaves with their plain gradient (a
   ``max`` against something other than 0, as in leaky ReLU; a ``min`` or ``clamp``,
   as in relu6's cap at 6; a ``select_n`` other than ``where(x > 0, x, 0)``)."""
+
   replaced: int
   left: dict
 
@@ -225,8 +243,7 @@ def _report(jaxpr, facts: tuple, left: dict) -> int:
     if _is_relu_call(eqn) or _relu_operand(eqn, is_zero) is not None:
       replaced += 1
       continue
-    if (eqn.primitive.name in _LOOKALIKES and eqn.outvars
-        and _is_float(eqn.outvars[0].aval)):
+    if eqn.primitive.name in _LOOKALIKES and eqn.outvars and _is_float(eqn.outvars[0].aval):
       left[eqn.primitive.name] = left.get(eqn.primitive.name, 0) + 1
     inner = _call_facts(eqn, is_zero)
     replaced += sum(_report(sub, inner, left) for sub in _sub_jaxprs(eqn))

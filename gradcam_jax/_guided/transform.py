@@ -7,16 +7,17 @@
 user's function and model are never touched.
 
 The ReLUs it recognises are listed in ``relus.py`` (where :func:`guided_relu` and
-:func:`guided_report` live too). They are found inside nested ``jit``, ``remat``/``checkpoint``, ``scan``, ``cond``,
-``while`` and ``shard_map``. A custom-derivative function (``custom_jvp``/``custom_vjp``)
-that contains ReLUs is evaluated through its body, so its own derivative rule is
-replaced by the guided derivative of that body. Other higher-order primitives that
-contain ReLUs raise ``NotImplementedError`` rather than silently skip them, and a
-function with no ReLU at all raises :class:`NoReLUError`.
+:func:`guided_report` live too). They are found inside nested ``jit``,
+``remat``/``checkpoint``, ``scan``, ``cond``, ``while`` and ``shard_map``. A
+custom-derivative function (``custom_jvp``/``custom_vjp``) that contains ReLUs is
+evaluated through its body, so its own derivative rule is replaced by the guided
+derivative of that body. Other higher-order primitives that contain ReLUs raise
+``NotImplementedError`` rather than silently skip them, and a function with no ReLU
+at all raises :class:`NoReLUError`.
 
 While re-evaluating, max pools and strided NHWC convolutions get faster backward
 rules than XLA's CPU defaults (same forward, same gradient up to summation order; see
-``_fast_vjp``).
+``fast_vjp.py``).
 
 The jaxpr APIs used here (``jax.extend``) carry no compatibility promise; the
 project pins the JAX versions it is tested on.
@@ -33,9 +34,16 @@ from jax.extend import core as jcore
 
 from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._guided.fast_vjp import bind as _bind, fast_backward
-from gradcam_jax._guided.relus import (_call_facts, _is_relu_call, _relu_count,
-                                       _relu_operand, _sub_jaxprs, _zero_tracker,
-                                       guided_relu, relu_count)
+from gradcam_jax._guided.relus import (
+  _call_facts,
+  _is_relu_call,
+  _relu_count,
+  _relu_operand,
+  _sub_jaxprs,
+  _zero_tracker,
+  guided_relu,
+  relu_count,
+)
 
 __all__ = ["guided", "replace_relus"]
 
@@ -57,47 +65,58 @@ def _open_fn(jaxpr, rule: Rule) -> Callable:
 def _eval_scan(eqn, invals, rule):
   p = eqn.params
   nc, ncarry = p["num_consts"], p["num_carry"]
-  consts, init, xs = invals[:nc], invals[nc:nc + ncarry], invals[nc + ncarry:]
+  consts, init, xs = invals[:nc], invals[nc : nc + ncarry], invals[nc + ncarry :]
   body = _closed_fn(p["jaxpr"], rule)
 
   def step(carry, x):
     out = body(*consts, *carry, *x)
     return list(out[:ncarry]), list(out[ncarry:])
 
-  carry, ys = lax.scan(step, list(init), list(xs), length=p["length"],
-                       reverse=p["reverse"], unroll=p["unroll"])
+  carry, ys = lax.scan(
+    step, list(init), list(xs), length=p["length"], reverse=p["reverse"], unroll=p["unroll"]
+  )
   return [*carry, *ys]
 
 
 def _eval_while(eqn, invals, rule):
   p = eqn.params
   cn, bn = p["cond_nconsts"], p["body_nconsts"]
-  cconsts, bconsts, init = invals[:cn], invals[cn:cn + bn], invals[cn + bn:]
+  cconsts, bconsts, init = invals[:cn], invals[cn : cn + bn], invals[cn + bn :]
   cond = _closed_fn(p["cond_jaxpr"], rule)
   body = _closed_fn(p["body_jaxpr"], rule)
-  return list(lax.while_loop(lambda c: cond(*cconsts, *c)[0],
-                             lambda c: list(body(*bconsts, *c)), list(init)))
+  return list(
+    lax.while_loop(
+      lambda c: cond(*cconsts, *c)[0], lambda c: list(body(*bconsts, *c)), list(init)
+    )
+  )
 
 
 def _eval_cond(eqn, invals, rule):
   index, *ops = invals
-  branches = [(lambda f: lambda *a: list(f(*a)))(_closed_fn(b, rule))
-              for b in eqn.params["branches"]]
+  branches = [
+    (lambda f: lambda *a: list(f(*a)))(_closed_fn(b, rule)) for b in eqn.params["branches"]
+  ]
   return list(lax.switch(index, branches, *ops))
 
 
 def _eval_remat(eqn, invals, rule):
   p = eqn.params
-  fn = jax.checkpoint(_open_fn(p["jaxpr"], rule), prevent_cse=p["prevent_cse"],
-                      policy=p["policy"])
+  fn = jax.checkpoint(
+    _open_fn(p["jaxpr"], rule), prevent_cse=p["prevent_cse"], policy=p["policy"]
+  )
   return list(fn(*invals))
 
 
 def _eval_shard_map(eqn, invals, rule):
   p = eqn.params
-  fn = jax.shard_map(lambda *a: list(_open_fn(p["jaxpr"], rule)(*a)), mesh=p["mesh"],
-                     in_specs=p["in_specs"], out_specs=list(p["out_specs"]),
-                     check_vma=p["check_vma"], axis_names=p["newly_manual_axes"])
+  fn = jax.shard_map(
+    lambda *a: list(_open_fn(p["jaxpr"], rule)(*a)),
+    mesh=p["mesh"],
+    in_specs=p["in_specs"],
+    out_specs=list(p["out_specs"]),
+    check_vma=p["check_vma"],
+    axis_names=p["newly_manual_axes"],
+  )
   return list(fn(*invals))
 
 
@@ -105,24 +124,24 @@ def _eval_inline(param: str):
   def evaluate(eqn, invals, rule):
     closed = eqn.params[param]
     return list(_eval(closed.jaxpr, closed.consts, invals, rule))
+
   return evaluate
 
 
 _HIGHER_ORDER = {
-    "jit": _eval_inline("jaxpr"),
-    "custom_jvp_call": _eval_inline("call_jaxpr"),
-    "custom_vjp_call": _eval_inline("call_jaxpr"),
-    "scan": _eval_scan,
-    "while": _eval_while,
-    "cond": _eval_cond,
-    "remat2": _eval_remat,
-    "checkpoint": _eval_remat,
-    "shard_map": _eval_shard_map,
+  "jit": _eval_inline("jaxpr"),
+  "custom_jvp_call": _eval_inline("call_jaxpr"),
+  "custom_vjp_call": _eval_inline("call_jaxpr"),
+  "scan": _eval_scan,
+  "while": _eval_while,
+  "cond": _eval_cond,
+  "remat2": _eval_remat,
+  "checkpoint": _eval_remat,
+  "shard_map": _eval_shard_map,
 }
 
 
-def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule,
-          facts: tuple = ()) -> list:
+def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule, facts: tuple = ()) -> list:
   env: dict = {}
 
   def read(v):
@@ -151,9 +170,10 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule,
       handler = _HIGHER_ORDER.get(eqn.primitive.name)
       if handler is None:
         raise UnsupportedError(
-            f"guided: the primitive {eqn.primitive.name!r} contains ReLUs, and "
-            f"gradcam-jax does not know how to rewrite inside it. Supported "
-            f"higher-order primitives: {sorted(_HIGHER_ORDER)}.")
+          f"guided: the primitive {eqn.primitive.name!r} contains ReLUs, and "
+          f"gradcam-jax does not know how to rewrite inside it. Supported "
+          f"higher-order primitives: {sorted(_HIGHER_ORDER)}."
+        )
       outs = handler(eqn, invals, rule)
     else:
       outs = _bind(eqn, invals)
@@ -163,8 +183,9 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule,
   return [read(v) for v in jaxpr.outvars]
 
 
-def replace_relus(fn: Callable, rule: Rule, *, name: str = "guided",
-                  require_relu: bool = True) -> Callable:
+def replace_relus(
+  fn: Callable, rule: Rule, *, name: str = "guided", require_relu: bool = True
+) -> Callable:
   """`fn` with every ReLU ``y = relu(x)`` replaced by ``y = rule(x)``.
 
   Raises :class:`NoReLUError` at trace time when `fn` contains no ReLU, unless
@@ -173,18 +194,20 @@ def replace_relus(fn: Callable, rule: Rule, *, name: str = "guided",
 
   @functools.wraps(fn)
   def rewritten(*args, **kwargs):
-    closed, out_shape = jax.make_jaxpr(functools.partial(fn, **kwargs),
-                                       return_shape=True)(*args)
+    closed, out_shape = jax.make_jaxpr(functools.partial(fn, **kwargs), return_shape=True)(
+      *args
+    )
     if require_relu and relu_count(closed) == 0:
       raise NoReLUError(
-          f"{name}({getattr(fn, '__name__', fn)!r}) found no ReLU to replace. Expected "
-          "jax.nn.relu / flax.linen.relu or jnp.maximum(x, 0) on floats somewhere in "
-          "the function (also inside jit, remat, scan, cond, while or shard_map); "
-          f"got a function of {len(closed.jaxpr.eqns)} top-level operations "
-          f"({sorted({e.primitive.name for e in closed.jaxpr.eqns})[:12]}). "
-          "jnp.where(x > 0, x, 0) and jnp.clip(x, 0) count; other activations (gelu, "
-          "silu, leaky_relu) are not ReLUs. gcj.guided_report(fn, *args) shows what "
-          "is replaced and what is left.")
+        f"{name}({getattr(fn, '__name__', fn)!r}) found no ReLU to replace. Expected "
+        "jax.nn.relu / flax.linen.relu or jnp.maximum(x, 0) on floats somewhere in "
+        "the function (also inside jit, remat, scan, cond, while or shard_map); "
+        f"got a function of {len(closed.jaxpr.eqns)} top-level operations "
+        f"({sorted({e.primitive.name for e in closed.jaxpr.eqns})[:12]}). "
+        "jnp.where(x > 0, x, 0) and jnp.clip(x, 0) count; other activations (gelu, "
+        "silu, leaky_relu) are not ReLUs. gcj.guided_report(fn, *args) shows what "
+        "is replaced and what is left."
+      )
     outs = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), rule)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 

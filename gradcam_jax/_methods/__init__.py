@@ -13,15 +13,20 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from gradcam_jax._errors import MethodError, format_choices
-from gradcam_jax._methods.gradient import (MapFn, eigencam_map, eigengradcam_map,
-                                           gradcam_elementwise_map, gradcam_map,
-                                           gradcampp_map, hirescam_map, layercam_map,
-                                           xgradcam_map)
+from gradcam_jax._methods.gradient import (
+  MapFn,
+  eigencam_map,
+  eigengradcam_map,
+  gradcam_elementwise_map,
+  gradcam_map,
+  gradcampp_map,
+  hirescam_map,
+  layercam_map,
+  xgradcam_map,
+)
 from gradcam_jax._methods.perturbation import ablationcam, scorecam
 
-__all__ = ["ALL_METHODS", "METHODS", "Method", "get_method", "gradcam_map", "hirescam_map",
-           "gradcam_elementwise_map", "xgradcam_map", "gradcampp_map", "layercam_map",
-           "eigencam_map", "eigengradcam_map"]
+__all__ = ["ALL_METHODS", "METHODS", "Method", "get_method"]
 
 
 class Method(NamedTuple):
@@ -35,42 +40,50 @@ class Method(NamedTuple):
     fn: the method.
     paper: where it comes from.
   """
+
   name: str
   kind: str
   fn: Callable
   paper: str
 
 
-ALL_METHODS: dict[str, Method] = {m.name: m for m in (
+ALL_METHODS: dict[str, Method] = {
+  m.name: m
+  for m in (
     Method("gradcam", "gradient", gradcam_map, "Selvaraju et al., ICCV 2017"),
     Method("hirescam", "gradient", hirescam_map, "Draelos & Carin, 2020"),
-    Method("gradcam_elementwise", "gradient", gradcam_elementwise_map,
-           "pytorch-grad-cam's GradCAMElementWise"),
+    Method(
+      "gradcam_elementwise",
+      "gradient",
+      gradcam_elementwise_map,
+      "pytorch-grad-cam's GradCAMElementWise",
+    ),
     Method("xgradcam", "gradient", xgradcam_map, "Fu et al., BMVC 2020"),
     Method("gradcam++", "gradient", gradcampp_map, "Chattopadhay et al., WACV 2018"),
     Method("layercam", "gradient", layercam_map, "Jiang et al., IEEE TIP 2021"),
     Method("eigencam", "gradient", eigencam_map, "Muhammad & Yeasin, IJCNN 2020"),
-    Method("eigengradcam", "gradient", eigengradcam_map,
-           "pytorch-grad-cam's EigenGradCAM"),
+    Method("eigengradcam", "gradient", eigengradcam_map, "pytorch-grad-cam's EigenGradCAM"),
     Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
-    Method("ablationcam", "perturbation", ablationcam,
-           "Desai & Ramaswamy, WACV 2020"),
-)}
+    Method("ablationcam", "perturbation", ablationcam, "Desai & Ramaswamy, WACV 2020"),
+  )
+}
 
 # The gradient methods' map functions by name (``METHODS["gradcam"](A, dA)``).
-METHODS: dict[str, MapFn] = {name: m.fn for name, m in ALL_METHODS.items()
-                             if m.kind == "gradient"}
+METHODS: dict[str, MapFn] = {
+  name: m.fn for name, m in ALL_METHODS.items() if m.kind == "gradient"
+}
 
 _WHY_NOT = {
-    "perturbation": "it weighs channels by extra forward passes, not by the gradient "
-                    "this explainer computes; use gcj.cam(..., method={name!r}) for its "
-                    "map (times gcj.guided_backprop for the guided product, as "
-                    "gradcam-jax explain --method {name} does)",
+  "perturbation": "it weighs channels by extra forward passes, not by the gradient "
+  "this explainer computes; use gcj.cam(..., method={name!r}) for its "
+  "map (times gcj.guided_backprop for the guided product, as "
+  "gradcam-jax explain --method {name} does)",
 }
 
 
-def get_method(method: str | MapFn, *, kinds=("gradient", "perturbation"),
-               where: str = "cam") -> Method:
+def get_method(
+  method: str | MapFn, *, kinds=("gradient", "perturbation"), where: str = "cam"
+) -> Method:
   """The record of a method name, or a user's own ``map(A, dA) -> (h, w)`` function
   as a gradient method. `kinds` are the kinds the caller (`where`) runs."""
   if callable(method):
@@ -83,6 +96,7 @@ def get_method(method: str | MapFn, *, kinds=("gradient", "perturbation"),
     reason = f"{method!r} is a {kind} method: " + _WHY_NOT[kind].format(name=method)
   else:
     reason = f"got {method!r}"
-  raise MethodError(f"{where}: method: expected one of the names below or a function "
-                    f"map(A, dA) -> (h, w); {reason}. Methods {where} runs:\n"
-                    + format_choices(valid))
+  raise MethodError(
+    f"{where}: method: expected one of the names below or a function "
+    f"map(A, dA) -> (h, w); {reason}. Methods {where} runs:\n" + format_choices(valid)
+  )

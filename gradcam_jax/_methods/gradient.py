@@ -8,9 +8,17 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MapFn", "gradcam_map", "hirescam_map", "gradcam_elementwise_map",
-           "xgradcam_map", "gradcampp_map", "layercam_map", "eigencam_map",
-           "eigengradcam_map"]
+__all__ = [
+  "MapFn",
+  "gradcam_map",
+  "hirescam_map",
+  "gradcam_elementwise_map",
+  "xgradcam_map",
+  "gradcampp_map",
+  "layercam_map",
+  "eigencam_map",
+  "eigengradcam_map",
+]
 
 MapFn = Callable[[jax.Array, jax.Array], jax.Array]
 _EPS = 1e-7  # XGrad-CAM's, as pytorch-grad-cam
@@ -77,7 +85,7 @@ def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
     Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations
     for Deep Convolutional Networks", WACV 2018, eq. (19).
   """
-  g2, g3 = da ** 2, da ** 3
+  g2, g3 = da**2, da**3
   total = jnp.sum(a, axis=(0, 1), keepdims=True)
   denom = 2 * g2 + total * g3 + _GRADCAMPP_EPS
   coeff = jnp.where(da != 0, g2 / denom, 0.0)

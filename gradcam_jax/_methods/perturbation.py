@@ -16,8 +16,14 @@ import jax.numpy as jnp
 
 from gradcam_jax._postprocess import normalize
 
-__all__ = ["Perturbation", "scorecam", "ablationcam", "scorecam_weights",
-           "ablation_weights", "weighted_sum"]
+__all__ = [
+  "Perturbation",
+  "scorecam",
+  "ablationcam",
+  "scorecam_weights",
+  "ablation_weights",
+  "weighted_sum",
+]
 
 
 class Perturbation(NamedTuple):
@@ -35,6 +41,7 @@ class Perturbation(NamedTuple):
     batch_size: channels per chunk of masked passes (None: all in one pass).
     top_n: score only the `top_n` channels of highest spatial variance (None: all).
   """
+
   images: jax.Array
   a: jax.Array
   base: jax.Array
@@ -44,8 +51,9 @@ class Perturbation(NamedTuple):
   top_n: int | None
 
 
-def _over_channels(fn: Callable[[jax.Array], jax.Array], channels: jax.Array,
-                   batch_size: int | None) -> jax.Array:
+def _over_channels(
+  fn: Callable[[jax.Array], jax.Array], channels: jax.Array, batch_size: int | None
+) -> jax.Array:
   """(B,) scores per channel index -> (K, B), chunked."""
   if batch_size is None or batch_size >= channels.shape[0]:
     return jax.vmap(fn)(channels)
@@ -59,8 +67,9 @@ def _channel_masks(a: jax.Array, size: tuple[int, int]) -> jax.Array:
   return normalize(up, eps=0.0)  # min-max over (H, W), per image and channel
 
 
-def scorecam_weights(score_fn, images, a, top_n: int | None,
-                     batch_size: int | None) -> jax.Array:
+def scorecam_weights(
+  score_fn, images, a, top_n: int | None, batch_size: int | None
+) -> jax.Array:
   """Score-CAM channel weights (B, K).
 
   Channel k's upsampled, min-max-normalised map masks the input; its weight is
@@ -96,8 +105,9 @@ def scorecam_weights(score_fn, images, a, top_n: int | None,
   return weights.at[jnp.arange(a.shape[0])[:, None], chosen].set(scores)
 
 
-def ablation_weights(head_fn, k: int, base: jax.Array, batch_size: int | None,
-                     eps: float = 1e-7) -> jax.Array:
+def ablation_weights(
+  head_fn, k: int, base: jax.Array, batch_size: int | None, eps: float = 1e-7
+) -> jax.Array:
   """Ablation-CAM channel weights ``(y - y_k) / y`` (B, K).
 
   ``y_k`` is the target score with channel k of the activation set to zero. A
@@ -114,6 +124,7 @@ def ablation_weights(head_fn, k: int, base: jax.Array, batch_size: int | None,
     Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
     Network via Gradient-free Localization", WACV 2020.
   """
+
   def score(ch):
     return head_fn((jnp.arange(k) != ch).astype(jnp.float32))
 
@@ -136,4 +147,3 @@ def ablationcam(p: Perturbation) -> jax.Array:
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:
   """``sum_k w_k A_k`` per image: (B, h, w, K), (B, K) -> (B, h, w)."""
   return jnp.einsum("bhwk,bk->bhw", a.astype(weights.dtype), weights)
-

@@ -31,15 +31,18 @@ def worker(args) -> dict:
   import numpy as np
   from gradcam_jax.cli.job import Job, build_explainer
   from gradcam_jax.cli.model_options import load_model
+
   model, _ = load_model(args.model, args.weights, args.random_weights)
   job = Job(layer=args.layer or model.layer, method=args.method)
   h, w = model.input_size
-  pixels = np.random.default_rng(0).integers(0, 256, (args.batch_size, h, w, 3),
-                                             dtype=np.uint8)
+  pixels = np.random.default_rng(0).integers(
+    0, 256, (args.batch_size, h, w, 3), dtype=np.uint8
+  )
   images = jax.device_put(np.asarray(model.preprocess(pixels)))
-  calls = {"forward": jax.jit(model.apply_fn),
-           "explain": jax.jit(lambda v, x: build_explainer(
-               model, v, job)(x))}
+  calls = {
+    "forward": jax.jit(model.apply_fn),
+    "explain": jax.jit(lambda v, x: build_explainer(model, v, job)(x)),
+  }
   out = {}
   for name, fn in calls.items():
     start = time.perf_counter()
@@ -55,9 +58,19 @@ def worker(args) -> dict:
 
 
 def _worker_command(args) -> list:
-  command = [sys.executable, "-m", "gradcam_jax.cli.bench", "--model", args.model,
-             "--method", args.method, "--batch-size", str(args.batch_size),
-             "--calls", str(args.calls)]
+  command = [
+    sys.executable,
+    "-m",
+    "gradcam_jax.cli.bench",
+    "--model",
+    args.model,
+    "--method",
+    args.method,
+    "--batch-size",
+    str(args.batch_size),
+    "--calls",
+    str(args.calls),
+  ]
   if args.weights:
     command += ["--weights", args.weights]
   if args.random_weights:
@@ -71,52 +84,69 @@ def run(args) -> int:
   """The parent: run the workers, print the table and the flag to use."""
   rounds = 1 if args.quick else args.rounds
   base = os.environ.get("XLA_FLAGS", "")
-  print(f"gradcam-jax bench: model {args.model}, method {args.method}, batch "
-        f"{args.batch_size}, {rounds} round(s) x {len(_xla_setting.SETTINGS)} settings, "
-        f"{args.calls} timed calls each, one process per setting and round"
-        + (f"; your XLA_FLAGS ({base}) are kept and each setting is added to them"
-           if base else ""), flush=True)
+  print(
+    f"gradcam-jax bench: model {args.model}, method {args.method}, batch "
+    f"{args.batch_size}, {rounds} round(s) x {len(_xla_setting.SETTINGS)} settings, "
+    f"{args.calls} timed calls each, one process per setting and round"
+    + (
+      f"; your XLA_FLAGS ({base}) are kept and each setting is added to them"
+      if base
+      else ""
+    ),
+    flush=True,
+  )
   times: dict = {name: {} for name in _xla_setting.SETTINGS}
   for r in range(rounds):
     for name, flags in _xla_setting.SETTINGS.items():
       env = dict(os.environ, XLA_FLAGS=" ".join(f for f in (base, flags) if f))
-      proc = subprocess.run(_worker_command(args), env=env, capture_output=True,
-                            text=True)
+      proc = subprocess.run(_worker_command(args), env=env, capture_output=True, text=True)
       if proc.returncode == 2:  # a usage error, found by the worker that loads the model
         raise UsageError(proc.stderr.strip().splitlines()[-1])
       if proc.returncode != 0:
-        print(f"gradcam-jax bench: the {name} process failed:\n{proc.stderr[-2000:]}",
-              file=sys.stderr)
+        print(
+          f"gradcam-jax bench: the {name} process failed:\n{proc.stderr[-2000:]}",
+          file=sys.stderr,
+        )
         return 1
       for call, t in json.loads(proc.stdout.strip().splitlines()[-1]).items():
         times[name].setdefault(call, []).append(t["median_s"])
       print(f"  round {r + 1}: {name} done", flush=True)
   calls = list(times["default"])
   median = {n: {c: statistics.median(v) for c, v in t.items()} for n, t in times.items()}
-  print(f"\n{'setting':16s}" + "".join(
-      f"{c if c == 'forward' else f'explain ({args.method})':>22s}" for c in calls))
+  print(
+    f"\n{'setting':16s}"
+    + "".join(f"{c if c == 'forward' else f'explain ({args.method})':>22s}" for c in calls)
+  )
   for name, by_call in median.items():
-    print(f"{name:16s}" + "".join(
-        f"{by_call[c]:9.4f} s ({by_call[c] / median['default'][c]:5.2f}x)"
-        for c in calls))
+    print(
+      f"{name:16s}"
+      + "".join(
+        f"{by_call[c]:9.4f} s ({by_call[c] / median['default'][c]:5.2f}x)" for c in calls
+      )
+    )
   best = min(median, key=lambda n: median[n]["explain"])
   gain = 1 - median[best]["explain"] / median["default"]["explain"]
   if best == "default" or gain <= MARGIN:
-    print(f"\nfastest for {args.method}: XLA's defaults (no setting beats them by more "
-          f"than {MARGIN:.0%}). Run gradcam-jax explain with --xla-flags default; in your "
-          "own code, set nothing.")
+    print(
+      f"\nfastest for {args.method}: XLA's defaults (no setting beats them by more "
+      f"than {MARGIN:.0%}). Run gradcam-jax explain with --xla-flags default; in your "
+      "own code, set nothing."
+    )
   else:
     flags = _xla_setting.SETTINGS[best]
-    print(f"\nfastest for {args.method}: {best}, {gain:.0%} faster than XLA's defaults."
-          f" gradcam-jax explain: --xla-flags {best}. In your own code, before "
-          f"importing jax:\n  import os; os.environ['XLA_FLAGS'] = "
-          f"(os.environ.get('XLA_FLAGS', '') + ' {flags}').strip()")
+    print(
+      f"\nfastest for {args.method}: {best}, {gain:.0%} faster than XLA's defaults."
+      f" gradcam-jax explain: --xla-flags {best}. In your own code, before "
+      f"importing jax:\n  import os; os.environ['XLA_FLAGS'] = "
+      f"(os.environ.get('XLA_FLAGS', '') + ' {flags}').strip()"
+    )
   return 0
 
 
 def main(argv=None) -> None:
   """The worker's entry point (``python -m gradcam_jax.cli.bench``)."""
   import argparse
+
   parser = argparse.ArgumentParser()
   for option in ("--model", "--method", "--weights", "--layer"):
     parser.add_argument(option)

@@ -26,11 +26,23 @@ def class_panels(model, images, out, probs, targets, scale: int):
   rows = []
   for i, image in enumerate(images):
     c = int(targets[i])
-    rows.append(vis.panel(
-        [image, vis.overlay(image, out.cam[i]), vis.deprocess_gradient(out.guided[i]),
-         vis.deprocess_gradient(out.guided_gradcam[i])],
-        ["input", f"Grad-CAM {model.class_names[c]} ({probs[i, c]:.2f})",
-         "guided backprop", "Guided Grad-CAM"], scale=scale))
+    rows.append(
+      vis.panel(
+        [
+          image,
+          vis.overlay(image, out.cam[i]),
+          vis.deprocess_gradient(out.guided[i]),
+          vis.deprocess_gradient(out.guided_gradcam[i]),
+        ],
+        [
+          "input",
+          f"Grad-CAM {model.class_names[c]} ({probs[i, c]:.2f})",
+          "guided backprop",
+          "Guided Grad-CAM",
+        ],
+        scale=scale,
+      )
+    )
   return rows
 
 
@@ -38,8 +50,7 @@ def run_demo(out_dir: Path, scale: int = 3) -> int:
   start = time.perf_counter()
   model = zoo.load("demo")
   images, records = demo_model.load_samples()
-  explain = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables,
-                                       layer=model.layer))
+  explain = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables, layer=model.layer))
   x = model.preprocess(images)
   top = explain(x)  # argmax targets
   probs = np.asarray(jax.nn.softmax(top.logits))
@@ -52,17 +63,23 @@ def run_demo(out_dir: Path, scale: int = 3) -> int:
   for i, record in enumerate(records):
     c = int(top.targets[i])
     name = Path(record["file"]).stem
-    print(f"{record['file']} (digits {record['classes']}): Predicted class: "
-          f"{model.class_names[c]} with probability {probs[i, c]:.2f}")
+    print(
+      f"{record['file']} (digits {record['classes']}): Predicted class: "
+      f"{model.class_names[c]} with probability {probs[i, c]:.2f}"
+    )
     rows = [rows_top[i]]
     if len(record["classes"]) == 2:
       rows.append(rows_2nd[i])
-      print(f"{'':{len(record['file'])}s}  second class: {model.class_names[second[i]]} "
-            f"with probability {probs[i, second[i]]:.2f}")
+      print(
+        f"{'':{len(record['file'])}s}  second class: {model.class_names[second[i]]} "
+        f"with probability {probs[i, second[i]]:.2f}"
+      )
     figure = vis.grid(rows)
     cv2.imwrite(str(out_dir / f"{name}.png"), figure[..., ::-1])
     summary.extend(rows)
   cv2.imwrite(str(out_dir / "summary.png"), vis.grid(summary)[..., ::-1])
-  print(f"wrote {len(records)} panels and summary.png to {out_dir} "
-        f"in {time.perf_counter() - start:.1f} s")
+  print(
+    f"wrote {len(records)} panels and summary.png to {out_dir} "
+    f"in {time.perf_counter() - start:.1f} s"
+  )
   return 0

@@ -32,20 +32,26 @@ def _parse_target(value: str | None, class_names) -> int | None:
     c = int(value)
     if 0 <= c < len(names):
       return c
-  raise UsageError(f"--target: expected a class index 0..{len(names) - 1} or a class "
-                   f"name (e.g. {names[0]!r}); got {value!r}.")
+  raise UsageError(
+    f"--target: expected a class index 0..{len(names) - 1} or a class "
+    f"name (e.g. {names[0]!r}); got {value!r}."
+  )
 
 
 def _distributed() -> tuple[int, int]:
   """Initialise jax.distributed when the usual environment asks for it."""
   import jax
+
   if "JAX_COORDINATOR_ADDRESS" in os.environ or "JAX_NUM_PROCESSES" in os.environ:
     jax.distributed.initialize(
-        coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS"),
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"])
-        if "JAX_NUM_PROCESSES" in os.environ else None,
-        process_id=int(os.environ["JAX_PROCESS_ID"])
-        if "JAX_PROCESS_ID" in os.environ else None)
+      coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+      num_processes=int(os.environ["JAX_NUM_PROCESSES"])
+      if "JAX_NUM_PROCESSES" in os.environ
+      else None,
+      process_id=int(os.environ["JAX_PROCESS_ID"])
+      if "JAX_PROCESS_ID" in os.environ
+      else None,
+    )
   return jax.process_index(), jax.process_count()
 
 
@@ -62,15 +68,20 @@ def _check_out(out: Path, args_paths, sources) -> None:
   for arg in args_paths:
     p = Path(os.path.realpath(arg))
     if p.is_dir() and _inside(out, p):
-      raise UsageError(f"--out {out}: it is inside the input folder {arg}; outputs "
-                       "would mix with inputs. Choose a folder outside the inputs.")
+      raise UsageError(
+        f"--out {out}: it is inside the input folder {arg}; outputs "
+        "would mix with inputs. Choose a folder outside the inputs."
+      )
   for s in sources:
     if _inside(Path(os.path.realpath(s.path)), out):
-      raise UsageError(f"--out {out}: it holds the input {s.path}; choose a folder "
-                       "outside the inputs.")
+      raise UsageError(
+        f"--out {out}: it holds the input {s.path}; choose a folder outside the inputs."
+      )
   if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_dir():
-    raise UsageError(f"--out {out}: the folder exists and holds files gradcam-jax did "
-                     "not write; choose a new or empty folder.")
+    raise UsageError(
+      f"--out {out}: the folder exists and holds files gradcam-jax did "
+      "not write; choose a new or empty folder."
+    )
   try:
     probe = work_dir(out) / f"write-test-{os.getpid()}"
     probe.write_bytes(b"")
@@ -84,70 +95,130 @@ def _terminate(signum, frame):
 
 
 def cmd_explain(args) -> int:
-  import jax
-  import numpy as np
-  import gradcam_jax as gcj
-  from gradcam_jax import io
-  from gradcam_jax.cli import job as folder_job
-  from gradcam_jax.cli.journal import merge_index, read_index
-  from gradcam_jax.cli.report import write_report
-
   import warnings
+
   from PIL import Image
+
+  from gradcam_jax import io
+
   # the header check refuses such images with its own message (--max-pixels)
   warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
   sources, missing, notes = io.find_images(args.paths)
   _check_out(args.out, args.paths, sources)
   process = _distributed()  # before JAX runs anything
-  model, identity = load_model(args.model, args.weights, args.random_weights)
-  target = _parse_target(args.target, model.class_names)
-  job = folder_job.Job(layer=args.layer or model.layer, method=args.method,
-                        target=target, resize=args.resize or model.resize,
-                        save=args.save, arrays_dtype=args.arrays_dtype,
-                        weights=identity, max_pixels=args.max_pixels)
-  h, w = model.input_size
-  try:  # a bad layer or method fails here, traced on shapes only: nothing decoded
-    jax.eval_shape(folder_job.build_explainer(model, model.variables, job),
-                   jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w)),
-                   None if target is None else jax.ShapeDtypeStruct((1,), np.int32))
-  except gcj.GradCAMError as err:
-    option = "--method" if isinstance(err, gcj.MethodError) else "--layer"
-    raise UsageError(f"{option}: {err}") from None
+  model, job = _checked_job(args)
   for m in missing:
     print(f"warning: {m}: no such file, folder or glob match", file=sys.stderr)
   for n in notes:
     print(f"note: {n}", file=sys.stderr)
   if not sources:
-    print("gradcam-jax explain: no image found in " + " ".join(args.paths)
-          + f" (image extensions: {' '.join(io.IMAGE_EXTENSIONS)}); nothing explained.",
-          file=sys.stderr)
+    print(
+      f"gradcam-jax explain: no image found in {' '.join(args.paths)} (image "
+      f"extensions: {' '.join(io.IMAGE_EXTENSIONS)}); nothing explained.",
+      file=sys.stderr,
+    )
     return EXIT_INPUTS
-  print(f"gradcam-jax {gcj.__version__}: model {model.name}: {model.about or 'no description'}")
-  print(f"  input {h}x{w} ({job.resize}), layer {job.layer}, method {job.method}, "
-        f"target {'the predicted class' if target is None else model.class_names[target]}"
-        f", saving {','.join(job.save)} to {args.out}")
+  _print_start(args, model, job)
+  try:
+    summary = _run_job(args, model, sources, job, process)
+  except KeyboardInterrupt:
+    print(
+      "\ninterrupted: every finished image is recorded; run the same command "
+      "again to resume.",
+      file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+  return _finish(args, sources, missing, summary, process)
+
+
+def _checked_job(args):
+  """The model and the job the arguments ask for; a bad layer or method is a usage
+  error found here, traced on shapes only (nothing decoded)."""
+  import jax
+  import numpy as np
+
+  import gradcam_jax as gcj
+  from gradcam_jax.cli.job import Job, build_explainer
+
+  model, identity = load_model(args.model, args.weights, args.random_weights)
+  target = _parse_target(args.target, model.class_names)
+  job = Job(
+    layer=args.layer or model.layer,
+    method=args.method,
+    target=target,
+    resize=args.resize or model.resize,
+    save=args.save,
+    arrays_dtype=args.arrays_dtype,
+    weights=identity,
+    max_pixels=args.max_pixels,
+  )
+  h, w = model.input_size
+  try:
+    jax.eval_shape(
+      build_explainer(model, model.variables, job),
+      jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w)),
+      None if target is None else jax.ShapeDtypeStruct((1,), np.int32),
+    )
+  except gcj.GradCAMError as err:
+    option = "--method" if isinstance(err, gcj.MethodError) else "--layer"
+    raise UsageError(f"{option}: {err}") from None
+  return model, job
+
+
+def _print_start(args, model, job) -> None:
+  import gradcam_jax as gcj
+
+  h, w = model.input_size
+  target = "the predicted class" if job.target is None else model.class_names[job.target]
+  print(
+    f"gradcam-jax {gcj.__version__}: model {model.name}: {model.about or 'no description'}"
+  )
+  print(
+    f"  input {h}x{w} ({job.resize}), layer {job.layer}, method {job.method}, "
+    f"target {target}, saving {','.join(job.save)} to {args.out}"
+  )
+
+
+def _run_job(args, model, sources, job, process):
+  """The folder job, stopped cleanly by SIGTERM and SIGINT, also where SIGINT was
+  inherited ignored (a command started in the background by a non-interactive
+  shell): `kill -INT` still works."""
+  from gradcam_jax.cli.job import explain_files
 
   def on_start(todo, skipped):
-    print(f"  {todo + skipped} inputs for this process: {skipped} already done, "
-          f"{todo} to explain", flush=True)
+    print(
+      f"  {todo + skipped} inputs for this process: {skipped} already done, "
+      f"{todo} to explain",
+      flush=True,
+    )
 
-  # both stop the job cleanly, also where SIGINT was inherited ignored (a command
-  # started in the background by a non-interactive shell): `kill -INT` still works
   signal.signal(signal.SIGTERM, _terminate)
   signal.signal(signal.SIGINT, _terminate)
-  try:
-    summary = folder_job.explain_files(
-        model, sources, args.out, job, batch_size=args.batch_size,
-        overwrite=args.overwrite, process=process, workers=args.workers,
-        progress=not args.quiet, on_start=on_start)
-  except KeyboardInterrupt:
-    print("\ninterrupted: every finished image is recorded; run the same command "
-          "again to resume.", file=sys.stderr)
-    return EXIT_INTERRUPTED
+  return explain_files(
+    model,
+    sources,
+    args.out,
+    job,
+    batch_size=args.batch_size,
+    overwrite=args.overwrite,
+    process=process,
+    workers=args.workers,
+    progress=not args.quiet,
+    on_start=on_start,
+  )
+
+
+def _finish(args, sources, missing, summary, process) -> int:
+  """The index and the report from the journal, read once after every process has
+  finished; the summary line and the failures."""
+  from gradcam_jax.cli.journal import merge_index, read_index
+  from gradcam_jax.cli.report import write_report
+
   if process[1] > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("gradcam-jax explain done")
-  records = read_index(args.out)  # once, after every process has finished
+  records = read_index(args.out)
   if process[0] == 0:
     merge_index(args.out, records)
     if not args.no_report:
@@ -155,10 +226,12 @@ def cmd_explain(args) -> int:
   asked = {str(s.path) for s in sources}
   failed = [r for r in records if r["status"] == "error" and r["path"] in asked]
   rate = summary.ok / summary.seconds if summary.seconds else 0.0
-  print(f"process {process[0]}/{process[1]}: explained {summary.ok}, skipped "
-        f"{summary.skipped} already done, failed {summary.failed} "
-        f"({rate:.1f} img/s incl. start-up); index {args.out / 'index.jsonl'}"
-        + ("" if args.no_report else f", report {args.out / 'report.html'}"))
+  print(
+    f"process {process[0]}/{process[1]}: explained {summary.ok}, skipped "
+    f"{summary.skipped} already done, failed {summary.failed} "
+    f"({rate:.1f} img/s incl. start-up); index {args.out / 'index.jsonl'}"
+    + ("" if args.no_report else f", report {args.out / 'report.html'}")
+  )
   for r in failed:
     print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
   return EXIT_INPUTS if (failed or missing) else 0
@@ -168,6 +241,7 @@ def _input_dtype(model, h, w):
   """The dtype the model's preprocessing gives (run on one black image: a
   preprocess may be plain NumPy, which shapes alone cannot trace)."""
   import numpy as np
+
   return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
 
 
@@ -175,4 +249,5 @@ def _input_dtype(model, h, w):
   """The dtype the model's preprocessing gives (run on one black image: a
   preprocess may be plain NumPy, which shapes alone cannot trace)."""
   import numpy as np
+
   return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype

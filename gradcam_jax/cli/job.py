@@ -46,6 +46,7 @@ class Job(NamedTuple):
     weights: an identity of the weights (a hash), recorded with each result.
     max_pixels: inputs with more pixels are refused before decoding.
   """
+
   layer: str
   method: str = "gradcam"
   target: int | None = None
@@ -66,10 +67,17 @@ class Summary(NamedTuple):
 
 def settings_of(model, job: Job) -> dict:
   """What produced a result: a changed value means the result is redone."""
-  return {"model": model.name, "weights": job.weights, "layer": str(job.layer),
-          "method": job.method, "target": job.target, "resize": job.resize,
-          "save": sorted(job.save), "arrays_dtype": job.arrays_dtype,
-          "version": gcj.__version__}
+  return {
+    "model": model.name,
+    "weights": job.weights,
+    "layer": str(job.layer),
+    "method": job.method,
+    "target": job.target,
+    "resize": job.resize,
+    "save": sorted(job.save),
+    "arrays_dtype": job.arrays_dtype,
+    "version": gcj.__version__,
+  }
 
 
 def build_explainer(model, variables, job: Job):
@@ -78,17 +86,19 @@ def build_explainer(model, variables, job: Job):
   backprop for Score-CAM and Ablation-CAM. Raises a GradCAMError for a bad layer or
   method when traced."""
   if ALL_METHODS[job.method].kind == "gradient":
-    return gcj.guided_gradcam(model.apply_fn, variables, layer=job.layer,
-                              method=job.method)
-  cam = gcj.cam(model.apply_fn, variables, layer=job.layer, method=job.method,
-                batch_size=64)
+    return gcj.guided_gradcam(model.apply_fn, variables, layer=job.layer, method=job.method)
+  cam = gcj.cam(
+    model.apply_fn, variables, layer=job.layer, method=job.method, batch_size=64
+  )
   gbp = gcj.guided_backprop(model.apply_fn, variables)
 
   def explain(images, targets=None):
     c = cam(images, targets)
     g = gbp(images, c.targets)
-    return c._replace(guided=g.guided,
-                      guided_gradcam=g.guided * c.cam[..., None].astype(g.guided.dtype))
+    return c._replace(
+      guided=g.guided, guided_gradcam=g.guided * c.cam[..., None].astype(g.guided.dtype)
+    )
+
   return explain
 
 
@@ -101,8 +111,9 @@ class _Progress:
     self.done += n
     rate = self.done / max(time.perf_counter() - self.start, 1e-9)
     fill = int(30 * self.done / max(self.total, 1))
-    self.stream.write(f"\r[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total}"
-                      f" {rate:6.1f} img/s")
+    self.stream.write(
+      f"\r[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} {rate:6.1f} img/s"
+    )
     self.stream.flush()
 
   def close(self) -> None:
@@ -110,11 +121,20 @@ class _Progress:
       self.stream.write("\n")
 
 
-def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
-                  batch_size: int = 16, overwrite: bool = False,
-                  process: tuple[int, int] = (0, 1), workers: int = 4,
-                  writers: int = 2, progress: bool = True,
-                  on_start=None) -> Summary:
+def explain_files(
+  model,
+  sources: list[io.Source],
+  out_dir: Path,
+  job: Job,
+  *,
+  batch_size: int = 16,
+  overwrite: bool = False,
+  process: tuple[int, int] = (0, 1),
+  workers: int = 4,
+  writers: int = 2,
+  progress: bool = True,
+  on_start=None,
+) -> Summary:
   """Explain `sources` with `model` (a ``ZooModel``) into `out_dir` as `job` says.
 
   Args:
@@ -126,8 +146,9 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
   tmp_dir = work_dir(out_dir, f"tmp-{process[0]:04d}", fresh=True)
   settings = settings_of(model, job)
   state = read_state(out_dir)
-  todo, skipped = plan(sources, out_dir, settings, state.latest, overwrite=overwrite,
-                       process=process)
+  todo, skipped = plan(
+    sources, out_dir, settings, state.latest, overwrite=overwrite, process=process
+  )
   if on_start:
     on_start(len(todo), skipped)
   batch, sharding = device_batch(batch_size)
@@ -138,13 +159,20 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
   bar = _Progress(len(todo)) if progress else None
   first_batch_seconds = 0.0
   with Journal(out_dir, process[0]) as journal, ThreadPoolExecutor(writers) as pool:
-    recorder = Recorder(out_dir, tmp_dir, journal, pool, model, job, settings,
-                        state.owners)
+    recorder = Recorder(out_dir, tmp_dir, journal, pool, model, job, settings, state.owners)
     try:
-      for b in explained_batches(explain, model.preprocess, todo,
-                                 size=model.input_size, resize=job.resize,
-                                 max_pixels=job.max_pixels, target=job.target,
-                                 batch=batch, sharding=sharding, workers=workers):
+      for b in explained_batches(
+        explain,
+        model.preprocess,
+        todo,
+        size=model.input_size,
+        resize=job.resize,
+        max_pixels=job.max_pixels,
+        target=job.target,
+        batch=batch,
+        sharding=sharding,
+        workers=workers,
+      ):
         if b.out is not None and not first_batch_seconds:
           first_batch_seconds = time.perf_counter() - start
         recorder.batch(b)
@@ -155,5 +183,6 @@ def explain_files(model, sources: list[io.Source], out_dir: Path, job: Job, *,
       recorder.drain()
       if bar:
         bar.close()
-  return Summary(recorder.ok, skipped, recorder.failed, time.perf_counter() - start,
-                 first_batch_seconds)
+  return Summary(
+    recorder.ok, skipped, recorder.failed, time.perf_counter() - start, first_batch_seconds
+  )

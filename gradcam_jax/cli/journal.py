@@ -55,6 +55,7 @@ class State(NamedTuple):
     owners: output name (the common stem of an input's outputs, relative to the
       folder) -> the input that claimed it last.
   """
+
   latest: dict
   owners: dict
 
@@ -87,8 +88,9 @@ def merge_index(out_dir: Path, records: list[dict] | None = None) -> Path:
   when None) into one ``index.jsonl`` (sorted by path), atomically."""
   records = read_index(out_dir) if records is None else records
   target = Path(out_dir) / "index.jsonl"
-  write_atomically({target: "".join(json.dumps(r) + "\n" for r in records).encode()},
-                   work_dir(out_dir))
+  write_atomically(
+    {target: "".join(json.dumps(r) + "\n" for r in records).encode()}, work_dir(out_dir)
+  )
   return target
 
 

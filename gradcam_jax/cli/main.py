@@ -14,11 +14,13 @@ __all__ = ["build_parser", "main"]
 
 def _parse_save(value: str) -> tuple:
   from gradcam_jax.cli.outputs import KINDS
+
   kinds = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
   bad = [k for k in kinds if k not in KINDS]
   if bad or not kinds:
     raise argparse.ArgumentTypeError(
-        f"expected a comma-separated list of {', '.join(KINDS)}; got {value!r}")
+      f"expected a comma-separated list of {', '.join(KINDS)}; got {value!r}"
+    )
   return kinds
 
 
@@ -34,35 +36,44 @@ def _positive(value: str) -> int:
 
 def cmd_explain(args) -> int:
   from gradcam_jax.cli.explain import cmd_explain as run
+
   return run(args)
 
 
 def cmd_bench(args) -> int:
   from gradcam_jax.cli import bench
+
   return bench.run(args)
 
 
 def _xla_flags(value: str) -> str:
   from gradcam_jax.cli.xla_setting import SETTINGS
+
   if value in SETTINGS or value.startswith("--"):
     return value
   raise argparse.ArgumentTypeError(
-      f"expected a setting ({', '.join(SETTINGS)}) or XLA flags starting with --; "
-      f"got {value!r}")
+    f"expected a setting ({', '.join(SETTINGS)}) or XLA flags starting with --; "
+    f"got {value!r}"
+  )
 
 
 def _add_xla_flags(parser) -> None:
   from gradcam_jax.cli.xla_setting import CHOSEN, SETTINGS
+
   parser.add_argument(
-      "--xla-flags", type=_xla_flags, metavar="SETTING|FLAGS",
-      help=f"XLA flags for this process, replacing XLA_FLAGS: a setting "
-      f"({', '.join(SETTINGS)}; default = XLA's own) or raw flags. Unset: your "
-      f"XLA_FLAGS if set, else {CHOSEN} ({SETTINGS[CHOSEN]}); gradcam-jax bench "
-      "finds the fastest for your model")
+    "--xla-flags",
+    type=_xla_flags,
+    metavar="SETTING|FLAGS",
+    help=f"XLA flags for this process, replacing XLA_FLAGS: a setting "
+    f"({', '.join(SETTINGS)}; default = XLA's own) or raw flags. Unset: your "
+    f"XLA_FLAGS if set, else {CHOSEN} ({SETTINGS[CHOSEN]}); gradcam-jax bench "
+    "finds the fastest for your model",
+  )
 
 
 def cmd_demo(args) -> int:
   from gradcam_jax.cli.demo import run_demo
+
   return run_demo(args.out)
 
 
@@ -71,60 +82,106 @@ def build_parser() -> argparse.ArgumentParser:
   from gradcam_jax.cli.outputs import KINDS
   from gradcam_jax.io import MAX_PIXELS, RESIZE_POLICIES
   from gradcam_jax.cli.model_options import add_model_options
+
   fmt = argparse.ArgumentDefaultsHelpFormatter
   parser = argparse.ArgumentParser(
-      prog="gradcam-jax", formatter_class=fmt,
-      description="Grad-CAM, guided backprop and Guided Grad-CAM in JAX.")
+    prog="gradcam-jax",
+    formatter_class=fmt,
+    description="Grad-CAM, guided backprop and Guided Grad-CAM in JAX.",
+  )
   parser.add_argument("--version", action="version", version=f"gradcam-jax {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
-  demo = sub.add_parser("demo", formatter_class=fmt, help="explain the shipped sample "
-                        "scenes with the shipped model")
-  demo.add_argument("--out", type=Path, default=Path("gradcam_demo"),
-                    help="folder for the panels")
+  demo = sub.add_parser(
+    "demo",
+    formatter_class=fmt,
+    help="explain the shipped sample scenes with the shipped model",
+  )
+  demo.add_argument(
+    "--out", type=Path, default=Path("gradcam_demo"), help="folder for the panels"
+  )
   _add_xla_flags(demo)
   demo.set_defaults(func=cmd_demo)
-  ex = sub.add_parser("explain", formatter_class=fmt,
-                      help="explain image files, folders and globs",
-                      epilog="Exit status: 0 all done, 2 usage error, 3 some inputs "
-                      "failed or none found, 130 interrupted (rerun to resume).")
-  ex.add_argument("paths", nargs="+", help="files, folders (recursive) or globs; an "
-                  "existing path is taken literally")
+  ex = sub.add_parser(
+    "explain",
+    formatter_class=fmt,
+    help="explain image files, folders and globs",
+    epilog="Exit status: 0 all done, 2 usage error, 3 some inputs "
+    "failed or none found, 130 interrupted (rerun to resume).",
+  )
+  ex.add_argument(
+    "paths",
+    nargs="+",
+    help="files, folders (recursive) or globs; an existing path is taken literally",
+  )
   add_model_options(ex)
-  ex.add_argument("--target", help="class index or name to explain (default: the "
-                  "predicted class)")
-  ex.add_argument("--resize", choices=RESIZE_POLICIES,
-                  help="fit images to the model's input: squash, crop (shorter side "
-                  "then centre crop) or pad (default: the model's convention)")
-  ex.add_argument("--batch-size", type=_positive, default=16,
-                  help="images per device call (the last batch is padded)")
-  ex.add_argument("--out", type=Path, default=Path("gradcam_out"),
-                  help="output folder: new, empty, or made by an earlier run (resume)")
-  ex.add_argument("--save", type=_parse_save, default=KINDS,
-                  help=f"comma-separated outputs to write: {', '.join(KINDS)}")
-  ex.add_argument("--arrays-dtype", choices=("float32", "float16"), default="float32",
-                  help="dtype of the maps in the .npz (float16: half the size)")
-  ex.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS,
-                  help="refuse images with more pixels (read from the header, before "
-                  "decoding)")
+  ex.add_argument(
+    "--target", help="class index or name to explain (default: the predicted class)"
+  )
+  ex.add_argument(
+    "--resize",
+    choices=RESIZE_POLICIES,
+    help="fit images to the model's input: squash, crop (shorter side "
+    "then centre crop) or pad (default: the model's convention)",
+  )
+  ex.add_argument(
+    "--batch-size",
+    type=_positive,
+    default=16,
+    help="images per device call (the last batch is padded)",
+  )
+  ex.add_argument(
+    "--out",
+    type=Path,
+    default=Path("gradcam_out"),
+    help="output folder: new, empty, or made by an earlier run (resume)",
+  )
+  ex.add_argument(
+    "--save",
+    type=_parse_save,
+    default=KINDS,
+    help=f"comma-separated outputs to write: {', '.join(KINDS)}",
+  )
+  ex.add_argument(
+    "--arrays-dtype",
+    choices=("float32", "float16"),
+    default="float32",
+    help="dtype of the maps in the .npz (float16: half the size)",
+  )
+  ex.add_argument(
+    "--max-pixels",
+    type=_positive,
+    default=MAX_PIXELS,
+    help="refuse images with more pixels (read from the header, before decoding)",
+  )
   ex.add_argument("--workers", type=_positive, default=4, help="decoding threads")
-  ex.add_argument("--overwrite", action="store_true",
-                  help="redo every input (default: resume, redoing only inputs whose "
-                  "file or settings changed)")
+  ex.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="redo every input (default: resume, redoing only inputs whose "
+    "file or settings changed)",
+  )
   ex.add_argument("--no-report", action="store_true", help="do not write report.html")
   ex.add_argument("--quiet", action="store_true", help="no progress bar")
   _add_xla_flags(ex)
   ex.set_defaults(func=cmd_explain)
   bench = sub.add_parser(
-      "bench", formatter_class=fmt,
-      help="time a model's forward and explainer under each XLA setting (one process "
-      "each) and print the fastest", description=__import__(
-          "gradcam_jax.cli.bench", fromlist=["_"]).__doc__.splitlines()[0])
+    "bench",
+    formatter_class=fmt,
+    help="time a model's forward and explainer under each XLA setting (one process "
+    "each) and print the fastest",
+    description=__import__("gradcam_jax.cli.bench", fromlist=["_"]).__doc__.splitlines()[0],
+  )
   add_model_options(bench)
   bench.add_argument("--batch-size", type=_positive, default=8, help="images per call")
-  bench.add_argument("--calls", type=_positive, default=5,
-                     help="timed calls per process, after one compiling call")
-  bench.add_argument("--rounds", type=_positive, default=3,
-                     help="processes per setting, alternating")
+  bench.add_argument(
+    "--calls",
+    type=_positive,
+    default=5,
+    help="timed calls per process, after one compiling call",
+  )
+  bench.add_argument(
+    "--rounds", type=_positive, default=3, help="processes per setting, alternating"
+  )
   bench.add_argument("--quick", action="store_true", help="one round")
   bench.set_defaults(func=cmd_bench)
   return parser
@@ -135,6 +192,7 @@ def main(argv=None) -> int:
   if args.command in ("demo", "explain"):
     # before anything starts JAX's backend: XLA reads its flags once per process
     from gradcam_jax.cli import xla_setting
+
     print(xla_setting.describe(xla_setting.apply(args.xla_flags)).strip(), flush=True)
   try:
     return args.func(args)

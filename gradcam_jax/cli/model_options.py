@@ -16,28 +16,43 @@ from gradcam_jax.cli.usage import UsageError
 
 __all__ = ["add_model_options", "load_model"]
 
-MODEL_FORMS = ("demo | vgg16 | resnet50 | keras.applications.NAME (e.g. "
-               "keras.applications.VGG16) | keras:FILE.keras | MODULE:FACTORY")
+MODEL_FORMS = (
+  "demo | vgg16 | resnet50 | keras.applications.NAME (e.g. "
+  "keras.applications.VGG16) | keras:FILE.keras | MODULE:FACTORY"
+)
 
 
 def add_model_options(parser) -> None:
   """--model, --weights, --random-weights, --layer and --method, as every
   subcommand that runs a model takes them."""
   from gradcam_jax._methods import ALL_METHODS
+
   parser.add_argument("--model", default="demo", help=MODEL_FORMS)
   parser.add_argument(
-      "--weights", help="weights file for vgg16/resnet50 (.safetensors, .pth, or Keras "
-      ".h5 for vgg16; needs pip install \"gradcam-jax[weights]\" for .safetensors/.h5),"
-      " a checkpoint folder for demo, or the file a keras.applications model loads "
-      "(default: Keras downloads its ImageNet weights)")
-  parser.add_argument("--random-weights", action="store_true",
-                      help="vgg16/resnet50/keras.applications with random weights "
-                      "(timing runs)")
-  parser.add_argument("--layer", help="target layer path, e.g. features_29 or layer4 "
-                      "(default: the model's last conv block)")
+    "--weights",
+    help="weights file for vgg16/resnet50 (.safetensors, .pth, or Keras "
+    '.h5 for vgg16; needs pip install "gradcam-jax[weights]" for .safetensors/.h5),'
+    " a checkpoint folder for demo, or the file a keras.applications model loads "
+    "(default: Keras downloads its ImageNet weights)",
+  )
+  parser.add_argument(
+    "--random-weights",
+    action="store_true",
+    help="vgg16/resnet50/keras.applications with random weights (timing runs)",
+  )
+  parser.add_argument(
+    "--layer",
+    help="target layer path, e.g. features_29 or layer4 "
+    "(default: the model's last conv block)",
+  )
   methods = list(ALL_METHODS)
-  parser.add_argument("--method", default="gradcam", choices=methods, metavar="METHOD",
-                      help="CAM method: " + ", ".join(methods))
+  parser.add_argument(
+    "--method",
+    default="gradcam",
+    choices=methods,
+    metavar="METHOD",
+    help="CAM method: " + ", ".join(methods),
+  )
 
 
 def _fingerprint(path: Path) -> str:
@@ -55,6 +70,7 @@ def _fingerprint(path: Path) -> str:
 def load_model(spec: str, weights: str | None, random_weights: bool):
   """(ZooModel, weights identity); UsageError in CLI words for every bad choice."""
   from gradcam_jax import zoo
+
   if weights is not None and not Path(weights).exists():
     raise UsageError(f"--weights {weights}: no such file or folder.")
   try:
@@ -71,26 +87,35 @@ def load_model(spec: str, weights: str | None, random_weights: bool):
       model = make(**({"weights": weights} if weights else {}))
       missing = [f for f in zoo.ZooModel._fields[:8] if not hasattr(model, f)]
       if missing:
-        raise UsageError(f"--model {spec}: expected the factory to return a "
-                         f"gradcam_jax.zoo.ZooModel; it lacks {missing}.")
+        raise UsageError(
+          f"--model {spec}: expected the factory to return a "
+          f"gradcam_jax.zoo.ZooModel; it lacks {missing}."
+        )
     elif spec not in zoo.NAMES:
-      raise UsageError(f"--model: expected one of {', '.join(zoo.NAMES)}, "
-                       f"keras.applications.NAME, keras:FILE.keras or "
-                       f"MODULE:FACTORY; got {spec!r}.")
+      raise UsageError(
+        f"--model: expected one of {', '.join(zoo.NAMES)}, "
+        f"keras.applications.NAME, keras:FILE.keras or "
+        f"MODULE:FACTORY; got {spec!r}."
+      )
     elif spec != "demo" and weights is None and not random_weights:
       from gradcam_jax.zoo.imagenet import WHERE
+
       raise UsageError(
-          f"--model {spec} needs --weights FILE: {WHERE[spec]}, downloaded beforehand "
-          f"(gradcam-jax never downloads); or --random-weights for a timing run.")
+        f"--model {spec} needs --weights FILE: {WHERE[spec]}, downloaded beforehand "
+        f"(gradcam-jax never downloads); or --random-weights for a timing run."
+      )
     else:
       model = zoo.load(spec, weights, random_init=random_weights)
   except ModuleNotFoundError as err:
     package = (err.name or "").split(".")[0]
     if package in ("safetensors", "h5py", "torch"):
-      extra = ("pip install torch" if package == "torch"
-               else 'pip install "gradcam-jax[weights]"')
-      raise UsageError(f"--weights {weights}: reading this file needs {package}, "
-                       f"which is not installed; run: {extra}") from None
+      extra = (
+        "pip install torch" if package == "torch" else 'pip install "gradcam-jax[weights]"'
+      )
+      raise UsageError(
+        f"--weights {weights}: reading this file needs {package}, "
+        f"which is not installed; run: {extra}"
+      ) from None
     raise
   except ValueError as err:  # a weights file that does not hold the model
     raise UsageError(f"--weights {weights}: {err}") from None
@@ -102,6 +127,7 @@ def load_model(spec: str, weights: str | None, random_weights: bool):
     identity = _fingerprint(Path(weights))
   elif spec == "demo":
     from gradcam_jax.zoo import demo
+
     identity = _fingerprint(demo.asset_dir() / "checkpoint")
   elif spec.startswith("keras.applications."):
     identity = "keras imagenet"
@@ -117,22 +143,29 @@ def _load_keras(spec: str, weights, random_weights: bool):
   try:
     import keras  # noqa: F401
   except ImportError:
-    raise UsageError(f"--model {spec}: needs Keras 3, which is not installed; run: "
-                     'pip install "gradcam-jax[keras]"') from None
+    raise UsageError(
+      f"--model {spec}: needs Keras 3, which is not installed; run: "
+      'pip install "gradcam-jax[keras]"'
+    ) from None
   import gradcam_jax as gcj
   from gradcam_jax.zoo import keras_models
+
   try:
     if spec.startswith("keras:"):
       if weights or random_weights:
-        raise UsageError(f"--model {spec}: a saved .keras file holds its weights; "
-                         "drop --weights/--random-weights.")
+        raise UsageError(
+          f"--model {spec}: a saved .keras file holds its weights; "
+          "drop --weights/--random-weights."
+        )
       model = keras_models.load_saved(spec.partition(":")[2])
     else:
       model = keras_models.load_application(
-          spec[len("keras.applications."):],
-          None if random_weights else (weights or "imagenet"))
+        spec[len("keras.applications.") :],
+        None if random_weights else (weights or "imagenet"),
+      )
     # the adapter's own checks (backend, built) in command-line words
     from gradcam_jax._adapters import pick
+
     pick(model.apply_fn, model.variables)
   except gcj.GradCAMError as err:
     raise UsageError(f"--model {spec}: {err}") from None

@@ -20,17 +20,20 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-__all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png",
-           "encode_npz"]
+__all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png", "encode_npz"]
 
-SUFFIXES = {"input": ".input.png", "overlay": ".overlay.png",
-            "guided_gradcam": ".guided_gradcam.png", "arrays": ".npz"}
+SUFFIXES = {
+  "input": ".input.png",
+  "overlay": ".overlay.png",
+  "guided_gradcam": ".guided_gradcam.png",
+  "arrays": ".npz",
+}
 KINDS = tuple(SUFFIXES)
 
-NAME_MAX = 255      # bytes in one path component (ext4, xfs, btrfs, APFS, NTFS)
-PATH_MAX = 4000     # bytes in a whole path, with room below Linux's 4096
+NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, APFS, NTFS)
+PATH_MAX = 4000  # bytes in a whole path, with room below Linux's 4096
 _ROOM = max(len(s) for s in SUFFIXES.values())
-_KEEP = 120         # bytes of a shortened component kept before its hash
+_KEEP = 120  # bytes of a shortened component kept before its hash
 
 
 def _hash(text: str) -> str:
@@ -47,9 +50,11 @@ def _shorten(component: str, key: str) -> str:
 
 def _fits(name: str, out_dir: Path) -> bool:
   parts = PurePosixPath(name).parts
-  return (all(len(p.encode()) <= NAME_MAX for p in parts[:-1])
-          and len(parts[-1].encode()) + _ROOM <= NAME_MAX
-          and len(str(out_dir / name).encode()) + _ROOM <= PATH_MAX)
+  return (
+    all(len(p.encode()) <= NAME_MAX for p in parts[:-1])
+    and len(parts[-1].encode()) + _ROOM <= NAME_MAX
+    and len(str(out_dir / name).encode()) + _ROOM <= PATH_MAX
+  )
 
 
 def _candidates(rel: str, out_dir: Path):
@@ -58,12 +63,19 @@ def _candidates(rel: str, out_dir: Path):
   keeps one name); with the file's hash added (on conflict); flat under ``_long/``
   when the whole path is too long."""
   parts = PurePosixPath(rel).parts
-  fit = [p if len(p.encode()) + (_ROOM if i == len(parts) - 1 else 0) <= NAME_MAX
-         else _shorten(p, "/".join(parts[:i + 1])) for i, p in enumerate(parts)]
+  fit = [
+    p
+    if len(p.encode()) + (_ROOM if i == len(parts) - 1 else 0) <= NAME_MAX
+    else _shorten(p, "/".join(parts[: i + 1]))
+    for i, p in enumerate(parts)
+  ]
   stem, ext = os.path.splitext(fit[-1])
   hashed = fit[-1] if fit[-1] != parts[-1] else f"{stem}~{_hash(rel)}{ext}"
-  for name in ("/".join(fit), "/".join(fit[:-1] + [hashed]),
-               f"_long/{_shorten(parts[-1], rel)}"):
+  for name in (
+    "/".join(fit),
+    "/".join(fit[:-1] + [hashed]),
+    f"_long/{_shorten(parts[-1], rel)}",
+  ):
     if _fits(name, out_dir):
       yield name
 
@@ -83,15 +95,17 @@ def assign_name(rel: str, path: str, out_dir: Path, owners: dict) -> str | None:
     owner = owners.get(name)
     if owner == path:
       return name
-    if owner is None and not any(p.exists() or p.is_symlink()
-                                 for p in output_paths(out_dir, name).values()):
+    if owner is None and not any(
+      p.exists() or p.is_symlink() for p in output_paths(out_dir, name).values()
+    ):
       return name
   return None
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-  ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]),
-                          [cv2.IMWRITE_PNG_COMPRESSION, 1])
+  ok, data = cv2.imencode(
+    ".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1]
+  )
   if not ok:
     raise OSError("OpenCV could not encode the PNG")
   return data.tobytes()

@@ -29,15 +29,18 @@ class Batch(NamedTuple):
     good: ``(source, image)`` for the decoded ones, in the batch's order.
     out: the Explanation of `good` (padded rows after them), or None if none.
   """
+
   failed: list
   good: list
   out: Any
 
 
-def decoded(sources, size, resize: str, max_pixels, workers: int,
-            ahead: int) -> Iterator[tuple]:
+def decoded(
+  sources, size, resize: str, max_pixels, workers: int, ahead: int
+) -> Iterator[tuple]:
   """(source, image or None, error or None) in order, decoded by a thread pool at
   most `ahead` images in advance (memory stays bounded whatever the folder size)."""
+
   def load(source):
     image, error = io.read_image(source.path, max_pixels)
     return source, None if image is None else io.resize_to(image, size, resize), error
@@ -74,9 +77,19 @@ def device_batch(batch: int) -> tuple[int, NamedSharding | None]:
   return batch, NamedSharding(mesh, P("batch"))
 
 
-def explained_batches(explain: Callable, preprocess: Callable, todo: list[Source], *,
-                      size: tuple[int, int], resize: str, max_pixels, target,
-                      batch: int, sharding, workers: int) -> Iterator[Batch]:
+def explained_batches(
+  explain: Callable,
+  preprocess: Callable,
+  todo: list[Source],
+  *,
+  size: tuple[int, int],
+  resize: str,
+  max_pixels,
+  target,
+  batch: int,
+  sharding,
+  workers: int,
+) -> Iterator[Batch]:
   """Decode, preprocess and explain `todo` batch by batch; each batch is yielded
   once its results are on the host, while the next one computes."""
   h, w = size
@@ -85,14 +98,15 @@ def explained_batches(explain: Callable, preprocess: Callable, todo: list[Source
   def landed(failed, good, out) -> Batch:
     return Batch(failed, good, None if out is None else jax.device_get(out))
 
-  for chunk in _chunks(decoded(todo, size, resize, max_pixels, workers,
-                               ahead=2 * batch), batch):
+  for chunk in _chunks(
+    decoded(todo, size, resize, max_pixels, workers, ahead=2 * batch), batch
+  ):
     failed = [(s, err) for s, _, err in chunk if err is not None]
     good = [(s, im) for s, im, err in chunk if im is not None]
     out = None
     if good:
       images = np.zeros((batch, h, w, 3), np.uint8)
-      images[:len(good)] = np.stack([im for _, im in good])
+      images[: len(good)] = np.stack([im for _, im in good])
       x = preprocess(images)
       targets = None if target is None else np.full(batch, target, np.int32)
       if sharding is not None:

@@ -16,8 +16,8 @@ __all__ = ["Plan", "input_identity", "plan"]
 
 
 class Plan(NamedTuple):
-  todo: list[Source]   # to explain, in order
-  skipped: int         # already done
+  todo: list[Source]  # to explain, in order
+  skipped: int  # already done
 
 
 def input_identity(path: Path) -> dict | None:
@@ -30,21 +30,33 @@ def input_identity(path: Path) -> dict | None:
 
 
 def _finished(record, settings: dict, identity, out_dir: Path) -> bool:
-  return (record is not None and record.get("event") == "done"
-          and record.get("status") == "ok" and record.get("settings") == settings
-          and record.get("input") == identity
-          and all((out_dir / rel).exists() for rel in record["outputs"].values()))
+  return (
+    record is not None
+    and record.get("event") == "done"
+    and record.get("status") == "ok"
+    and record.get("settings") == settings
+    and record.get("input") == identity
+    and all((out_dir / rel).exists() for rel in record["outputs"].values())
+  )
 
 
-def plan(sources: list[Source], out_dir: Path, settings: dict, latest: dict, *,
-         overwrite: bool = False, process: tuple[int, int] = (0, 1)) -> Plan:
+def plan(
+  sources: list[Source],
+  out_dir: Path,
+  settings: dict,
+  latest: dict,
+  *,
+  overwrite: bool = False,
+  process: tuple[int, int] = (0, 1),
+) -> Plan:
   """This process's share of `sources` (every count-th), less those finished with
   `settings` according to `latest` (the journal's latest line per input)."""
   index, count = process
   todo, skipped = [], 0
   for s in sources[index::count]:
-    if not overwrite and _finished(latest.get(str(s.path)), settings,
-                                   input_identity(s.path), out_dir):
+    if not overwrite and _finished(
+      latest.get(str(s.path)), settings, input_identity(s.path), out_dir
+    ):
       skipped += 1
     else:
       todo.append(s)

@@ -26,9 +26,16 @@ __all__ = ["Recorder"]
 
 def _payload(image, out, i, meta: dict) -> dict:
   """What the writer encodes for image i of a batch (views into the batch)."""
-  return {"image": image, "cam": out.cam[i], "cam_raw": out.cam_raw[i],
-          "guided": out.guided[i], "guided_gradcam": out.guided_gradcam[i],
-          "logits": out.logits[i], "target": out.targets[i], "meta": meta}
+  return {
+    "image": image,
+    "cam": out.cam[i],
+    "cam_raw": out.cam_raw[i],
+    "guided": out.guided[i],
+    "guided_gradcam": out.guided_gradcam[i],
+    "logits": out.logits[i],
+    "target": out.targets[i],
+    "meta": meta,
+  }
 
 
 def _encode(p: dict, save, arrays_dtype: str) -> dict[str, bytes]:
@@ -39,33 +46,45 @@ def _encode(p: dict, save, arrays_dtype: str) -> dict[str, bytes]:
     files["overlay"] = outputs.encode_png(vis.overlay(p["image"], p["cam"]))
   if "guided_gradcam" in save:
     files["guided_gradcam"] = outputs.encode_png(
-        vis.deprocess_gradient(p["guided_gradcam"]))
+      vis.deprocess_gradient(p["guided_gradcam"])
+    )
   if "arrays" in save:
     dt = np.dtype(arrays_dtype)
     files["arrays"] = outputs.encode_npz(
-        {"cam": p["cam"].astype(dt), "cam_raw": p["cam_raw"].astype(dt),
-         "guided": p["guided"].astype(dt),
-         "guided_gradcam": p["guided_gradcam"].astype(dt),
-         "logits": np.asarray(p["logits"], np.float32), "target": p["target"],
-         "meta": np.array(json.dumps(p["meta"]))})
+      {
+        "cam": p["cam"].astype(dt),
+        "cam_raw": p["cam_raw"].astype(dt),
+        "guided": p["guided"].astype(dt),
+        "guided_gradcam": p["guided_gradcam"].astype(dt),
+        "logits": np.asarray(p["logits"], np.float32),
+        "target": p["target"],
+        "meta": np.array(json.dumps(p["meta"])),
+      }
+    )
   return files
 
 
-def write_outputs(out_dir: Path, tmp_dir: Path, name: str, p: dict, job,
-                  record: dict) -> dict:
+def write_outputs(
+  out_dir: Path, tmp_dir: Path, name: str, p: dict, job, record: dict
+) -> dict:
   """Encode and write one image's outputs; the finished record, or an error record."""
   try:
     files = _encode(p, job.save, job.arrays_dtype)
     paths = outputs.output_paths(out_dir, name)
     write_atomically({paths[k]: data for k, data in files.items()}, tmp_dir)
     for kind, path in paths.items():  # an earlier run's kinds no longer asked for:
-      if kind not in files:          # ours (the name is this input's), and stale
+      if kind not in files:  # ours (the name is this input's), and stale
         path.unlink(missing_ok=True)
     return record
   except Exception as err:  # noqa: BLE001 (one bad write never stops the others)
-    return {"path": record["path"], "status": "error", "id": record["id"],
-            "name": name, "settings": record["settings"],
-            "error": f"could not write outputs: {type(err).__name__}: {err}"}
+    return {
+      "path": record["path"],
+      "status": "error",
+      "id": record["id"],
+      "name": name,
+      "settings": record["settings"],
+      "error": f"could not write outputs: {type(err).__name__}: {err}",
+    }
 
 
 class Recorder:
@@ -75,8 +94,17 @@ class Recorder:
     ok, failed: inputs finished so far, by status.
   """
 
-  def __init__(self, out_dir: Path, tmp_dir: Path, journal: Journal, pool: Executor,
-               model, job, settings: dict, owners: dict):
+  def __init__(
+    self,
+    out_dir: Path,
+    tmp_dir: Path,
+    journal: Journal,
+    pool: Executor,
+    model,
+    job,
+    settings: dict,
+    owners: dict,
+  ):
     self.out_dir, self.tmp_dir = out_dir, tmp_dir
     self.journal, self.pool = journal, pool
     self.model, self.job, self.settings, self.owners = model, job, settings, owners
@@ -91,8 +119,9 @@ class Recorder:
       self.failed += 1
 
   def fail(self, path: str, error: str) -> None:
-    self.finish({"path": path, "status": "error", "settings": self.settings,
-                 "error": error})
+    self.finish(
+      {"path": path, "status": "error", "settings": self.settings, "error": error}
+    )
 
   def batch(self, batch: Batch) -> None:
     """Record a batch: its decode failures, then a name, a claim and a write for
@@ -108,25 +137,42 @@ class Recorder:
       path = str(s.path)
       name = outputs.assign_name(s.rel, path, self.out_dir, self.owners)
       if name is None:
-        self.fail(path, "every output name for it is taken by files gradcam-jax did "
-                        "not write")
+        self.fail(
+          path, "every output name for it is taken by files gradcam-jax did not write"
+        )
         continue
       self.owners[name] = path
       pred, tgt = int(np.argmax(probs[i])), int(out.targets[i])
       rid = uuid.uuid4().hex
       kinds = {k: name + outputs.SUFFIXES[k] for k in self.job.save}
-      self.journal.write("claim", {"path": path, "id": rid, "name": name,
-                                   "outputs": kinds})
-      record = {"path": path, "status": "ok", "id": rid, "name": name,
-                "outputs": kinds, "settings": self.settings,
-                "input": input_identity(s.path), "predicted": pred,
-                "predicted_name": names[pred], "probability": float(probs[i, pred]),
-                "target": tgt, "target_name": names[tgt],
-                "target_probability": float(probs[i, tgt])}
+      self.journal.write("claim", {"path": path, "id": rid, "name": name, "outputs": kinds})
+      record = {
+        "path": path,
+        "status": "ok",
+        "id": rid,
+        "name": name,
+        "outputs": kinds,
+        "settings": self.settings,
+        "input": input_identity(s.path),
+        "predicted": pred,
+        "predicted_name": names[pred],
+        "probability": float(probs[i, pred]),
+        "target": tgt,
+        "target_name": names[tgt],
+        "target_probability": float(probs[i, tgt]),
+      }
       meta = {"path": path, "id": rid, "settings": self.settings}
-      self.writing.append(self.pool.submit(
-          write_outputs, self.out_dir, self.tmp_dir, name,
-          _payload(image, out, i, meta), self.job, record))
+      self.writing.append(
+        self.pool.submit(
+          write_outputs,
+          self.out_dir,
+          self.tmp_dir,
+          name,
+          _payload(image, out, i, meta),
+          self.job,
+          record,
+        )
+      )
 
   def drain(self, keep: int = 0) -> None:
     """Record finished writes, oldest first, until at most `keep` are pending."""

@@ -20,8 +20,16 @@ from gradcam_jax.cli.journal import read_index
 
 __all__ = ["write_report"]
 
-_FIELDS = ("path", "status", "error", "predicted_name", "probability", "target_name",
-           "target_probability", "outputs")
+_FIELDS = (
+  "path",
+  "status",
+  "error",
+  "predicted_name",
+  "probability",
+  "target_name",
+  "target_probability",
+  "outputs",
+)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -17,10 +17,11 @@ from typing import Mapping, NamedTuple
 
 # name -> XLA_FLAGS value; "default" is XLA's own defaults.
 SETTINGS = {
-    "default": "",
-    "noynn": "--xla_cpu_experimental_ynn_fusion_type=",
-    "ynn-individual": ("--xla_cpu_experimental_ynn_fusion_type="
-                       "individual_dot,individual_convolution"),
+  "default": "",
+  "noynn": "--xla_cpu_experimental_ynn_fusion_type=",
+  "ynn-individual": (
+    "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution"
+  ),
 }
 # What the command uses when the user set neither XLA_FLAGS nor --xla-flags
 # (chosen from the grid in benchmarks/RESULTS.md, "XLA's YNN fusion: the grid").
@@ -28,8 +29,8 @@ CHOSEN = "noynn"
 
 
 class Choice(NamedTuple):
-  flags: str     # the XLA_FLAGS value the process runs under
-  source: str    # "--xla-flags", "XLA_FLAGS" or "gradcam-jax"
+  flags: str  # the XLA_FLAGS value the process runs under
+  source: str  # "--xla-flags", "XLA_FLAGS" or "gradcam-jax"
   set_here: bool  # whether this module changed the environment
 
 
@@ -57,8 +58,12 @@ def describe(choice: Choice) -> str:
   shown = choice.flags or "(none: XLA's defaults)"
   name = next((n for n, f in SETTINGS.items() if f == choice.flags), None)
   named = f" [{name}]" if name else ""
-  why = {"--xla-flags": "from --xla-flags",
-         "XLA_FLAGS": "from your XLA_FLAGS, left as it is",
-         "gradcam-jax": ("set by gradcam-jax for this process because XLA_FLAGS is "
-                         "unset; --xla-flags default gives XLA's own defaults")}
+  why = {
+    "--xla-flags": "from --xla-flags",
+    "XLA_FLAGS": "from your XLA_FLAGS, left as it is",
+    "gradcam-jax": (
+      "set by gradcam-jax for this process because XLA_FLAGS is "
+      "unset; --xla-flags default gives XLA's own defaults"
+    ),
+  }
   return f"  XLA flags: {shown}{named}, {why[choice.source]}"

@@ -33,12 +33,23 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
   """
   if name == "demo":
     from gradcam_jax.zoo import demo
+
     module = demo.DemoNet()
-    return ZooModel("demo", module, module.apply, demo.load_variables(weights),
-                    demo.DEFAULT_LAYER, demo.preprocess, demo.CLASS_NAMES, (64, 64),
-                    "squash", demo.ABOUT)
+    return ZooModel(
+      "demo",
+      module,
+      module.apply,
+      demo.load_variables(weights),
+      demo.DEFAULT_LAYER,
+      demo.preprocess,
+      demo.CLASS_NAMES,
+      (64, 64),
+      "squash",
+      demo.ABOUT,
+    )
   if name in ("vgg16", "resnet50"):
     from gradcam_jax.zoo import imagenet
+
     return imagenet.load(name, weights, random_init=random_init)
   raise ArgumentError(f"zoo.load: expected a name in {NAMES}; got {name!r}.")
 
@@ -49,5 +60,6 @@ def decode_predictions(logits, class_names: Sequence[str], top: int = 5):
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
   order = np.argsort(-probs, axis=-1)[:, :top]
-  return [[(int(i), class_names[i], float(p[i])) for i in row]
-          for row, p in zip(order, probs)]
+  return [
+    [(int(i), class_names[i], float(p[i])) for i in row] for row, p in zip(order, probs)
+  ]

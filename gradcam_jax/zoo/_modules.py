@@ -22,6 +22,7 @@ class ReLU(nn.Module):
 
 class MaxPool(nn.Module):
   """``nn.max_pool`` as a module (window = stride = `size`, or as given)."""
+
   size: int = 2
   stride: int | None = None
   padding: str | tuple = "VALID"

@@ -24,6 +24,7 @@ class ZooModel(NamedTuple):
       the weights were trained with.
     about: one line on what the model is and what its input means, shown by the CLI.
   """
+
   name: str
   module: Any
   apply_fn: Callable

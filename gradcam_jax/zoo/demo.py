@@ -23,13 +23,23 @@ import numpy as np
 from gradcam_jax._errors import WeightsError
 from gradcam_jax.zoo._modules import MaxPool, ReLU
 
-__all__ = ["DemoNet", "DEFAULT_LAYER", "CLASS_NAMES", "preprocess", "asset_dir",
-           "load_variables", "save_variables", "load_samples"]
+__all__ = [
+  "DemoNet",
+  "DEFAULT_LAYER",
+  "CLASS_NAMES",
+  "preprocess",
+  "asset_dir",
+  "load_variables",
+  "save_variables",
+  "load_samples",
+]
 
 DEFAULT_LAYER = "block4_relu2"
-ABOUT = ("the shipped demo model: a digit classifier (classes 0-9) trained on 64x64 "
-         "scenes of handwritten digits; other pictures get digit predictions; "
-         "preprocessing: RGB / 255")
+ABOUT = (
+  "the shipped demo model: a digit classifier (classes 0-9) trained on 64x64 "
+  "scenes of handwritten digits; other pictures get digit predictions; "
+  "preprocessing: RGB / 255"
+)
 CLASS_NAMES = tuple(str(d) for d in range(10))
 WIDTHS = (16, 32, 64, 96)
 _HE = nn.initializers.he_normal()  # keeps the signal's scale through eight ReLU layers
@@ -39,16 +49,24 @@ class DemoNet(nn.Module):
   """Four blocks of two (3x3 conv, BatchNorm, ReLU) and a 2x2 max pool (64 -> 4 px);
   flatten; dense 128 + ReLU; dense 10. ``train=False`` (the default) uses the
   BatchNorm running statistics, as explanations need."""
+
   num_classes: int = 10
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for b, width in enumerate(WIDTHS, start=1):
       for i in (1, 2):
-        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, kernel_init=_HE,
-                    name=f"block{b}_conv{i}")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         name=f"block{b}_bn{i}")(x)
+        x = nn.Conv(
+          width,
+          (3, 3),
+          padding=1,
+          use_bias=False,
+          kernel_init=_HE,
+          name=f"block{b}_conv{i}",
+        )(x)
+        x = nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, name=f"block{b}_bn{i}"
+        )(x)
         x = ReLU(name=f"block{b}_relu{i}")(x)
       x = MaxPool(2, name=f"block{b}_pool")(x)
     x = x.reshape(x.shape[0], -1)
@@ -74,6 +92,7 @@ def abstract_variables():
 def save_variables(variables, directory: Path) -> None:
   """Save with orbax-checkpoint (overwrites)."""
   import orbax.checkpoint as ocp
+
   directory = Path(directory).absolute()
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory, variables, force=True)
@@ -83,23 +102,26 @@ def save_variables(variables, directory: Path) -> None:
 def load_variables(directory: Path | None = None):
   """Restore the demo model's variables with orbax-checkpoint."""
   import orbax.checkpoint as ocp
+
   directory = Path(directory or asset_dir() / "checkpoint").absolute()
   if not directory.exists():
     raise WeightsError(
-        f"demo checkpoint: expected a folder at {directory}; it is missing. "
-        "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.training.train_demo`.")
+      f"demo checkpoint: expected a folder at {directory}; it is missing. "
+      "Reinstall gradcam-jax, or retrain with `python -m gradcam_jax.zoo.training.train_demo`."
+    )
   # restore onto this process's first device: the saved sharding names the
   # trainer's device, which other processes of a jax.distributed job do not have
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-      abstract_variables())
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract_variables()
+  )
   return ocp.StandardCheckpointer().restore(directory, target)
 
 
 def load_samples():
   """The shipped sample scenes: (images uint8 (N, 64, 64, 3), records from JSON)."""
   import cv2
+
   folder = asset_dir() / "samples"
   records = json.loads((folder / "samples.json").read_text())
   images = np.stack([cv2.imread(str(folder / r["file"]))[..., ::-1] for r in records])

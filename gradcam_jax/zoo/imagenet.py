@@ -24,19 +24,26 @@ from gradcam_jax.zoo._zoo_model import ZooModel
 from gradcam_jax.zoo.resnet import ResNet50
 from gradcam_jax.zoo.vgg import VGG16
 
-__all__ = ["load", "class_names", "torchvision_preprocess", "caffe_preprocess",
-           "from_torchvision", "from_keras_vgg16", "read_state_dict"]
+__all__ = [
+  "load",
+  "class_names",
+  "torchvision_preprocess",
+  "caffe_preprocess",
+  "from_torchvision",
+  "from_keras_vgg16",
+  "read_state_dict",
+]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 WHERE = {
-    "vgg16": "torchvision's vgg16 IMAGENET1K_V1 weights (vgg16-397923af.pth, or its "
-             "state dict saved with safetensors), or Keras' "
-             "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
-    "resnet50": "torchvision's resnet50 IMAGENET1K_V1/V2 weights (resnet50-*.pth, or "
-                "its state dict saved with safetensors)",
+  "vgg16": "torchvision's vgg16 IMAGENET1K_V1 weights (vgg16-397923af.pth, or its "
+  "state dict saved with safetensors), or Keras' "
+  "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+  "resnet50": "torchvision's resnet50 IMAGENET1K_V1/V2 weights (resnet50-*.pth, or "
+  "its state dict saved with safetensors)",
 }
 
 
@@ -67,20 +74,26 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
   path = Path(path)
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file
+
     return dict(load_file(str(path)))
   if path.suffix in (".pth", ".pt", ".bin"):
     try:
       import torch
     except ImportError as err:
-      raise ImportError(f"{path.name}: reading .pth files needs torch "
-                        "(pip install torch), or convert the file to .safetensors."
-                        ) from err
+      raise ImportError(
+        f"{path.name}: reading .pth files needs torch "
+        "(pip install torch), or convert the file to .safetensors."
+      ) from err
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-            for k, v in state.items()}
-  raise WeightsError(f"weights file {path.name}: expected .safetensors, .pth or (vgg16) "
-                   f"Keras .h5; got suffix {path.suffix!r}.")
+    return {
+      k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+      for k, v in state.items()
+    }
+  raise WeightsError(
+    f"weights file {path.name}: expected .safetensors, .pth or (vgg16) "
+    f"Keras .h5; got suffix {path.suffix!r}."
+  )
 
 
 def _flax_path(name: str, key: str) -> tuple[tuple[str, ...], str]:
@@ -92,7 +105,7 @@ def _flax_path(name: str, key: str) -> tuple[tuple[str, ...], str]:
     path = tuple(mods)
     if "downsample" in path:  # layer1.0.downsample.1 -> layer1/0/downsample_1
       i = path.index("downsample")
-      path = path[:i] + (f"downsample_{path[i + 1]}",) + path[i + 2:]
+      path = path[:i] + (f"downsample_{path[i + 1]}",) + path[i + 2 :]
   return path, leaf
 
 
@@ -104,19 +117,28 @@ def _set(tree: dict, path, value) -> None:
 
 def _check_and_cast(variables, abstract, source: str):
   """Every leaf present with the right shape; report all mismatches at once."""
+
   def flat(tree):
-    return {"/".join(str(getattr(k, "key", k)) for k in path): v
-            for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+      "/".join(str(getattr(k, "key", k)) for k in path): v
+      for path, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
   flat, want = flat(variables), flat(abstract)
   problems = [f"  missing {k} {v.shape}" for k, v in want.items() if k not in flat]
   problems += [f"  unexpected {k} {np.shape(v)}" for k, v in flat.items() if k not in want]
-  problems += [f"  {k}: expected shape {want[k].shape}, got {np.shape(v)}"
-               for k, v in flat.items() if k in want and np.shape(v) != want[k].shape]
+  problems += [
+    f"  {k}: expected shape {want[k].shape}, got {np.shape(v)}"
+    for k, v in flat.items()
+    if k in want and np.shape(v) != want[k].shape
+  ]
   if problems:
-    raise WeightsError(f"{source}: the file does not hold this model's weights "
-                     f"({len(want)} arrays expected, {len(flat)} found):\n"
-                     + "\n".join(problems[:30])
-                     + (f"\n  ... {len(problems) - 30} more" if len(problems) > 30 else ""))
+    raise WeightsError(
+      f"{source}: the file does not hold this model's weights "
+      f"({len(want)} arrays expected, {len(flat)} found):\n"
+      + "\n".join(problems[:30])
+      + (f"\n  ... {len(problems) - 30} more" if len(problems) > 30 else "")
+    )
   return jax.tree_util.tree_map(lambda a, s: jnp.asarray(a, s.dtype), variables, abstract)
 
 
@@ -148,14 +170,16 @@ def from_torchvision(name: str, state: dict[str, np.ndarray], module=None):
 def from_keras_vgg16(path: Path):
   """Flax variables of ``VGG16(naming="keras")`` from a Keras VGG16 ``.h5`` file."""
   import h5py
+
   params: dict = {}
   with h5py.File(str(path), "r") as f:
     group = f["model_weights"] if "model_weights" in f else f
     names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
     for layer in names:
       g = group[layer]
-      weight_names = [w.decode() if isinstance(w, bytes) else w
-                      for w in g.attrs["weight_names"]]
+      weight_names = [
+        w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]
+      ]
       if not weight_names:
         continue  # input, pooling and flatten layers
       kernel, bias = (np.asarray(g[w], np.float32) for w in weight_names)
@@ -163,11 +187,13 @@ def from_keras_vgg16(path: Path):
         params[layer] = {"conv": {"kernel": kernel, "bias": bias}}
       else:
         if layer == "fc1":  # Keras flattens (7, 7, 512); our model flattens (512, 7, 7)
-          kernel = kernel.reshape(7, 7, 512, -1).transpose(2, 0, 1, 3).reshape(
-              7 * 7 * 512, -1)
+          kernel = (
+            kernel.reshape(7, 7, 512, -1).transpose(2, 0, 1, 3).reshape(7 * 7 * 512, -1)
+          )
         params[layer] = {"kernel": kernel, "bias": bias}
-  return _check_and_cast({"params": params}, _abstract(VGG16(naming="keras")),
-                         f"Keras VGG16 {Path(path).name}")
+  return _check_and_cast(
+    {"params": params}, _abstract(VGG16(naming="keras")), f"Keras VGG16 {Path(path).name}"
+  )
 
 
 def _abstract(module):
@@ -179,15 +205,20 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
   names = class_names()
   if isinstance(weights, str) and weights == "imagenet":
     from gradcam_jax.zoo._download import weights_file
+
     weights = weights_file(name)
   if weights is None:
     if not random_init:
       raise WeightsError(
-          f"zoo.load({name!r}): expected a weights file; got none. Pass "
-          f"weights=PATH with {WHERE[name]}"
-          + (", or weights='imagenet' to download Keras' file into the cache"
-             if name == "vgg16" else " (downloaded beforehand)")
-          + ". For benchmarks, random_init=True gives random weights.")
+        f"zoo.load({name!r}): expected a weights file; got none. Pass "
+        f"weights=PATH with {WHERE[name]}"
+        + (
+          ", or weights='imagenet' to download Keras' file into the cache"
+          if name == "vgg16"
+          else " (downloaded beforehand)"
+        )
+        + ". For benchmarks, random_init=True gives random weights."
+      )
     module = VGG16() if name == "vgg16" else ResNet50()
     variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
     preprocess = torchvision_preprocess
@@ -203,11 +234,25 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
   else:
     layer = "layer4"
   keras = preprocess is caffe_preprocess
-  origin = "random weights (timing only: the classes mean nothing)" if weights is None \
-      else f"weights {Path(weights).name}"
-  about = (f"{name} (ImageNet, 1000 classes), {origin}; preprocessing: "
-           + ("Keras caffe-style (BGR minus channel means); resize: squash to 224x224"
-              if keras else "torchvision (ImageNet mean/std); resize: shorter side "
-              "to 256, centre crop 224x224"))
-  return ZooModel(name, module, module.apply, variables, layer, preprocess, names,
-                        (224, 224), "squash" if keras else "crop", about)
+  origin = (
+    "random weights (timing only: the classes mean nothing)"
+    if weights is None
+    else f"weights {Path(weights).name}"
+  )
+  about = f"{name} (ImageNet, 1000 classes), {origin}; preprocessing: " + (
+    "Keras caffe-style (BGR minus channel means); resize: squash to 224x224"
+    if keras
+    else "torchvision (ImageNet mean/std); resize: shorter side to 256, centre crop 224x224"
+  )
+  return ZooModel(
+    name,
+    module,
+    module.apply,
+    variables,
+    layer,
+    preprocess,
+    names,
+    (224, 224),
+    "squash" if keras else "crop",
+    about,
+  )

@@ -23,10 +23,16 @@ __all__ = ["APPLICATION_LAYERS", "load_application", "load_saved"]
 # The usual Grad-CAM layer of the applications the walkthrough and its readers use;
 # other applications get the automatic choice (the last spatial activation).
 APPLICATION_LAYERS = {
-    "VGG16": "block5_conv3", "VGG19": "block5_conv4", "ResNet50": "conv5_block3_out",
-    "ResNet101": "conv5_block3_out", "ResNet152": "conv5_block3_out",
-    "Xception": "block14_sepconv2_act", "InceptionV3": "mixed10",
-    "MobileNetV2": "out_relu", "DenseNet121": "relu", "EfficientNetB0": "top_activation",
+  "VGG16": "block5_conv3",
+  "VGG19": "block5_conv4",
+  "ResNet50": "conv5_block3_out",
+  "ResNet101": "conv5_block3_out",
+  "ResNet152": "conv5_block3_out",
+  "Xception": "block14_sepconv2_act",
+  "InceptionV3": "mixed10",
+  "MobileNetV2": "out_relu",
+  "DenseNet121": "relu",
+  "EfficientNetB0": "top_activation",
 }
 
 
@@ -34,6 +40,7 @@ def _class_names(model) -> tuple[str, ...]:
   classes = model.output_shape[-1]
   if classes == 1000:
     from gradcam_jax.zoo.imagenet import class_names
+
     return class_names()  # the spelling of Keras' decode_predictions
   return tuple(f"class_{i}" for i in range(classes))
 
@@ -46,8 +53,19 @@ def _input_size(model, default=(224, 224)) -> tuple[int, int]:
 
 def _zoo_model(name, model, layer, preprocess, about) -> ZooModel:
   from gradcam_jax._adapters.keras import keras_params
-  return ZooModel(name, model, model, keras_params(model), layer, preprocess,
-                  _class_names(model), _input_size(model), "squash", about)
+
+  return ZooModel(
+    name,
+    model,
+    model,
+    keras_params(model),
+    layer,
+    preprocess,
+    _class_names(model),
+    _input_size(model),
+    "squash",
+    about,
+  )
 
 
 def load_application(name: str, weights="imagenet") -> ZooModel:
@@ -57,17 +75,21 @@ def load_application(name: str, weights="imagenet") -> ZooModel:
   `weights`: ``"imagenet"`` (Keras downloads and caches its file), a weights file,
   or None (random weights)."""
   import keras
+
   make = getattr(keras.applications, name, None)
   if make is None or not callable(make) or not name[:1].isupper():
     known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
-    raise ArgumentError(f"keras.applications.{name}: no such application; expected "
-                        f"one of {', '.join(known)}.")
+    raise ArgumentError(
+      f"keras.applications.{name}: no such application; expected one of {', '.join(known)}."
+    )
   try:
     model = make(weights=weights)
   except Exception as err:
-    raise ModelError(f"keras.applications.{name}(weights={weights!r}) failed: "
-                     f"{type(err).__name__}: {err}. Offline, download the weights "
-                     "file beforehand and pass it with --weights FILE.") from err
+    raise ModelError(
+      f"keras.applications.{name}(weights={weights!r}) failed: "
+      f"{type(err).__name__}: {err}. Offline, download the weights "
+      "file beforehand and pass it with --weights FILE."
+    ) from err
   module = importlib.import_module(make.__module__)
   keras_preprocess = module.preprocess_input
 
@@ -80,30 +102,38 @@ def load_application(name: str, weights="imagenet") -> ZooModel:
     origin = "random weights (timing only: the classes mean nothing)"
   else:
     origin = f"weights {Path(weights).name}"
-  about = (f"keras.applications.{name} ({origin}); preprocessing: "
-           f"{module.__name__.rsplit('.', 1)[-1]}.preprocess_input; resize: squash to "
-           f"{_input_size(model)}")
-  return _zoo_model(f"keras.applications.{name}", model, APPLICATION_LAYERS.get(name),
-                    preprocess, about)
+  about = (
+    f"keras.applications.{name} ({origin}); preprocessing: "
+    f"{module.__name__.rsplit('.', 1)[-1]}.preprocess_input; resize: squash to "
+    f"{_input_size(model)}"
+  )
+  return _zoo_model(
+    f"keras.applications.{name}", model, APPLICATION_LAYERS.get(name), preprocess, about
+  )
 
 
 def load_saved(path) -> ZooModel:
   """A model saved with ``model.save("FILE.keras")``. It receives float32 RGB images
   in 0..255: put its preprocessing inside it (e.g. a ``Rescaling`` layer)."""
   import keras
+
   path = Path(path)
   if not path.is_file():
-    raise ArgumentError(f"keras:{path}: no such file (expected a model saved with "
-                        "model.save('FILE.keras')).")
+    raise ArgumentError(
+      f"keras:{path}: no such file (expected a model saved with model.save('FILE.keras'))."
+    )
   try:
     model = keras.saving.load_model(str(path))
   except Exception as err:
-    raise ModelError(f"keras:{path}: could not load it as a Keras model: "
-                     f"{type(err).__name__}: {err}") from err
+    raise ModelError(
+      f"keras:{path}: could not load it as a Keras model: {type(err).__name__}: {err}"
+    ) from err
 
   def preprocess(images):
     return np.asarray(images, np.float32)
 
-  about = (f"Keras model {path.name} ({model.name}); input: float32 RGB 0..255, "
-           f"squashed to {_input_size(model)}")
+  about = (
+    f"Keras model {path.name} ({model.name}); input: float32 RGB 0..255, "
+    f"squashed to {_input_size(model)}"
+  )
   return _zoo_model(f"keras:{path.name}", model, None, preprocess, about)

@@ -21,13 +21,21 @@ STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 
 def _conv(features, kernel, stride, name, dtype):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    dtype=dtype,
+    name=name,
+  )
 
 
 def _bn(name, dtype):
-  return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, name=name)
+  return nn.BatchNorm(
+    use_running_average=True, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
 
 
 class Bottleneck(nn.Module):
@@ -43,7 +51,9 @@ class Bottleneck(nn.Module):
     y = ReLU(name="relu2")(_bn("bn2", d)(_conv(self.width, 3, self.stride, "conv2", d)(y)))
     y = _bn("bn3", d)(_conv(self.width * 4, 1, 1, "conv3", d)(y))
     if self.downsample:
-      x = _bn("downsample_1", d)(_conv(self.width * 4, 1, self.stride, "downsample_0", d)(x))
+      x = _bn("downsample_1", d)(
+        _conv(self.width * 4, 1, self.stride, "downsample_0", d)(x)
+      )
     return ReLU(name="relu3")(y + x)
 
 
@@ -56,13 +66,15 @@ class Stage(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i in range(self.blocks):
-      x = Bottleneck(self.width, self.stride if i == 0 else 1, i == 0, self.dtype,
-                     name=str(i))(x)
+      x = Bottleneck(
+        self.width, self.stride if i == 0 else 1, i == 0, self.dtype, name=str(i)
+      )(x)
     return x
 
 
 class ResNet50(nn.Module):
   """torchvision ``resnet50`` in inference mode (BatchNorm running statistics)."""
+
   num_classes: int = 1000
   dtype: jnp.dtype = jnp.float32
 

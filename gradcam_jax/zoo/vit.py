@@ -24,7 +24,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads, name="attn")(
-        nn.LayerNorm(name="norm1")(x))
+      nn.LayerNorm(name="norm1")(x)
+    )
     h = nn.relu(nn.Dense(self.mlp, name="fc1")(nn.LayerNorm(name="norm2")(x)))
     return x + nn.Dense(self.dim, name="fc2")(h)
 
@@ -39,8 +40,9 @@ class TinyViT(nn.Module):
 
   @nn.compact
   def __call__(self, images):
-    x = nn.Conv(self.dim, (self.patch, self.patch), strides=self.patch,
-                name="patch_embed")(images)
+    x = nn.Conv(self.dim, (self.patch, self.patch), strides=self.patch, name="patch_embed")(
+      images
+    )
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
     cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, d))

@@ -37,6 +37,7 @@ class Scenes(NamedTuple):
     classes: (N, 2) int32 digit classes, -1 where a scene has one digit.
     boxes: (N, 2, 4) int32 boxes (x0, y0, x1, y1), exclusive ends, -1 if absent.
   """
+
   images: np.ndarray
   labels: np.ndarray
   classes: np.ndarray
@@ -48,6 +49,7 @@ def load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
   if split not in ("train", "test"):
     raise ArgumentError(f"split: expected 'train' or 'test'; got {split!r}.")
   from sklearn.datasets import load_digits as sk_load_digits
+
   data = sk_load_digits()
   order = np.random.default_rng(1234).permutation(len(data.target))
   n_test = int(round(TEST_FRACTION * len(order)))
@@ -63,8 +65,13 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     layer = np.zeros((SIZE, SIZE), np.float32)
     if rng.random() < 0.6:
       p0, p1 = rng.integers(0, SIZE, 2), rng.integers(0, SIZE, 2)
-      cv2.line(layer, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 1.0,
-               int(rng.integers(1, 3)))
+      cv2.line(
+        layer,
+        tuple(int(v) for v in p0),
+        tuple(int(v) for v in p1),
+        1.0,
+        int(rng.integers(1, 3)),
+      )
     else:
       centre = tuple(int(v) for v in rng.integers(0, SIZE, 2))
       cv2.circle(layer, centre, int(rng.integers(2, 6)), 1.0, -1)
@@ -77,16 +84,20 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 def _place(rng: np.random.Generator, sizes: list[int]) -> list[tuple[int, int]]:
   """Top-left corners for squares of the given sizes, not overlapping (2 px gap)."""
   for _ in range(1000):
-    corners = [(int(rng.integers(0, SIZE - s + 1)), int(rng.integers(0, SIZE - s + 1)))
-               for s in sizes]
+    corners = [
+      (int(rng.integers(0, SIZE - s + 1)), int(rng.integers(0, SIZE - s + 1)))
+      for s in sizes
+    ]
     if len(sizes) == 1:
       return corners
     (x0, y0), (x1, y1) = corners
     s0, s1 = sizes
     if x0 + s0 + 2 <= x1 or x1 + s1 + 2 <= x0 or y0 + s0 + 2 <= y1 or y1 + s1 + 2 <= y0:
       return corners
-  raise ArgumentError(f"digit sizes {sizes}: found no place for them in a {SIZE}x{SIZE} "
-                      "scene without overlap in 1000 tries.")
+  raise ArgumentError(
+    f"digit sizes {sizes}: found no place for them in a {SIZE}x{SIZE} "
+    "scene without overlap in 1000 tries."
+  )
 
 
 def _scene(rng, digits, targets, two: bool):
@@ -101,10 +112,10 @@ def _scene(rng, digits, targets, two: bool):
   label = np.zeros(NUM_CLASSES, np.float32)
   for k, ((x, y), s, pick) in enumerate(zip(_place(rng, sizes), sizes, picks)):
     ink = cv2.resize(digits[pick], (s, s), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    brightness = img[y:y + s, x:x + s].mean()
+    brightness = img[y : y + s, x : x + s].mean()
     colour = rng.uniform(0.75, 1.0, 3) if brightness < 0.5 else rng.uniform(0, 0.2, 3)
-    patch = img[y:y + s, x:x + s]
-    img[y:y + s, x:x + s] = patch * (1 - ink[..., None]) + colour * ink[..., None]
+    patch = img[y : y + s, x : x + s]
+    img[y : y + s, x : x + s] = patch * (1 - ink[..., None]) + colour * ink[..., None]
     ys, xs = np.nonzero(ink > 0.25)
     boxes[k] = (x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1)
     classes[k] = targets[pick]
@@ -113,8 +124,9 @@ def _scene(rng, digits, targets, two: bool):
   return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), label, classes, boxes
 
 
-def make_scenes(n: int, split: str = "train", two_fraction: float = 0.5,
-                seed: int = 0) -> Scenes:
+def make_scenes(
+  n: int, split: str = "train", two_fraction: float = 0.5, seed: int = 0
+) -> Scenes:
   """`n` scenes from one split; a fraction `two_fraction` holds two digits.
 
   Deterministic in (`n`, `split`, `two_fraction`, `seed`).

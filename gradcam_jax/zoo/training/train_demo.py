@@ -29,17 +29,20 @@ def train(epochs: int, per_epoch: int, batch: int, seed: int, lr: float):
   model = demo.DemoNet()
   variables = model.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3)))
   steps = epochs * (per_epoch // batch)
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, steps // 20, steps),
-                   weight_decay=1e-4)
+  tx = optax.adamw(
+    optax.warmup_cosine_decay_schedule(0.0, lr, steps // 20, steps), weight_decay=1e-4
+  )
   params, stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
 
   @jax.jit
   def step(params, stats, opt_state, images, labels):
     def loss_fn(p):
-      logits, new = model.apply({"params": p, "batch_stats": stats}, images, train=True,
-                                mutable=["batch_stats"])
+      logits, new = model.apply(
+        {"params": p, "batch_stats": stats}, images, train=True, mutable=["batch_stats"]
+      )
       return optax.softmax_cross_entropy(logits, labels).mean(), new["batch_stats"]
+
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), stats, opt_state, loss
@@ -50,13 +53,20 @@ def train(epochs: int, per_epoch: int, batch: int, seed: int, lr: float):
     order = np.random.default_rng(epoch).permutation(per_epoch)
     losses = []
     for i in range(0, per_epoch - batch + 1, batch):
-      idx = order[i:i + batch]
-      params, stats, opt_state, loss = step(params, stats, opt_state,
-                                            demo.preprocess(scenes.images[idx]),
-                                            jnp.asarray(scenes.labels[idx]))
+      idx = order[i : i + batch]
+      params, stats, opt_state, loss = step(
+        params,
+        stats,
+        opt_state,
+        demo.preprocess(scenes.images[idx]),
+        jnp.asarray(scenes.labels[idx]),
+      )
       losses.append(float(loss))
-    print(f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(
+      f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} "
+      f"({time.perf_counter() - start:.0f} s)",
+      flush=True,
+    )
   return model, {"params": params, "batch_stats": stats}
 
 
@@ -71,8 +81,13 @@ def write_samples(folder: Path, model, variables, n: int = 6, seed: int = 7) -> 
     name = f"scene_{i}.png"
     cv2.imwrite(str(folder / name), scenes.images[i][..., ::-1])
     keep = scenes.classes[i] >= 0
-    records.append({"file": name, "classes": scenes.classes[i][keep].tolist(),
-                    "boxes": scenes.boxes[i][keep].tolist()})
+    records.append(
+      {
+        "file": name,
+        "classes": scenes.classes[i][keep].tolist(),
+        "boxes": scenes.boxes[i][keep].tolist(),
+      }
+    )
   (folder / "samples.json").write_text(json.dumps(records, indent=1))
 
 
@@ -91,17 +106,24 @@ def main(argv=None) -> None:
   train_s = time.perf_counter() - start
   test = make_scenes(args.test_scenes, "test", seed=12345)
   acc = accuracy(jax.jit(model.apply), variables, test)
-  acc["two_digit_gradcam_pointing"] = pointing(model.apply, variables, test,
-                                               demo.DEFAULT_LAYER)
+  acc["two_digit_gradcam_pointing"] = pointing(
+    model.apply, variables, test, demo.DEFAULT_LAYER
+  )
   print(json.dumps(acc, indent=1))
   args.out.mkdir(parents=True, exist_ok=True)
   demo.save_variables(variables, args.out / "checkpoint")
   write_samples(args.out / "samples", model, variables)
-  meta = {"accuracy": acc, "test_scenes": args.test_scenes, "test_seed": 12345,
-          "train_seconds": round(train_s, 1), "jax": jax.__version__,
-          "settings": {k: v for k, v in vars(args).items() if k != "out"},
-          "default_layer": demo.DEFAULT_LAYER, "class_names": list(demo.CLASS_NAMES),
-          "input": "uint8 RGB 64x64 -> float32 / 255"}
+  meta = {
+    "accuracy": acc,
+    "test_scenes": args.test_scenes,
+    "test_seed": 12345,
+    "train_seconds": round(train_s, 1),
+    "jax": jax.__version__,
+    "settings": {k: v for k, v in vars(args).items() if k != "out"},
+    "default_layer": demo.DEFAULT_LAYER,
+    "class_names": list(demo.CLASS_NAMES),
+    "input": "uint8 RGB 64x64 -> float32 / 255",
+  }
   (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
   print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
