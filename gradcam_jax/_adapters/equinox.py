@@ -84,6 +84,9 @@ class EquinoxModel:
 
     return eqx.combine(arrays, self.static)
 
+  def __repr__(self) -> str:
+    return f"Equinox module {type(self.static).__name__}"
+
   def __call__(self, arrays, x):
     model = self.model(arrays)
     return model(x) if self.batched else jax.vmap(model)(x)

@@ -138,6 +138,9 @@ class KerasModel:
   def __call__(self, variables, x):
     return self._run(variables, x, lambda path, op, out: out)
 
+  def __repr__(self) -> str:
+    return f"Keras model {self.model.name!r}"
+
   def variables(self, params):
     return _check_params(self.model, params)
 

@@ -8,6 +8,7 @@ untouched. Layers are module paths (``"layer4/1"``, ``"block@1"``).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -39,6 +40,15 @@ class LinenModel:
 
   def __call__(self, variables, x):
     return self.apply_fn(variables, x)
+
+  def __repr__(self) -> str:
+    fn = self.apply_fn
+    while isinstance(fn, functools.partial):
+      fn = fn.func
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+      return f"{type(owner).__name__}.{getattr(fn, '__name__', 'apply')}"
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
   def variables(self, params):
     """A variables dict stays (a dict-like with a ``"params"`` key, e.g.

@@ -86,6 +86,10 @@ class NNXModel:
   def __call__(self, state, x):
     return nnx.merge(self.graphdef, state)(x)
 
+  def __repr__(self) -> str:
+    kind = getattr(self.graphdef, "type", None)
+    return f"nnx module {getattr(kind, '__name__', 'of a GraphDef')}"
+
   def variables(self, params):
     return params
 

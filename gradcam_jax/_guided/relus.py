@@ -1,6 +1,9 @@
-"""ReLUs: the guided ReLU, and finding ReLUs in a jaxpr (for :func:`guided`).
+"""ReLUs: the guided ReLU, and finding the ReLU activations in a jaxpr (for
+:func:`guided`).
 
-Recognised ReLUs (float dtypes only):
+Guided backpropagation changes the backward rule of the network's ReLU activations
+and nothing else (Springenberg et al.; Captum and pytorch-grad-cam replace the
+``torch.nn.ReLU`` modules). Recognised as activations (float dtypes only):
 
 * ``jax.nn.relu`` / ``flax.linen.relu`` (a ``custom_jvp_call`` whose body is
   ``max(x, 0)``, possibly inside a nested ``jit``);
@@ -9,7 +12,17 @@ Recognised ReLUs (float dtypes only):
 * ``select_n(x > 0, 0, x)`` (``jnp.where(x > 0, x, 0)``) and ``jnp.clip(x, 0)``, whose
   zero and predicate reach jnp's inner ``jit`` as arguments (see :func:`_call_facts`).
 
-:func:`guided_report` counts them and the ReLU-like operations left alone.
+Not activations, left with their plain gradient and listed by :func:`guided_report`:
+
+* a clamp of a *statistic*: ``max(v, 0)`` where ``v`` is computed from a reduction
+  (``reduce_sum``, ``reduce_max``, ...) through elementwise and shape operations only,
+  e.g. the variance clamp ``jnp.maximum(0., mean(x**2) - mean(x)**2)`` inside Flax's
+  and Equinox's LayerNorm and GroupNorm, a norm or a count; also any ``max(v, 0)`` of
+  a scalar (a loss term). The values of a layer's output pass through a convolution
+  or a matrix product (not a reduction) on their way to a ReLU;
+* ``jax.nn.relu6`` (a ReLU capped at 6), also inside ``jax.nn.hard_sigmoid`` and
+  ``hard_swish``: the peers leave ``ReLU6``/``Hardswish`` modules alone, and so do
+  we. A hand-written ``jnp.minimum(jnp.maximum(x, 0), 6)`` has its ``max`` guided.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from jax.extend import core as jcore
 
 from gradcam_jax._guided.fast_vjp import is_float as _is_float
 
-__all__ = ["guided_relu", "guided_report", "GuidedReport", "relu_count"]
+__all__ = ["LEFT_BECAUSE", "GuidedReport", "guided_relu", "guided_report", "relu_count"]
 
 
 @jax.custom_vjp
@@ -96,32 +109,125 @@ def _relu_operand(eqn, is_zero: Callable[[Any], bool]):
   return None
 
 
-def _zero_tracker(facts: tuple = (), invars=()):
-  """Follows, through one jaxpr, which variables are zero and which booleans are
-  ``x > 0`` (or ``x >= 0``) of a float ``x``: ``pred[p] = x``. `facts` seeds what a
-  caller knows of `invars` (see :func:`_call_facts`)."""
-  zeros: set = set()
-  pred: dict = {}
-  for v, fact in zip(invars, facts):
-    if fact == "zero":
-      zeros.add(v)
-    elif fact is not None:
-      pred[v] = invars[fact[1]]
+# Primitives through which a statistic stays a statistic (elementwise and shape
+# operations), and those that make one (reductions over the values).
+_STAT_PASSTHROUGH = frozenset(
+  {
+    "add", "sub", "mul", "div", "neg", "abs", "square", "integer_pow", "pow", "sqrt",
+    "rsqrt", "exp", "log", "log1p", "max", "min", "clamp", "select_n", "sign",
+    "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "transpose",
+    "convert_element_type", "copy", "copy_p", "pvary", "psum", "pmax", "pmin",
+    "reduce_precision", "stop_gradient",
+  }
+)  # fmt: skip
+_REDUCTIONS = frozenset(
+  {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
+)
 
-  def is_zero(atom) -> bool:
-    return _literal_is_zero(atom) or (not isinstance(atom, jcore.Literal) and atom in zeros)
 
-  def update(eqn) -> None:
+class _Tracker:
+  """Follows, through one jaxpr, which variables are zero, which booleans are
+  ``x > 0`` (or ``x >= 0``) of a float ``x`` (``pred[p] = x``), and which values are
+  statistics (computed from a reduction through elementwise and shape operations)
+  or neutral (literals, scalars, broadcasts of them). `facts` seeds what a caller
+  knows of `invars` (see :func:`_call_facts`). Called on an atom: whether it is
+  zero."""
+
+  def __init__(self, facts: tuple = (), invars=()):
+    self.zeros: set = set()
+    self.pred: dict = {}
+    self.stats: set = set()
+    self.neutral: set = set()
+    for v in invars:
+      if not getattr(v.aval, "shape", None):
+        self.neutral.add(v)
+    for v, fact in zip(invars, facts):
+      if fact == "zero":
+        self.zeros.add(v)
+      elif fact == "stat":
+        self.stats.add(v)
+      elif fact is not None:
+        self.pred[v] = invars[fact[1]]
+
+  def __call__(self, atom) -> bool:
+    return _literal_is_zero(atom) or (
+      not isinstance(atom, jcore.Literal) and atom in self.zeros
+    )
+
+  def is_stat(self, atom) -> bool:
+    """Whether `atom` holds a statistic or a scalar: no layer's activation values."""
+    if isinstance(atom, jcore.Literal):
+      return False
+    return atom in self.stats or not getattr(atom.aval, "shape", None)
+
+  def _kind(self, atom) -> str:
+    if isinstance(atom, jcore.Literal) or atom in self.neutral:
+      return "neutral"
+    return "stat" if atom in self.stats else "other"
+
+  def update(self, eqn) -> None:
     name = eqn.primitive.name
-    if name in _ZERO_PASSTHROUGH and eqn.invars and all(is_zero(v) for v in eqn.invars):
-      zeros.update(eqn.outvars)
-    elif name in ("gt", "ge") and is_zero(eqn.invars[1]) and not is_zero(eqn.invars[0]):
-      pred[eqn.outvars[0]] = eqn.invars[0]  # x > 0
-    elif name in ("lt", "le") and is_zero(eqn.invars[0]) and not is_zero(eqn.invars[1]):
-      pred[eqn.outvars[0]] = eqn.invars[1]  # 0 < x
+    if name in _ZERO_PASSTHROUGH and eqn.invars and all(self(v) for v in eqn.invars):
+      self.zeros.update(eqn.outvars)
+    elif name in ("gt", "ge") and self(eqn.invars[1]) and not self(eqn.invars[0]):
+      self.pred[eqn.outvars[0]] = eqn.invars[0]  # x > 0
+    elif name in ("lt", "le") and self(eqn.invars[0]) and not self(eqn.invars[1]):
+      self.pred[eqn.outvars[0]] = eqn.invars[1]  # 0 < x
+    self._update_stats(eqn)
 
-  is_zero.pred = pred
-  return is_zero, update
+  def _update_stats(self, eqn) -> None:
+    name = eqn.primitive.name
+    kinds = [self._kind(v) for v in eqn.invars]
+    if name in _REDUCTIONS:
+      outs = ["neutral" if kinds and kinds[0] == "neutral" else "stat"] * len(eqn.outvars)
+    elif name in _STAT_PASSTHROUGH:
+      kind = "other" if "other" in kinds else "stat" if "stat" in kinds else "neutral"
+      outs = [kind] * len(eqn.outvars)
+    elif (inner := _single_sub_jaxpr(eqn)) is not None:
+      outs = list(_stat_outputs(inner, inner_facts(eqn, self)))
+    else:
+      outs = ["other"] * len(eqn.outvars)
+    for v, kind in zip(eqn.outvars, outs):
+      if kind == "other" and not getattr(v.aval, "shape", None):
+        kind = "neutral"  # a scalar: never a layer's activation
+      if kind == "stat":
+        self.stats.add(v)
+      elif kind == "neutral":
+        self.neutral.add(v)
+
+
+_CALLS = frozenset({"jit", "custom_jvp_call", "custom_vjp_call", "remat2", "checkpoint"})
+
+
+def _single_sub_jaxpr(eqn):
+  """The body of a call-like equation (``jit``, ``custom_jvp_call``, ``remat``: its
+  body runs once, on the call's own inputs), or None. Loops and branches are not
+  calls: what holds of a loop's initial carry need not hold of later ones."""
+  if eqn.primitive.name not in _CALLS:
+    return None
+  subs = _sub_jaxprs(eqn)
+  if (
+    len(subs) == 1
+    and len(subs[0].invars) == len(eqn.invars)
+    and len(subs[0].outvars) == len(eqn.outvars)
+  ):
+    return subs[0]
+  return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _stat_outputs(jaxpr, facts: tuple) -> tuple:
+  """For each output of `jaxpr`: "stat", "neutral" or "other"."""
+  tracker = _Tracker(facts, jaxpr.invars)
+  for eqn in jaxpr.eqns:
+    tracker.update(eqn)
+  return tuple(tracker._kind(v) for v in jaxpr.outvars)
+
+
+def _zero_tracker(facts: tuple = (), invars=()):
+  """A :class:`_Tracker` and its update function."""
+  tracker = _Tracker(facts, invars)
+  return tracker, tracker.update
 
 
 def _select_relu_operand(eqn, is_zero):
@@ -142,11 +248,20 @@ def _select_relu_operand(eqn, is_zero):
   return None
 
 
-def _call_facts(eqn, is_zero) -> tuple:
+def inner_facts(eqn, tracker) -> tuple:
+  """What is known of a call-like equation's inputs, for its body: zeros, ``x > 0``
+  predicates and statistics (empty for other equations)."""
+  if _single_sub_jaxpr(eqn) is None:
+    return ()
+  return _call_facts(eqn, tracker, stats=True)
+
+
+def _call_facts(eqn, is_zero, stats: bool = False) -> tuple:
   """What is known of a ``jit`` equation's inputs, for its inner jaxpr: "zero", or
   ("gt0", j) for a boolean that is ``x > 0`` of the call's input j (how
-  ``jnp.where(x > 0, x, 0)`` and ``jnp.clip(x, 0)`` reach their inner jaxprs)."""
-  if eqn.primitive.name != "jit":
+  ``jnp.where(x > 0, x, 0)`` and ``jnp.clip(x, 0)`` reach their inner jaxprs); with
+  `stats`, also "stat" for a statistic (and for any call-like equation)."""
+  if eqn.primitive.name != "jit" and not stats:
     return ()
   facts = []
   for v in eqn.invars:
@@ -155,6 +270,8 @@ def _call_facts(eqn, is_zero) -> tuple:
     elif not isinstance(v, jcore.Literal) and v in is_zero.pred:
       x = is_zero.pred[v]
       facts.append(("gt0", eqn.invars.index(x)) if x in eqn.invars else None)
+    elif stats and not isinstance(v, jcore.Literal) and v in is_zero.stats:
+      facts.append("stat")
     else:
       facts.append(None)
   return tuple(facts) if any(f is not None for f in facts) else ()
@@ -193,6 +310,53 @@ def _is_relu_call(eqn) -> bool:
   )
 
 
+def activation_input(eqn, tracker):
+  """The ``x`` of a ReLU activation (a ``jax.nn.relu`` call, ``max(x, 0)``,
+  ``where(x > 0, x, 0)``), or None: also for the same forms on a statistic or a
+  scalar, which are clamps, not activations (see :func:`statistic_clamp`)."""
+  x = eqn.invars[0] if _is_relu_call(eqn) else _relu_operand(eqn, tracker)
+  return None if x is None or tracker.is_stat(x) else x
+
+
+def statistic_clamp(eqn, tracker) -> bool:
+  """Whether `eqn` is a ReLU form on a statistic or a scalar (a variance clamp)."""
+  x = eqn.invars[0] if _is_relu_call(eqn) else _relu_operand(eqn, tracker)
+  return x is not None and tracker.is_stat(x)
+
+
+def _unwrapped(jaxpr):
+  """`jaxpr` without the single ``jit`` equations wrapping its body."""
+  while (
+    len(jaxpr.eqns) == 1
+    and jaxpr.eqns[0].primitive.name == "jit"
+    and list(jaxpr.eqns[0].invars) == list(jaxpr.invars)
+  ):
+    jaxpr = jaxpr.eqns[0].params["jaxpr"].jaxpr
+  return jaxpr
+
+
+def is_relu6_call(eqn) -> bool:
+  """A ``jax.nn.relu6`` call: a ``custom_jvp_call`` whose body is ``min(max(x, 0),
+  c)`` with a literal ``c > 0``."""
+  if eqn.primitive.name != "custom_jvp_call" or len(eqn.invars) != 1:
+    return False
+  body = _unwrapped(eqn.params["call_jaxpr"].jaxpr)
+  if len(body.eqns) != 2 or len(body.invars) != 1:
+    return False
+  first, second = body.eqns
+  tracker = _Tracker()
+  cap = [v for v in second.invars if v is not first.outvars[0]]
+  return (
+    _relu_operand(first, tracker) is body.invars[0]
+    and second.primitive.name == "min"
+    and first.outvars[0] in second.invars
+    and len(cap) == 1
+    and isinstance(cap[0], jcore.Literal)
+    and float(np.asarray(cap[0].val)) > 0
+    and body.outvars[0] is second.outvars[0]
+  )
+
+
 def _is_guided_call(eqn) -> bool:
   """A :func:`guided_relu` already in the jaxpr (e.g. ``guided(guided(f))``)."""
   bwd = eqn.params.get("bwd") if eqn.primitive.name == "custom_vjp_call" else None
@@ -200,7 +364,7 @@ def _is_guided_call(eqn) -> bool:
 
 
 def _sub_jaxprs(eqn) -> list:
-  if _is_guided_call(eqn):
+  if _is_guided_call(eqn) or is_relu6_call(eqn):  # left as they are
     return []
   params = eqn.params
   subs = []
@@ -220,33 +384,58 @@ def relu_count(jaxpr) -> int:
 
 _LOOKALIKES = ("max", "min", "clamp", "select_n")
 
+# why each kind of operation guided_report lists is left with its plain gradient
+LEFT_BECAUSE = {
+  "statistic clamp": "max(v, 0) of a value computed by a reduction (a normalisation's "
+  "variance, a norm, a count) or of a scalar: a clamp, not an activation",
+  "relu6": "jax.nn.relu6, also inside hard_sigmoid and hard_swish: a capped ReLU, "
+  "which Captum and pytorch-grad-cam do not guide either",
+  "max": "a max against something other than 0 (leaky ReLU, a cap)",
+  "min": "a min (a cap, as in a hand-written relu6)",
+  "clamp": "a clamp",
+  "select_n": "a select other than where(x > 0, x, 0)",
+}
+
 
 class GuidedReport(NamedTuple):
-  """What :func:`guided` does to a function: the ReLUs it replaces, and the
-  activation-like operations on floats it leaves with their plain gradient (a
-  ``max`` against something other than 0, as in leaky ReLU; a ``min`` or ``clamp``,
-  as in relu6's cap at 6; a ``select_n`` other than ``where(x > 0, x, 0)``)."""
+  """What :func:`guided` does to a function: the ReLU activations it replaces, and
+  the ReLU-like operations on floats it leaves with their plain gradient, by kind
+  (the keys of ``LEFT_BECAUSE``: statistic clamps, relu6, a ``max`` against
+  something other than 0, a ``min`` or ``clamp``, a ``select_n`` other than
+  ``where(x > 0, x, 0)``). ``str`` gives one line, and one more per kind left
+  saying why."""
 
   replaced: int
   left: dict
 
   def __str__(self) -> str:
     left = ", ".join(f"{n} {k}" for k, n in sorted(self.left.items())) or "none"
-    return f"guided replaces {self.replaced} ReLU(s); left unguided: {left}"
+    why = "".join(f"\n  {k}: {LEFT_BECAUSE[k]}" for k in sorted(self.left))
+    return f"guided replaces {self.replaced} ReLU(s); left unguided: {left}{why}"
 
 
 def _report(jaxpr, facts: tuple, left: dict) -> int:
-  is_zero, update = _zero_tracker(facts, jaxpr.invars)
+  tracker, update = _zero_tracker(facts, jaxpr.invars)
   replaced = 0
+
+  def leave(kind):
+    left[kind] = left.get(kind, 0) + 1
+
   for eqn in jaxpr.eqns:
     update(eqn)
-    if _is_relu_call(eqn) or _relu_operand(eqn, is_zero) is not None:
+    if activation_input(eqn, tracker) is not None:
       replaced += 1
-      continue
-    if eqn.primitive.name in _LOOKALIKES and eqn.outvars and _is_float(eqn.outvars[0].aval):
-      left[eqn.primitive.name] = left.get(eqn.primitive.name, 0) + 1
-    inner = _call_facts(eqn, is_zero)
-    replaced += sum(_report(sub, inner, left) for sub in _sub_jaxprs(eqn))
+    elif statistic_clamp(eqn, tracker):
+      leave("statistic clamp")
+    elif is_relu6_call(eqn):
+      leave("relu6")
+    else:
+      out = eqn.outvars[0] if eqn.outvars else None
+      if eqn.primitive.name in _LOOKALIKES and out is not None and _is_float(out.aval):
+        if not tracker.is_stat(out):  # a select or cap among statistics: no activation
+          leave(eqn.primitive.name)
+      inner = inner_facts(eqn, tracker)
+      replaced += sum(_report(sub, inner, left) for sub in _sub_jaxprs(eqn))
   return replaced
 
 
@@ -265,7 +454,9 @@ def guided_report(fn: Callable, *args, **kwargs) -> GuidedReport:
     >>> import jax, jax.numpy as jnp, gradcam_jax as gcj
     >>> f = lambda x: jax.nn.relu6(jnp.where(x > 0, x, 0.0)) + jnp.maximum(x, 0.1 * x)
     >>> print(gcj.guided_report(f, jnp.ones(3)))
-    guided replaces 2 ReLU(s); left unguided: 1 max, 1 min
+    guided replaces 1 ReLU(s); left unguided: 1 max, 1 relu6
+      max: a max against something other than 0 (leaky ReLU, a cap)
+      relu6: jax.nn.relu6, also inside hard_sigmoid and hard_swish: a capped ReLU, which Captum and pytorch-grad-cam do not guide either
   """
   closed = jax.make_jaxpr(functools.partial(fn, **kwargs))(*args)
   left: dict = {}

@@ -35,13 +35,12 @@ from jax.extend import core as jcore
 from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._guided.fast_vjp import bind as _bind, fast_backward
 from gradcam_jax._guided.relus import (
-  _call_facts,
-  _is_relu_call,
   _relu_count,
-  _relu_operand,
   _sub_jaxprs,
   _zero_tracker,
+  activation_input,
   guided_relu,
+  inner_facts,
   relu_count,
 )
 
@@ -141,6 +140,15 @@ _HIGHER_ORDER = {
 }
 
 
+def _inlined_body(eqn):
+  """The closed body of a ``jit`` or custom-derivative call, which the rewrite
+  evaluates inline (a custom rule is replaced by the guided derivative of its body),
+  or None."""
+  key = {"jit": "jaxpr", "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
+  name = key.get(eqn.primitive.name)
+  return None if name is None or not _sub_jaxprs(eqn) else eqn.params[name]
+
+
 def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule, facts: tuple = ()) -> list:
   env: dict = {}
 
@@ -151,21 +159,22 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule, facts: tuple = ()
     env[v] = val
   for v, val in zip(jaxpr.invars, args):
     env[v] = val
-  is_zero, update = _zero_tracker(facts, jaxpr.invars)
+  tracker, update = _zero_tracker(facts, jaxpr.invars)
   for eqn in jaxpr.eqns:
     update(eqn)
     invals = [read(v) for v in eqn.invars]
-    relu_x = _relu_operand(eqn, is_zero)
-    inner = _call_facts(eqn, is_zero)
-    if _is_relu_call(eqn):
-      outs = [rule(invals[0])]
+    relu_x = activation_input(eqn, tracker)
+    body = _inlined_body(eqn)
+    if relu_x is not None:
+      outs = [rule(read(relu_x))]
     elif (fast := fast_backward(eqn)) is not None:
       outs = [fast(*invals)]
-    elif relu_x is not None:
-      outs = [rule(read(relu_x))]
-    elif inner and _relu_count(eqn.params["jaxpr"].jaxpr, inner):
-      closed = eqn.params["jaxpr"]  # a jit whose ReLU shows only with what we know
-      outs = list(_eval(closed.jaxpr, closed.consts, invals, rule, inner))
+    elif body is not None:  # a call: its body, with what is known of its inputs
+      inner = inner_facts(eqn, tracker)
+      if _relu_count(body.jaxpr, inner):
+        outs = list(_eval(body.jaxpr, body.consts, invals, rule, inner))
+      else:
+        outs = _bind(eqn, invals)
     elif any(_relu_count(sub) for sub in _sub_jaxprs(eqn)):
       handler = _HIGHER_ORDER.get(eqn.primitive.name)
       if handler is None:
@@ -199,14 +208,16 @@ def replace_relus(
     )
     if require_relu and relu_count(closed) == 0:
       raise NoReLUError(
-        f"{name}({getattr(fn, '__name__', fn)!r}) found no ReLU to replace. Expected "
-        "jax.nn.relu / flax.linen.relu or jnp.maximum(x, 0) on floats somewhere in "
-        "the function (also inside jit, remat, scan, cond, while or shard_map); "
+        f"{name}({getattr(fn, '__name__', None) or repr(fn)}) found no ReLU "
+        "activation to replace. Expected jax.nn.relu / flax.linen.relu or "
+        "jnp.maximum(x, 0) on floats somewhere in the function (also inside jit, "
+        "remat, scan, cond, while or shard_map); "
         f"got a function of {len(closed.jaxpr.eqns)} top-level operations "
         f"({sorted({e.primitive.name for e in closed.jaxpr.eqns})[:12]}). "
         "jnp.where(x > 0, x, 0) and jnp.clip(x, 0) count; other activations (gelu, "
-        "silu, leaky_relu) are not ReLUs. gcj.guided_report(fn, *args) shows what "
-        "is replaced and what is left."
+        "silu, leaky_relu) are not ReLUs, and neither are relu6 and the clamps of "
+        "statistics (a normalisation's variance). gcj.guided_report(fn, *args) shows "
+        "what is replaced and what is left, and why."
       )
     outs = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), rule)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
