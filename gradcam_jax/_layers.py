@@ -9,6 +9,7 @@ from gradcam_jax._errors import (
   LayerNotFoundError,
   LayerShapeError,
   LayerSpecError,
+  UnsupportedError,
   format_choices,
 )
 
@@ -45,7 +46,10 @@ class LayerRef(NamedTuple):
 
 
 class LayerInfo(NamedTuple):
-  """One activation the model produced while tracing: where, which call, what shape."""
+  """One activation the model produced while tracing: where, which call, what shape.
+
+  `inside_loop` marks a call inside a transform over a stack of layers (``nnx.scan``):
+  it is listed, but not chosen by ``layer=None`` nor explainable yet."""
 
   path: tuple[str, ...]
   method: str
@@ -53,9 +57,12 @@ class LayerInfo(NamedTuple):
   shape: tuple[int, ...] | None
   dtype: str | None
   module_type: str
+  inside_loop: bool = False
 
   @classmethod
-  def of_output(cls, path, method: str, call: int, out, module_type: str) -> "LayerInfo":
+  def of_output(
+    cls, path, method: str, call: int, out, module_type: str, inside_loop: bool = False
+  ) -> "LayerInfo":
     """The record of one layer output `out` (its shape and dtype where it is an
     array)."""
     ok = hasattr(out, "shape") and hasattr(out, "dtype")
@@ -66,6 +73,7 @@ class LayerInfo(NamedTuple):
       tuple(out.shape) if ok else None,
       str(out.dtype) if ok else None,
       module_type,
+      inside_loop,
     )
 
   def ref(self, calls: int) -> LayerRef:
@@ -73,7 +81,8 @@ class LayerInfo(NamedTuple):
 
   def describe(self, calls: int) -> str:
     shape = "not an array" if self.shape is None else f"{self.shape} {self.dtype}"
-    return f"{str(self.ref(calls)):40s} {self.module_type:20s} {shape}"
+    loop = " (inside a scan over layers)" if self.inside_loop else ""
+    return f"{str(self.ref(calls)):40s} {self.module_type:20s} {shape}{loop}"
 
 
 def parse_layers(layer):
@@ -155,7 +164,7 @@ def select_layer(
   """
   counts = _call_counts(infos)
   if layer is None:
-    spatial = [i for i in infos if is_spatial(i, batch, transform)]
+    spatial = [i for i in infos if is_spatial(i, batch, transform) and not i.inside_loop]
     if not spatial:
       raise LayerShapeError(
         "layer=None: expected the model to produce at least one (B, h, w, C) "
@@ -187,6 +196,17 @@ def select_layer(
       f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}."
     )
   info = matches[index]
+  if info.inside_loop:
+    raise UnsupportedError(
+      f"layer {str(layer)!r} runs inside a scan over a stack of layers (nnx.scan): "
+      "one trace stands for every iteration, and gradcam-jax does not explain a "
+      "single iteration of a scanned stack yet. Layers outside the stack:\n"
+      + format_choices(
+        i.describe(counts[(i.path, i.method)])
+        for i in infos
+        if is_spatial(i, batch, transform) and not i.inside_loop
+      )
+    )
   if not is_spatial(info, batch, transform):
     raise LayerShapeError(
       f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "

@@ -22,6 +22,7 @@ from gradcam_jax._errors import (
   GradCAMError,
   LayerNotFoundError,
   LayerShapeError,
+  UnsupportedError,
   model_failure,
 )
 from gradcam_jax._inputs import check_images
@@ -140,12 +141,16 @@ class Request:
       reshape = channels_last
     self.reshape = reshape
     self.variables = adapter.variables(params)
+    needs_layers = layer is not False
     try:
-      infos, self.out_shape = adapter.list_layers(self.variables, images)
+      if needs_layers:
+        infos, self.out_shape = adapter.list_layers(self.variables, images)
+      else:  # no layer: the output's shape is all that is needed
+        infos, self.out_shape = [], jax.eval_shape(adapter, self.variables, images)
     except GradCAMError:
       raise
-    except Exception as err:  # the model's own error, re-raised with our context
-      raise model_failure(err, images) from err
+    except Exception as err:
+      raise _failure(adapter, self.variables, images, err, needs_layers) from err
     checked = (
       None if targets is None else check_targets(targets, self.batch, self.out_shape)
     )
@@ -232,6 +237,23 @@ class Request:
     return Explanation(cam, cam_raw, guided, guided_gradcam, output, targets).with_validity(
       self.images
     )
+
+
+def _failure(adapter, variables, images, err, listing: bool) -> Exception:
+  """The error to raise when tracing the model failed: ours when the model runs on
+  these images by itself (the listing of its layers failed), else the model's own
+  failure (:func:`model_failure`: a missing piece, or images it cannot take)."""
+  if listing:
+    try:
+      jax.eval_shape(adapter, variables, images)
+    except Exception as own:  # noqa: BLE001 (the model's own failure decides)
+      return model_failure(own, images)
+    return UnsupportedError(
+      f"{adapter!r} runs on these images, but listing its layers failed: "
+      f"{type(err).__name__}: {err}. The model uses a construct gradcam-jax cannot "
+      "tap yet; guided backprop, which needs no layer, still works."
+    )
+  return model_failure(err, images)
 
 
 def _check_fits(info, reshape, size, layout) -> None:

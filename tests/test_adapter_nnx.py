@@ -96,3 +96,76 @@ def test_user_module_is_not_modified(net):
     gcj.gradcam(net, layer=("blocks", 1), target=failing_target)(x)
   assert (type(net), type(net.blocks[1]), type(net.blocks[1].conv)) == before
   jax.tree_util.tree_map(np.testing.assert_array_equal, nnx.state(net), before_state)
+
+
+# -- a stack of blocks under nnx.scan (Flax's pattern for deep stacks) ---------------
+
+class _Block(nnx.Module):
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(4, 4, (3, 3), rngs=rngs)
+
+  def __call__(self, x):
+    return nnx.relu(self.conv(x))
+
+
+class _ScanNet(nnx.Module):
+  def __init__(self, n, rngs):
+    self.stem = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+
+    @nnx.split_rngs(splits=n)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(rngs):
+      return _Block(rngs)
+
+    self.blocks = make(rngs)
+    self.fc = nnx.Linear(4, 3, rngs=rngs)
+
+  def __call__(self, x):
+    x = nnx.relu(self.stem(x))
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def body(x, block):
+      return block(x)
+
+    return self.fc(body(x, self.blocks).mean((1, 2)))
+
+
+def _unrolled(model, relu):
+  """The scanned model written out by hand from its arrays: (stem, rest) with
+  ``rest(A)`` the model after the stem's convolution."""
+  conv = lambda x, k, b: jax.lax.conv_general_dilated(  # noqa: E731
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b[None, None, None]
+  stem = lambda x: conv(x, model.stem.kernel[...], model.stem.bias[...])  # noqa: E731
+
+  def rest(a):
+    x = relu(a)
+    for k in range(model.blocks.conv.kernel[...].shape[0]):
+      x = relu(conv(x, model.blocks.conv.kernel[...][k], model.blocks.conv.bias[...][k]))
+    return x.mean((1, 2)) @ model.fc.kernel[...] + model.fc.bias[...][None]
+  return stem, rest
+
+
+def test_a_scanned_stack_is_explained_outside_the_stack():
+  """It failed at the first step before: listing the layers put plain-Python taps
+  into nnx.scan (reported as ImageError), even for guided backprop."""
+  model, x, t = _ScanNet(3, nnx.Rngs(0)), models.images(2), jnp.array([2, 0])
+  stem, rest = _unrolled(model, jax.nn.relu)
+  score = lambda a: jnp.take_along_axis(rest(a), t[:, None], 1).sum()  # noqa: E731
+  a = stem(x)
+  want = jax.nn.relu(jnp.einsum("bhwk,bk->bhw", a, jax.grad(score)(a).mean((1, 2))))
+  for layer in ("stem", None):  # layer=None: the last spatial layer outside the stack
+    assert_close(gcj.jit(gcj.gradcam(model, layer=layer))(x, t).cam_raw, want, atol=1e-5)
+  g_stem, g_rest = _unrolled(model, gcj.guided_relu)
+  guided = jax.grad(lambda x: jnp.take_along_axis(g_rest(g_stem(x)), t[:, None], 1).sum())
+  assert_close(gcj.guided_backprop(model)(x, t).guided, guided(x), atol=1e-5)
+
+
+def test_layers_inside_a_scanned_stack_are_listed_and_refused():
+  model, x = _ScanNet(2, nnx.Rngs(1)), models.images(1)
+  layers, _ = gcj.list_layers(model, None, x)
+  assert [(l.path, l.inside_loop) for l in layers] == [
+    (("stem",), False), (("blocks", "conv"), True), (("blocks",), True), (("fc",), False)]
+  assert "(inside a scan over layers)" in str(gcj.list_layers(model, None, x))
+  for layer in ("blocks", "blocks/conv"):
+    with pytest.raises(gcj.UnsupportedError, match="inside a scan over a stack"):
+      gcj.gradcam(model, layer=layer)(x)

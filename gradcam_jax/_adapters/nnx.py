@@ -12,40 +12,49 @@ import jax
 from flax import nnx
 
 from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
+from gradcam_jax._errors import UnsupportedError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["NNXModel"]
-
-
-class _Tap:
-  """A plain-Python stand-in for a submodule on the merged copy: calls it and hands
-  the output to ``hook(path, output)``, which returns the output to use."""
-
-  def __init__(self, inner, path, hook):
-    self.inner, self.path, self.hook = inner, path, hook
-
-  def __call__(self, *args, **kwargs):
-    return self.hook(self.path, self.inner(*args, **kwargs))
 
 
 def _key(path) -> tuple[str, ...]:
   return tuple(str(p) for p in path)
 
 
+def _variable_shapes(module) -> tuple:
+  return tuple(
+    v.get_value().shape for _, v in nnx.iter_graph(module) if isinstance(v, nnx.Variable)
+  )
+
+
+def _tap(node, path, hook) -> None:
+  """Make `node` (a module of the merged copy, never the user's) call
+  ``hook(path, output, in_loop)`` with each output. Its class becomes a subclass of
+  its own made here, so it stays a real module that ``nnx.scan``/``nnx.vmap`` can
+  split and merge; `in_loop` says the call runs inside such a transform over a stack
+  of layers (its variables have lost their stacking axis)."""
+  cls = type(node)
+  outer = _variable_shapes(node)
+
+  def __call__(self, *args, **kwargs):
+    out = cls.__call__(self, *args, **kwargs)
+    return hook(path, out, _variable_shapes(self) != outer)
+
+  node.__class__ = type(
+    cls.__name__,
+    (cls,),
+    {"__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__},
+  )
+
+
 def _install(model, paths, hook) -> None:
-  """Replace the submodules at `paths` of `model` (a merged copy) by taps, deepest
-  first so that the parents are still real modules when their children are set."""
-  for path in sorted(paths, key=len, reverse=True):
-    parent = model
-    for p in path[:-1]:
-      parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-    last = path[-1]
-    child = parent[last] if isinstance(last, int) else getattr(parent, last)
-    tap = _Tap(child, _key(path), hook)
-    if isinstance(last, int):
-      parent[last] = tap
-    else:
-      setattr(parent, last, tap)
+  """Tap the submodules at `paths` of `model` (a merged copy)."""
+  for path in paths:
+    node = model
+    for p in path:
+      node = node[p] if isinstance(p, int) else getattr(node, p)
+    _tap(node, _key(path), hook)
 
 
 def _callable_submodules(model):
@@ -83,11 +92,18 @@ class NNXModel:
       return cls(model[0]), model[1] if params is None else params
     return cls(model), params
 
+  def merged(self, state):
+    """A new module from the graph definition and `state`, made of new Variables:
+    NNX refuses, inside ``nnx.scan`` under a JAX transform (``jax.vjp``), Variables
+    made outside that transform, as those of a state from ``nnx.split`` are."""
+    return nnx.merge(self.graphdef, jax.tree_util.tree_map(lambda v: v, state))
+
   def __call__(self, state, x):
-    return nnx.merge(self.graphdef, state)(x)
+    return self.merged(state)(x)
 
   def __repr__(self) -> str:
-    kind = getattr(self.graphdef, "type", None)
+    nodes = getattr(self.graphdef, "nodes", None) or [None]
+    kind = getattr(nodes[0], "type", None)
     return f"nnx module {getattr(kind, '__name__', 'of a GraphDef')}"
 
   def variables(self, params):
@@ -101,12 +117,14 @@ class NNXModel:
     count = CallCounter()
 
     def traced(state, x):
-      merged = nnx.merge(self.graphdef, state)
+      merged = self.merged(state)
       types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
 
-      def record(path, out):
+      def record(path, out, in_loop):
         infos.append(
-          LayerInfo.of_output(path, "__call__", count(path), out, types.get(path, "?"))
+          LayerInfo.of_output(
+            path, "__call__", count(path), out, types.get(path, "?"), in_loop
+          )
         )
         return out
 
@@ -117,10 +135,22 @@ class NNXModel:
     return infos, out
 
   def run_with_edits(self, state, x, edits: LayerEdits):
-    merged = nnx.merge(self.graphdef, state)
+    merged = self.merged(state)
     at = EditsAt(edits)
     by_key: dict = {_key(p): p for p in _callable_submodules(merged)}
-    _install(merged, [by_key[key] for key in at.keys], at)
+
+    def hook(path, out, in_loop):
+      if in_loop:
+        raise UnsupportedError(
+          f"layer {'/'.join(path)!r} runs inside nnx.scan (or nnx.vmap) over a stack "
+          "of layers: one trace stands for every iteration, so an edit there would "
+          "reach all of them. gradcam-jax does not explain a single iteration of a "
+          "scanned stack yet; choose a layer outside the stack (gcj.list_layers marks "
+          "the layers inside it)."
+        )
+      return at(path, out)
+
+    _install(merged, [by_key[key] for key in at.keys], hook)
     out = merged(x)
     at.check()
     return out
