@@ -53,19 +53,20 @@ class UnsupportedError(GradCAMError, NotImplementedError):
   """A model construct gradcam-jax cannot transform (named in the message)."""
 
 
-def model_failure(err: Exception, images) -> Exception:
+def model_failure(err: Exception, images, inference_mode: str) -> Exception:
   """The model's own failure on its first (shape-only) run, as the error to raise:
   a :class:`ModelError` naming the missing piece where the model's error says what
   is missing (an rng, an argument, a variable collection, a parameter), else an
-  :class:`ImageError` (a model that cannot run on these images)."""
+  :class:`ImageError` (a model that cannot run on these images). `inference_mode`
+  says, in the model's framework's idiom, how to run it in inference mode with what
+  its call needs bound (the adapter's ``inference_mode``)."""
   import flax.errors as fe
 
   said = f"the model raised {type(err).__name__}: {err}"
   if isinstance(err, fe.InvalidRngError):
     return ModelError(
-      f"the model needs a random key to run ({said}). Explain it in inference mode, "
-      "e.g. functools.partial(model.apply, train=False) or deterministic=True, or "
-      "pass the key: functools.partial(model.apply, rngs={'dropout': key})."
+      f"the model needs a random key to run ({said}). Explain it in inference mode: "
+      f"{inference_mode}."
     )
   if isinstance(err, fe.ScopeCollectionNotFound):
     return ModelError(
@@ -76,8 +77,7 @@ def model_failure(err: Exception, images) -> Exception:
   if isinstance(err, (fe.ModifyScopeVariableError, fe.ImmutableVariableError)):
     return ModelError(
       f"the model tries to update its variables, as BatchNorm does in training mode "
-      f"({said}). Explain it in inference mode, e.g. "
-      "functools.partial(model.apply, train=False)."
+      f"({said}). Explain it in inference mode: {inference_mode}."
     )
   # (a ScopeParamShapeError is left to the end: a parameter of another shape than the
   # input implies is most often images of the wrong shape, e.g. 5 channels for 3)
@@ -88,8 +88,8 @@ def model_failure(err: Exception, images) -> Exception:
     )
   if isinstance(err, TypeError) and "required" in str(err) and "argument" in str(err):
     return ModelError(
-      f"the model's apply needs an argument the explainer does not pass ({said}). "
-      "Bind it: functools.partial(model.apply, train=False)."
+      f"the model's call needs an argument the explainer does not pass ({said}). "
+      f"Run it in inference mode with its arguments bound: {inference_mode}."
     )
   return ImageError(
     f"the model could not run on images of shape {tuple(images.shape)} "

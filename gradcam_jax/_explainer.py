@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import jax
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = ["Explainer", "as_explainer", "jit"]
 
 
@@ -31,13 +33,21 @@ class Explainer:
       **options) -> Explanation``.
     params: the bound params, or None.
     name: what it computes (e.g. ``"guided_gradcam"``).
+    takes_key: whether it takes a PRNG key, ``explain(..., key=key)`` (a
+      ``noise_tunnel`` anywhere inside it).
   """
 
   with_params: Callable = dataclasses.field(metadata={"static": True})
   params: Any = None
   name: str = dataclasses.field(default="explain", metadata={"static": True})
+  takes_key: bool = dataclasses.field(default=False, metadata={"static": True})
 
   def __call__(self, *args, **kwargs):
+    if "key" in kwargs and not self.takes_key:
+      raise ArgumentError(
+        f"{self.name}: got key=, but this explainer draws nothing at random (only "
+        "gcj.noise_tunnel, and wrappers around one, take a key)."
+      )
     if self.params is None:
       return self.with_params(*args, **kwargs)
     return self.with_params(self.params, *args, **kwargs)
@@ -52,9 +62,21 @@ class Explainer:
     )
     return f"Explainer({self.name!r}, params: {bound})"
 
-  def wrap(self, with_params: Callable, name: str) -> "Explainer":
-    """Another explainer bound to the same params (or to none, like this one)."""
-    return Explainer(with_params, self.params, name)
+  def wrap(
+    self, with_params: Callable, name: str, takes_key: bool | None = None
+  ) -> "Explainer":
+    """Another explainer bound to the same params (or to none, like this one); it
+    takes a key where this one does, unless `takes_key` says."""
+    return Explainer(
+      with_params, self.params, name, self.takes_key if takes_key is None else takes_key
+    )
+
+  def with_key(self, key) -> Callable:
+    """The params-as-argument form with `key` passed where this explainer takes one
+    (wrappers call the explainer inside them through it)."""
+    if not self.takes_key:
+      return self.with_params
+    return lambda *args, **kwargs: self.with_params(*args, key=key, **kwargs)
 
 
 def as_explainer(explain: Callable) -> Explainer:
@@ -66,9 +88,12 @@ def as_explainer(explain: Callable) -> Explainer:
   inner = getattr(explain, "__wrapped__", None)
   if isinstance(inner, Explainer):
     if inner.params is None:
-      return Explainer(explain, None, inner.name)
+      return Explainer(explain, None, inner.name, inner.takes_key)
     return Explainer(
-      lambda params, *args, **kwargs: explain(*args, **kwargs), inner.params, inner.name
+      lambda params, *args, **kwargs: explain(*args, **kwargs),
+      inner.params,
+      inner.name,
+      inner.takes_key,
     )
   return Explainer(
     lambda params, *args, **kwargs: explain(*args, **kwargs),

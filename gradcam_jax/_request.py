@@ -146,11 +146,18 @@ class Request:
       if needs_layers:
         infos, self.out_shape = adapter.list_layers(self.variables, images)
       else:  # no layer: the output's shape is all that is needed
-        infos, self.out_shape = [], jax.eval_shape(adapter, self.variables, images)
+        infos, self.out_shape = [], _output_shape(adapter, self.variables, images)
     except GradCAMError:
       raise
     except Exception as err:
-      raise _failure(adapter, self.variables, images, err, needs_layers) from err
+      own = _own_failure(adapter, self.variables, images) if needs_layers else err
+      if own is None:  # the model runs by itself: listing its layers failed
+        raise UnsupportedError(
+          f"{adapter!r} runs on these images, but listing its layers failed: "
+          f"{type(err).__name__}: {err}. The model uses a construct gradcam-jax "
+          "cannot tap yet; guided backprop, which needs no layer, still works."
+        ) from err
+      raise model_failure(own, images, adapter.inference_mode) from own
     checked = (
       None if targets is None else check_targets(targets, self.batch, self.out_shape)
     )
@@ -239,21 +246,18 @@ class Request:
     )
 
 
-def _failure(adapter, variables, images, err, listing: bool) -> Exception:
-  """The error to raise when tracing the model failed: ours when the model runs on
-  these images by itself (the listing of its layers failed), else the model's own
-  failure (:func:`model_failure`: a missing piece, or images it cannot take)."""
-  if listing:
-    try:
-      jax.eval_shape(adapter, variables, images)
-    except Exception as own:  # noqa: BLE001 (the model's own failure decides)
-      return model_failure(own, images)
-    return UnsupportedError(
-      f"{adapter!r} runs on these images, but listing its layers failed: "
-      f"{type(err).__name__}: {err}. The model uses a construct gradcam-jax cannot "
-      "tap yet; guided backprop, which needs no layer, still works."
-    )
-  return model_failure(err, images)
+def _output_shape(adapter, variables, images):
+  return jax.eval_shape(lambda v, x: adapter(v, x), variables, images)
+
+
+def _own_failure(adapter, variables, images) -> Exception | None:
+  """The model's own exception on these images (run by itself, shapes only), or
+  None when it runs."""
+  try:
+    _output_shape(adapter, variables, images)
+  except Exception as err:  # noqa: BLE001 (returned: the caller raises it as ours)
+    return err
+  return None
 
 
 def _check_fits(info, reshape, size, layout) -> None:

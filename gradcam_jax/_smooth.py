@@ -80,7 +80,6 @@ def noise_tunnel(
     raise ArgumentError(f"noise_tunnel: sigma: expected a number >= 0; got {sigma!r}.")
 
   explain = as_explainer(explain)
-  inner = explain.with_params
 
   def smoothed(params, images, targets=None, *, key=None):
     if key is None:
@@ -88,24 +87,29 @@ def noise_tunnel(
         "noise_tunnel: expected a PRNG key, e.g. "
         "smooth(images, key=jax.random.key(0)); got none."
       )
-    clean = inner(params, images, targets)
+    # the noise comes from `key`; an explainer inside that takes a key too (another
+    # noise_tunnel) gets keys derived from it: one for the clean images, one per sample
+    inner_key = jax.random.fold_in(key, 1)
+    clean = explain.with_key(jax.random.fold_in(inner_key, n))(params, images, targets)
     targets = clean.targets
     span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(
       axis=(1, 2, 3), keepdims=True
     )
     noise = jax.random.normal(key, (n, *images.shape), images.dtype) * (sigma * span)[None]
 
-    def one(e):
-      return inner(params, images + e, targets)
+    def one(sample):
+      e, i = sample
+      return explain.with_key(jax.random.fold_in(inner_key, i))(params, images + e, targets)
 
+    samples = (noise, jnp.arange(n))
     stacked = (
-      jax.vmap(one)(noise)
+      jax.vmap(one)(samples)
       if batch_size is None or batch_size >= n
-      else jax.lax.map(one, noise, batch_size=batch_size)
+      else jax.lax.map(one, samples, batch_size=batch_size)
     )
     return _mean(stacked, clean, eps)
 
-  return explain.wrap(smoothed, f"noise_tunnel({explain.name})")
+  return explain.wrap(smoothed, f"noise_tunnel({explain.name})", takes_key=True)
 
 
 def _flip(x, axis):
@@ -155,10 +159,20 @@ def augment(
     )
 
   explain = as_explainer(explain)
-  inner = explain.with_params
 
-  def augmented(params, images, targets=None):
-    clean = inner(params, images, targets)
+  def augmented(params, images, targets=None, *, key=None):
+    if explain.takes_key and key is None:
+      raise ArgumentError(
+        f"augment({explain.name}): the explainer inside takes a PRNG key; expected "
+        "key=, e.g. tta(images, key=jax.random.key(0)); got none."
+      )
+
+    def inner(i, x, t):  # sample i of the augmentation, with its own key if needed
+      return explain.with_key(None if key is None else jax.random.fold_in(key, i))(
+        params, x, t
+      )
+
+    clean = inner(0, images, targets)
     targets = clean.targets
     h, w = images.shape[1:3] if last else images.shape[2:4]
     raw_hw = _layer_sizes(clean.cam_raw)
@@ -173,7 +187,7 @@ def augment(
           if size != (h, w):
             shape = (x.shape[0], *size, x.shape[3]) if last else (*x.shape[:2], *size)
             x = jax.image.resize(x, shape, "bilinear")
-          out = inner(params, x, targets)
+          out = inner(len(samples), x, targets)
         samples.append(_back(out, flip, (h, w), raw_hw, last))
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *samples)
     return _mean(stacked, clean, eps)

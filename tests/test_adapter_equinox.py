@@ -85,3 +85,30 @@ def test_equinox_errors_and_no_mutation(net):
   jax.tree_util.tree_map(np.testing.assert_array_equal, eqx.filter(net, eqx.is_array),
                          before)
   assert type(net.convs[1]) is eqx.nn.Conv2d
+
+
+def test_a_model_that_needs_a_key_gets_equinox_advice_that_works():
+  """The advice was linen's (functools.partial(model.apply, train=False)) before."""
+  class Dropped(eqx.Module):
+    conv: eqx.nn.Conv2d
+    drop: eqx.nn.Dropout
+    fc: eqx.nn.Linear
+
+    def __init__(self, key):
+      k1, k2 = jax.random.split(key)
+      self.conv = eqx.nn.Conv2d(3, 4, 3, padding=1, key=k1)
+      self.drop = eqx.nn.Dropout(0.5)
+      self.fc = eqx.nn.Linear(4, 3, key=k2)
+
+    def __call__(self, x, *, key):
+      return self.fc(self.drop(jax.nn.relu(self.conv(x)), key=key).mean((1, 2)))
+
+  model, x = Dropped(jax.random.key(0)), jnp.ones((2, 3, 8, 8))
+  with pytest.raises(gcj.ModelError, match=r"eqx\.Partial\(eqx\.nn\.inference_mode"
+                     ) as raised:
+    gcj.guided_backprop(model, image_layout="NCHW")(x)
+  assert "model.apply" not in str(raised.value)
+  bound = eqx.Partial(eqx.nn.inference_mode(model), key=None)  # as the message says
+  out = gcj.guided_gradcam(bound, layer=lambda p: p.func.conv, image_layout="NCHW")(x)
+  plain = jax.vmap(lambda xi: eqx.nn.inference_mode(model)(xi, key=None))(x)
+  assert_close(out.logits, plain, atol=1e-6)

@@ -1,14 +1,17 @@
-"""noise_tunnel and augment (gradcam_jax/_smooth.py): reproducible from the key, the identity where they should be, flips undone exactly."""
-
+"""noise_tunnel and augment (gradcam_jax/_smooth.py): reproducible from the key,
+the identity where they should be, flips undone exactly, any nesting of the
+wrappers."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradcam_jax as gcj
 from tests import models
 from tests.models import assert_close
 from tests.test_methods import _vgg
+from tests.test_forms import _close
 from tests.test_methods_perturbation import _images, _split_model
 
 
@@ -81,3 +84,61 @@ def test_gcj_jit_of_a_smoothed_explainer_keeps_the_smoothing():
   b = smooth(x, key=jax.random.key(0))
   assert_close(a.cam_raw, b.cam_raw, atol=1e-5)
   assert not np.allclose(a.cam_raw, gcj.gradcam(model.apply, variables)(x).cam_raw)
+
+
+def _tiny():
+  split = gcj.Split(lambda p, x: jax.nn.relu(x * p), lambda p, a: a.mean((1, 2)))
+  return split, jnp.float32(2.0)
+
+
+_WRAPPERS = {
+  "noise_tunnel": lambda e: gcj.noise_tunnel(e, n=2, sigma=0.2),
+  "augment": lambda e: gcj.augment(e),
+  "jit": gcj.jit,
+}
+_CHAINS = [(a,) for a in _WRAPPERS] + [(a, b) for a in _WRAPPERS for b in _WRAPPERS] + [
+  ("noise_tunnel", "augment", "jit"), ("noise_tunnel", "jit", "augment"),
+  ("augment", "noise_tunnel", "jit"), ("augment", "jit", "noise_tunnel"),
+  ("jit", "noise_tunnel", "augment"), ("jit", "augment", "noise_tunnel")]
+
+
+@pytest.mark.parametrize("chain", _CHAINS, ids=["(".join(c) for c in _CHAINS])
+def test_every_nesting_of_the_wrappers_can_be_called(chain):
+  """augment(noise_tunnel(e)) raised TypeError with key= (augment did not pass it on)
+  and ArgumentError without; the README promises any nesting."""
+  split, params = _tiny()
+  x = jax.random.uniform(jax.random.key(0), (2, 4, 4, 3))
+  t, key = jnp.array([1, 2]), jax.random.key(3)
+  closure, by_arg = gcj.gradcam(split, params), gcj.gradcam(split)
+  for name in chain:  # the first name is the innermost wrapper
+    closure, by_arg = _WRAPPERS[name](closure), _WRAPPERS[name](by_arg)
+  keyed = "noise_tunnel" in chain
+  assert closure.takes_key == by_arg.takes_key == keyed
+  for targets in (None, t):
+    if keyed:
+      with pytest.raises(gcj.ArgumentError, match="key"):
+        closure(x, targets)
+      out = closure(x, targets, key=key)
+      _close(out, closure(x, targets, key=key))  # reproducible from the key
+      _close(out, by_arg(params, x, targets, key=key), atol=1e-6)
+    else:
+      with pytest.raises(gcj.ArgumentError, match="draws nothing at random"):
+        closure(x, targets, key=key)
+      out = closure(x, targets)
+      _close(out, by_arg(params, x, targets), atol=1e-6)
+    assert out.cam.shape == (2, 4, 4)
+    if targets is not None:
+      assert out.targets.tolist() == [1, 2]
+
+
+def test_nested_wrappers_compute_what_they_say():
+  split, params = _tiny()
+  x = jax.random.uniform(jax.random.key(0), (2, 4, 4, 3))
+  key, e = jax.random.key(4), gcj.gradcam(split, params)
+  # augment without augmentations is its explainer, called with a key derived from its own
+  nt = gcj.noise_tunnel(e, n=3, sigma=0.3)
+  once = gcj.augment(nt, flips=False)(x, key=key)
+  _close(once, nt(x, key=jax.random.fold_in(key, 0)), atol=1e-6)
+  # noise of width 0 at both levels leaves the plain map
+  twice = gcj.noise_tunnel(gcj.noise_tunnel(e, n=2, sigma=0.0), n=2, sigma=0.0)
+  _close(twice(x, key=key), e(x), atol=1e-6)

@@ -28,6 +28,12 @@ class Adapter(Protocol):
   model's own error.
   """
 
+  @property
+  def inference_mode(self) -> str:
+    """How to run this framework's model in inference mode with what its call needs
+    bound, in the framework's idiom (said when the model fails to run)."""
+    ...
+
   @staticmethod
   def claims(model: Any) -> bool:
     """Whether this adapter takes `model` (what the user passed as ``apply_fn``)."""

@@ -54,6 +54,12 @@ class EquinoxModel:
   """``apply(arrays, x)``: the model's arrays recombined with its static part,
   vmapped over the batch. `selectors` name the layers that can be tapped."""
 
+  inference_mode = (
+    "eqx.nn.inference_mode(model) (Dropout off), and a __call__ that needs a key "
+    "gets it bound: eqx.Partial(eqx.nn.inference_mode(model), key=None) (its layers "
+    "are then selected as lambda p: p.func.layers[3])"
+  )
+
   def __init__(self, model, selectors: tuple = (), batched: bool = False):
     import equinox as eqx
 

@@ -104,6 +104,11 @@ class KerasModel:
   """The adapter of a built Keras 3 model: ``apply((trainable, non_trainable), x)``
   runs it in inference mode without touching its variables."""
 
+  inference_mode = (
+    "the adapter already calls Keras layers with training=False; a model whose call "
+    "needs more than the images: a Functional model that takes the images alone"
+  )
+
   def __init__(self, model):
     self.model = model
     self.graph = _is_graph(model)

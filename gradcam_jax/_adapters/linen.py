@@ -27,6 +27,12 @@ def _skip(method_name: str) -> bool:
 class LinenModel:
   """The adapter of a linen ``apply_fn(variables, x)``."""
 
+  inference_mode = (
+    "functools.partial(model.apply, train=False) (or deterministic=True, as the model "
+    "names it); a key for stochastic layers: functools.partial(model.apply, "
+    "rngs={'dropout': key})"
+  )
+
   def __init__(self, apply_fn: Callable):
     self.apply_fn = apply_fn
 

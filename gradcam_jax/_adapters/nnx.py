@@ -69,6 +69,12 @@ class NNXModel:
   """The adapter of an NNX graph definition: ``apply(state, x) =
   nnx.merge(graphdef, state)(x)``."""
 
+  inference_mode = (
+    "model.eval() before building the explainer (Dropout off, BatchNorm on its "
+    "running statistics); a __call__ that needs more than the images: an nnx.Module "
+    "around it whose __call__(x) passes them"
+  )
+
   def __init__(self, graphdef):
     self.graphdef = graphdef
 

@@ -30,6 +30,13 @@ class Split(NamedTuple):
   features: Callable[[Any, jax.Array], jax.Array]
   head: Callable[[Any, jax.Array], Any]
 
+  @property
+  def inference_mode(self) -> str:
+    return (
+      "features(params, x) and head(params, a) take the params and one array: bind "
+      "anything else inside them (functools.partial, deterministic=True)"
+    )
+
   @staticmethod
   def claims(model) -> bool:
     return isinstance(model, Split)
