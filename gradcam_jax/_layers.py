@@ -148,6 +148,18 @@ def is_spatial(info: LayerInfo, batch: int, transform=None) -> bool:
   )
 
 
+def _exact_name(infos: Sequence[LayerInfo], layer: LayerRef) -> LayerRef:
+  """`layer` read literally where its ``name.method`` form is itself the name of a
+  layer the model calls (``"features.0"``, common in models converted from
+  PyTorch): exact names win over parsing."""
+  if layer.method == "__call__" or not layer.path:
+    return layer
+  literal = layer.path[:-1] + (f"{layer.path[-1]}.{layer.method}",)
+  if any(i.path == literal and i.method == "__call__" for i in infos):
+    return LayerRef(literal, layer.call)
+  return layer
+
+
 def describe_layers(infos: Sequence[LayerInfo], limit: int | None = 40) -> str:
   counts = _call_counts(infos)
   return format_choices((i.describe(counts[(i.path, i.method)]) for i in infos), limit)
@@ -172,6 +184,7 @@ def select_layer(
         + describe_layers(infos)
       )
     return spatial[-1]
+  layer = _exact_name(infos, layer)
   matches = [i for i in infos if i.path == layer.path and i.method == layer.method]
   if not matches:
     raise LayerNotFoundError(

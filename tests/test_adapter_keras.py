@@ -254,3 +254,19 @@ def test_not_built_and_wrong_backend_are_clear_errors():
                         text=True, timeout=300)
   assert "on the 'numpy' backend" in said.stdout and "KERAS_BACKEND=jax" in said.stdout, (
       said.stdout + said.stderr)
+
+
+def test_a_layer_named_with_a_dot_is_reached_by_its_name():
+  """"features.0" was parsed as a path and a method: the layer could not be named as
+  a string (nor with --layer), though the error listed it as valid."""
+  inputs = keras.Input((16, 16, 3))
+  a = L.Conv2D(4, 3, name="features.0", activation="relu")(inputs)
+  model = keras.Model(inputs, L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(a)))
+  out = gcj.gradcam(model, layer="features.0")(X)
+  features = keras.Model(model.inputs, model.get_layer("features.0").output)
+  head = keras.Model(model.get_layer("global_average_pooling2d").input, model.output)
+  act = run(features, X)
+  grad = jax.grad(lambda a: jnp.take_along_axis(run(head, a), out.targets[:, None],
+                                                1).sum())(act)
+  want = jax.nn.relu(jnp.einsum("bhwk,bk->bhw", act, grad.mean((1, 2))))
+  assert_close(out.cam_raw, want, atol=1e-5)

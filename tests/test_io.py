@@ -5,6 +5,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -112,3 +113,19 @@ def test_resize_policies():
   assert (squash[:, :110] == 0).all() and (squash[:, 114:] == 255).all()
   with pytest.raises(gcj.GradCAMError, match="squash"):
     io.resize_to(image, (224, 224), "stretch")
+
+
+def test_a_jpeg_with_bytes_after_its_end_is_read(tmp_path):
+  """A phone's motion photo appends a video after the JPEG's end-of-image marker;
+  it was refused as truncated (the check read the last two bytes)."""
+  rgb = (np.random.default_rng(1).uniform(size=(24, 32, 3)) * 255).astype(np.uint8)
+  jpeg = cv2.imencode(".jpg", rgb[..., ::-1])[1].tobytes()
+  (tmp_path / "plain.jpg").write_bytes(jpeg)
+  (tmp_path / "motion.jpg").write_bytes(jpeg + b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+  plain, error = io.read_image(tmp_path / "plain.jpg")
+  motion, error = io.read_image(tmp_path / "motion.jpg")
+  assert error is None and np.array_equal(motion, plain)
+  for cut in (len(jpeg) // 2, len(jpeg) - 40):  # still refused when really cut short
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:cut])
+    image, error = io.read_image(tmp_path / "cut.jpg")
+    assert image is None and error.startswith("truncated JPEG"), (cut, error)

@@ -72,3 +72,13 @@ def test_list_layers_numbers_each_call_and_prints_a_table():
   assert output.shape == (2, 3)
   table = str(gcj.list_layers(net.apply, net.init(jax.random.key(0), x), x))
   assert "conv@0" in table and "conv@1" in table and "output: (2, 3)" in table
+
+
+def test_exact_names_with_dots_win_over_parsing():
+  """A layer named "features.0" (models converted from PyTorch) was parsed as path
+  "features" + method "0" and reported missing, while the error listed it."""
+  infos = [LayerInfo(("features.0",), "__call__", 0, (2, 6, 6, 4), "float32", "Conv2D"),
+           LayerInfo(("enc", "proj"), "attend", 0, (2, 6, 6, 4), "float32", "Attn")]
+  assert select_layer(infos, parse_layer("features.0"), 2) == infos[0]
+  # a method is still a method where no layer has the literal name
+  assert select_layer(infos, parse_layer("enc/proj.attend"), 2) == infos[1]
