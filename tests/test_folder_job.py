@@ -15,7 +15,6 @@ import gradcam_jax as gcj
 from gradcam_jax import io, zoo
 from gradcam_jax.cli import atomic, outputs as _outputs, records
 from gradcam_jax.cli import job as _folder_job
-from gradcam_jax.cli.pipeline import decoded
 from tests import job_helpers as jh
 from tests.conftest import BAD, GOOD, explain
 
@@ -253,23 +252,6 @@ def test_two_processes_under_jax_distributed(folder, tmp_path):
   merged = [json.loads(l) for l in (out / "index.jsonl").read_text().splitlines()]
   assert {Path(r["path"]).name for r in merged} == GOOD | BAD
 
-def test_decoding_runs_a_bounded_distance_ahead(tmp_path, monkeypatch):
-  """The decoder never holds more than `ahead` images beyond what was consumed."""
-  sources = [io.Source(tmp_path / f"{i}.png", f"{i}.png") for i in range(50)]
-  started = []
-  real = io.read_image
-
-  def counting(path, max_pixels=None):
-    started.append(path)
-    return real(path, max_pixels)
-
-  monkeypatch.setattr(io, "read_image", counting)
-  stream = decoded(sources, (8, 8), "squash", None, workers=2, ahead=4)
-  consumed = 0
-  for _ in range(10):
-    next(stream)
-    consumed += 1
-    assert len(started) <= consumed + 4
 
 def tiny_zoo_model():
   """A `module:factory` for --model: any ZooModel-shaped record works."""

@@ -26,7 +26,7 @@ from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax.cli import outputs
 from gradcam_jax.cli.atomic import work_dir
 from gradcam_jax.cli.journal import Journal, read_state
-from gradcam_jax.cli.pipeline import device_batch, explained_batches
+from gradcam_jax.cli.pipeline import device_batch, explained_batches, job_batch
 from gradcam_jax.cli.plan import plan
 from gradcam_jax.cli.records import Recorder
 
@@ -151,7 +151,7 @@ def explain_files(
   )
   if on_start:
     on_start(len(todo), skipped)
-  batch, sharding = device_batch(batch_size)
+  batch, sharding = device_batch(job_batch(len(todo), batch_size))
   variables = model.variables
   if sharding is not None:  # params replicated on every device, images split
     variables = jax.device_put(variables, NamedSharding(sharding.mesh, P()))

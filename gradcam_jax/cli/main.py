@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--batch-size",
     type=_positive,
     default=16,
-    help="images per device call (the last batch is padded)",
+    help="images per device call (the last batch is padded to it; a job of fewer "
+    "images runs at the next power of two that holds them)",
   )
   ex.add_argument(
     "--out",

@@ -2,7 +2,8 @@
 the device explains batch k+1 while batch k goes back to the host.
 
 Every batch has the same shape (the last one is padded), so the explainer compiles
-once; with several local devices the batch is sharded across them.
+once; a job smaller than one batch runs at a smaller size (:func:`job_batch`); with
+several local devices the batch is sharded across them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from gradcam_jax import io
 from gradcam_jax.io import Source
 
-__all__ = ["Batch", "decoded", "device_batch", "explained_batches"]
+__all__ = ["Batch", "decoded", "device_batch", "explained_batches", "job_batch"]
 
 
 class Batch(NamedTuple):
@@ -64,6 +65,16 @@ def _chunks(items: Iterator[tuple], size: int) -> Iterator[list]:
       chunk = []
   if chunk:
     yield chunk
+
+
+def job_batch(todo: int, batch_size: int) -> int:
+  """The batch a job of `todo` inputs runs at: `batch_size`, or, for a job smaller
+  than that, the next power of two that holds it (memory for the job, not for the
+  batch size; the few sizes keep compiles few). Every batch of a job has the same
+  size: the last one is padded, and the explainer compiles once."""
+  if todo >= batch_size:
+    return batch_size
+  return min(batch_size, 1 << max(0, todo - 1).bit_length())
 
 
 def device_batch(batch: int) -> tuple[int, NamedSharding | None]:
