@@ -7,6 +7,7 @@ so a batch job reports the file and goes on. The index of a batch job is read wi
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from gradcam_jax._errors import GradCAMError
 
 __all__ = [  # noqa: F822 (read_index, merge_index: from the job's journal, __getattr__)
+  "glob_reaches",
   "IMAGE_EXTENSIONS",
   "MAX_PIXELS",
   "RESIZE_POLICIES",
@@ -62,9 +64,24 @@ def _magic_free_prefix(pattern: str) -> Path:
   return Path(*keep) if keep else Path(".")
 
 
-def _walk(folder: Path, notes: list[str]) -> Iterable[Path]:
+def glob_reaches(pattern: str, path) -> bool:
+  """Whether the glob `pattern`, as :func:`find_images` expands it, matches `path`
+  or a folder above it (whose files it would then search), or enters it through
+  ``**``: compared part by part on absolute paths, as ``glob`` does."""
+  pat = Path(os.path.abspath(pattern)).parts
+  parts = Path(os.path.abspath(path)).parts
+  for i, piece in enumerate(pat):
+    if piece == "**":
+      return True
+    if i >= len(parts) or not fnmatch.fnmatchcase(parts[i], piece):
+      return False
+  return True
+
+
+def _walk(folder: Path, notes: list[str], folders: list | None = None) -> Iterable[Path]:
   """Image files below `folder`, following symlinked folders, each real folder once
-  (a link back up the tree is reported in `notes` and not entered again)."""
+  (a link back up the tree is reported in `notes` and not entered again); the real
+  path of each folder entered goes to `folders`."""
   seen: set[tuple[int, int]] = set()
   for top, dirs, files in os.walk(folder, followlinks=True):
     st = os.stat(top)
@@ -73,19 +90,24 @@ def _walk(folder: Path, notes: list[str]) -> Iterable[Path]:
       dirs[:] = []
       continue
     seen.add((st.st_dev, st.st_ino))
+    if folders is not None:
+      folders.append(os.path.realpath(top))
     dirs.sort()
     for name in sorted(files):
       if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
         yield Path(top) / name
 
 
-def find_images(paths: Iterable[str]) -> tuple[list[Source], list[str], list[str]]:
+def find_images(
+  paths: Iterable[str], folders: list | None = None
+) -> tuple[list[Source], list[str], list[str]]:
   """Files, folders (recursive, image extensions only, symlinks followed) and globs
   -> sources.
 
   An argument that exists is taken literally (``scan[1].png`` is that file); only
   arguments that do not exist are expanded as globs. Each real file is explained
-  once, under the first path that reached it.
+  once, under the first path that reached it. `folders`, when given, receives the
+  real path of every folder the search entered.
 
   Returns:
     ``(sources, missing, notes)``: the sources in a stable order, the arguments that
@@ -106,7 +128,7 @@ def find_images(paths: Iterable[str]) -> tuple[list[Source], list[str], list[str
       missing.append(arg)
     for m in matches:
       if m.is_dir():
-        found.extend((f, root) for f in _walk(m, notes))
+        found.extend((f, root) for f in _walk(m, notes, folders))
       else:
         found.append((m, root))  # named files are kept whatever their extension
   if not found:

@@ -303,3 +303,23 @@ def test_fewer_kinds_on_rerun_leave_no_stale_files(tmp_path):
   (record,) = io.read_index(out)
   assert record["outputs"] == {"overlay": "a.png.overlay.png"}
   assert jh.job_files(out) == {"a.png.overlay.png"}
+
+
+@pytest.mark.parametrize("how", ["glob", "symlinked folder", "recursive glob"])
+def test_out_where_the_search_goes_is_refused_on_every_run(tmp_path, how, monkeypatch):
+  """Accepted on the first run, refused on the identical rerun (exit 2) before: the
+  outputs had become inputs. Now the same command gives the same decision."""
+  monkeypatch.chdir(tmp_path)
+  jh.write_png(tmp_path / "photos" / "a" / "x.png", np.zeros((8, 8, 3), np.uint8))
+  (tmp_path / "elsewhere").mkdir()
+  (tmp_path / "photos" / "linked").symlink_to(tmp_path / "elsewhere")
+  args = {"glob": ("photos/*", "photos/out"),
+          "symlinked folder": ("photos", "elsewhere/out"),
+          "recursive glob": ("photos/**/*.png", "photos/new/out")}[how]
+  for _ in range(2):
+    code = explain(args[0], "--out", args[1], "--no-report")
+    assert code == 2
+    assert not (tmp_path / args[1]).exists()
+  # a folder beside what a glob matches is fine, run after run
+  jh.write_png(tmp_path / "flat" / "y.png", np.zeros((8, 8, 3), np.uint8))
+  assert [explain("flat/*.png", "--out", "flat/out", "--no-report") for _ in range(2)] == [0, 0]

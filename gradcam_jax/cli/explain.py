@@ -59,18 +59,29 @@ def _inside(path: Path, folder: Path) -> bool:
   return path == folder or folder in path.parents
 
 
-def _check_out(out: Path, args_paths, sources) -> None:
-  """--out must be ours to write: not a file, not inside an input folder, not
-  holding inputs, and either new, empty, or made by gradcam-jax."""
-  out = Path(os.path.realpath(out))
+def _check_out(out: Path, args_paths, sources, folders) -> None:
+  """--out must be ours to write and outside the inputs, with the same decision on
+  every run: not a file; not where the input search goes (a folder argument, a
+  folder it entered, through symlinks too, or a path a glob argument matches), where
+  the outputs would become inputs on the next run; not holding inputs; and either
+  new, empty, or made by gradcam-jax."""
+  from gradcam_jax.io import glob_reaches
+
+  given, out = out, Path(os.path.realpath(out))
   if out.exists() and not out.is_dir():
     raise UsageError(f"--out {out}: expected a folder; it is a file.")
-  for arg in args_paths:
-    p = Path(os.path.realpath(arg))
-    if p.is_dir() and _inside(out, p):
+  for arg in args_paths:  # globs match lexical paths: the path as given, and its real one
+    if not os.path.lexists(arg) and (glob_reaches(arg, given) or glob_reaches(arg, out)):
       raise UsageError(
-        f"--out {out}: it is inside the input folder {arg}; outputs "
-        "would mix with inputs. Choose a folder outside the inputs."
+        f"--out {out}: the glob {arg} reaches it; its outputs would be inputs of the "
+        "next run. Choose a folder outside the inputs."
+      )
+  searched = {Path(os.path.realpath(a)) for a in args_paths if os.path.isdir(a)}
+  for folder in sorted(searched | {Path(f) for f in folders}):
+    if _inside(out, folder):
+      raise UsageError(
+        f"--out {out}: it is inside the input folder {folder} (the search for images "
+        "enters it); outputs would mix with inputs. Choose a folder outside the inputs."
       )
   for s in sources:
     if _inside(Path(os.path.realpath(s.path)), out):
@@ -103,8 +114,9 @@ def cmd_explain(args) -> int:
 
   # the header check refuses such images with its own message (--max-pixels)
   warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-  sources, missing, notes = io.find_images(args.paths)
-  _check_out(args.out, args.paths, sources)
+  folders: list = []
+  sources, missing, notes = io.find_images(args.paths, folders)
+  _check_out(args.out, args.paths, sources, folders)
   process = _distributed()  # before JAX runs anything
   model, job = _checked_job(args)
   for m in missing:
