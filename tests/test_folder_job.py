@@ -323,3 +323,27 @@ def test_out_where_the_search_goes_is_refused_on_every_run(tmp_path, how, monkey
   # a folder beside what a glob matches is fine, run after run
   jh.write_png(tmp_path / "flat" / "y.png", np.zeros((8, 8, 3), np.uint8))
   assert [explain("flat/*.png", "--out", "flat/out", "--no-report") for _ in range(2)] == [0, 0]
+
+
+def test_file_names_that_are_not_utf8_are_explained(tmp_path):
+  """A Latin-1 name (café.png from an old camera) crashed the job with
+  UnicodeEncodeError in the output-name code, on every rerun: the folder could never
+  be finished."""
+  import os
+  png = _outputs.encode_png(np.zeros((8, 8, 3), np.uint8))
+  (tmp_path / "in").mkdir()
+  long_stem = b"x" * 240 + b"\xe9"  # fits as an input; its outputs are shortened
+  for name in (b"caf\xe9.png", long_stem + b".png", b"ok.png"):
+    with open(os.path.join(os.fsencode(tmp_path / "in"), name), "wb") as f:
+      f.write(png)
+  out = tmp_path / "out"
+  assert explain(tmp_path / "in", "--out", out) == 0
+  records = io.read_index(out)
+  assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
+  for r in records:  # every output is on disk under the name recorded
+    assert all((out / rel).exists() for rel in r["outputs"].values()), r["outputs"]
+  assert explain(tmp_path / "in", "--out", out) == 0  # resume: nothing redone
+  assert len(io.read_index(out)) == 3
+  page = (out / "report.html").read_text(encoding="utf-8")
+  shown = json.dumps("caf\ufffd.png")[1:-1]  # as the page's JSON data holds it
+  assert shown in page and "caf%E9.png" in page  # readable, and its URL

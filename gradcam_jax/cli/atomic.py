@@ -35,7 +35,7 @@ def write_atomically(files: dict[Path, bytes], tmp_dir: Path) -> None:
   temps = []
   try:
     for target, data in files.items():
-      digest = hashlib.sha256(str(target).encode()).hexdigest()[:12]
+      digest = hashlib.sha256(os.fsencode(target)).hexdigest()[:12]
       tmp = tmp_dir / f"{os.getpid()}-{digest}{target.suffix}"
       with open(tmp, "wb") as f:
         f.write(data)

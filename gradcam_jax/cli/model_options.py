@@ -60,7 +60,7 @@ def _fingerprint(path: Path) -> str:
   digest = hashlib.sha256()
   files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
   for f in files:
-    digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+    digest.update(os.fsencode(f.relative_to(path) if f != path else f.name))
     with f.open("rb") as fh:
       for block in iter(lambda: fh.read(1 << 20), b""):
         digest.update(block)

@@ -20,7 +20,15 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-__all__ = ["KINDS", "SUFFIXES", "assign_name", "output_paths", "encode_png", "encode_npz"]
+__all__ = [
+  "KINDS",
+  "readable",
+  "SUFFIXES",
+  "assign_name",
+  "output_paths",
+  "encode_png",
+  "encode_npz",
+]
 
 SUFFIXES = {
   "input": ".input.png",
@@ -36,25 +44,42 @@ _ROOM = max(len(s) for s in SUFFIXES.values())
 _KEEP = 120  # bytes of a shortened component kept before its hash
 
 
+def _size(name) -> int:
+  """Bytes of `name` on the file system: any name it holds, also one that is not
+  UTF-8 (Python keeps its bytes as surrogate escapes)."""
+  return len(os.fsencode(name))
+
+
 def _hash(text: str) -> str:
-  return hashlib.sha256(text.encode()).hexdigest()[:12]
+  return hashlib.sha256(os.fsencode(text)).hexdigest()[:12]
 
 
 def _shorten(component: str, key: str) -> str:
   """`component` cut to fit NAME_MAX with the longest suffix added, keeping its
   extension and adding a hash of `key` (the whole relative path) to stay unique."""
   stem, ext = os.path.splitext(component)
-  head = stem.encode()[:_KEEP].decode(errors="ignore")
-  return f"{head}~{_hash(key)}{ext}"
+  raw = os.fsencode(stem)
+  try:
+    raw.decode("utf-8")
+  except UnicodeDecodeError:  # a name that is not UTF-8 keeps its bytes
+    cut = os.fsdecode(raw[:_KEEP])
+  else:  # a UTF-8 name is cut between characters
+    cut = raw[:_KEEP].decode("utf-8", "ignore")
+  return f"{cut}~{_hash(key)}{ext}"
 
 
 def _fits(name: str, out_dir: Path) -> bool:
   parts = PurePosixPath(name).parts
   return (
-    all(len(p.encode()) <= NAME_MAX for p in parts[:-1])
-    and len(parts[-1].encode()) + _ROOM <= NAME_MAX
-    and len(str(out_dir / name).encode()) + _ROOM <= PATH_MAX
+    all(_size(p) <= NAME_MAX for p in parts[:-1])
+    and _size(parts[-1]) + _ROOM <= NAME_MAX
+    and _size(out_dir / name) + _ROOM <= PATH_MAX
   )
+
+
+def readable(name: str) -> str:
+  """`name` for people: bytes that are not UTF-8 shown as U+FFFD."""
+  return os.fsencode(name).decode("utf-8", "replace")
 
 
 def _candidates(rel: str, out_dir: Path):
@@ -65,7 +90,7 @@ def _candidates(rel: str, out_dir: Path):
   parts = PurePosixPath(rel).parts
   fit = [
     p
-    if len(p.encode()) + (_ROOM if i == len(parts) - 1 else 0) <= NAME_MAX
+    if _size(p) + (_ROOM if i == len(parts) - 1 else 0) <= NAME_MAX
     else _shorten(p, "/".join(parts[: i + 1]))
     for i, p in enumerate(parts)
   ]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import urllib.parse
 from pathlib import Path
 
 from gradcam_jax.cli.atomic import work_dir, write_atomically
 from gradcam_jax.cli.journal import read_index
+from gradcam_jax.cli.outputs import readable
 
 __all__ = ["write_report"]
 
@@ -71,7 +74,7 @@ img.thumb{width:72px;height:72px;object-fit:contain;image-rendering:pixelated;ba
 const PER_PAGE = 100;
 const records = JSON.parse(document.getElementById("data").textContent);
 const $ = id => document.getElementById(id);
-const url = rel => rel.split("/").map(encodeURIComponent).join("/");
+const url = rel => rel;  // percent-encoded by the writer, from the file name's bytes
 let page = 0;
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -142,14 +145,28 @@ render();
 """
 
 
+def _row(record: dict) -> dict:
+  """What the page shows of a record: paths readable whatever bytes name the file,
+  and each output as a URL relative to the page, percent-encoded from the name's
+  bytes (a name that is not UTF-8 has no characters to encode)."""
+  row = {k: record.get(k) for k in _FIELDS}
+  row["path"] = readable(row["path"] or "")
+  row["outputs"] = {
+    kind: urllib.parse.quote(os.fsencode(rel))
+    for kind, rel in (row["outputs"] or {}).items()
+  }
+  return row
+
+
 def write_report(out_dir: Path, records=None) -> Path:
   """Write ``out_dir/report.html`` (atomically) from the job's finished records
   (`records`, as :func:`read_index` gives them; read from the index when None)."""
   out_dir = Path(out_dir)
   records = read_index(out_dir) if records is None else records
-  rows = [{k: r.get(k) for k in _FIELDS} for r in records]
+  rows = [_row(r) for r in records]
   data = json.dumps(rows).replace("<", "\\u003c")  # no "</script>" inside the data
-  page = _PAGE.replace("__TITLE__", html.escape(str(out_dir))).replace("__DATA__", data)
+  title = html.escape(readable(str(out_dir)))
+  page = _PAGE.replace("__TITLE__", title).replace("__DATA__", data)
   target = out_dir / "report.html"
   write_atomically({target: page.encode("utf-8")}, work_dir(out_dir))
   return target
