@@ -167,17 +167,26 @@ def _truncated_jpeg(data: bytes) -> bool:
 
 
 def _pixel_count(data: bytes) -> int | None:
-  """Width x height from the file's header, without decoding (None: unknown)."""
+  """Width x height from the file's header, without decoding (None: unknown).
+
+  Pillow refuses to open an image past its own decompression-bomb limit; the size is
+  read from its message then, so that ``--max-pixels`` alone decides."""
   import io as _io
+  import re
+
   from PIL import Image
 
   try:
     with Image.open(_io.BytesIO(data)) as im:
       return im.size[0] * im.size[1]
-  except Image.DecompressionBombError:
-    return 2**63
-  except Exception:  # not a format Pillow reads: OpenCV decides below
+  except Image.DecompressionBombError as err:
+    said = re.search(r"\((\d+) pixels\)", str(err))
+    return int(said.group(1)) if said else 2**63
+  except Exception:  # not a format Pillow reads: its size is unknown
     return None
+
+
+_NOT_AN_IMAGE = "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
 
 
 def read_image(
@@ -204,7 +213,15 @@ def read_image(
     return None, "truncated JPEG (the compressed data ends before the image does)"
   if max_pixels is not None:
     pixels = _pixel_count(data)
-    if pixels is not None and pixels > max_pixels:
+    if pixels is None and not cv2.haveImageReader(str(path)):
+      return None, _NOT_AN_IMAGE
+    if pixels is None:  # OpenCV knows the format, the size check does not
+      return None, (
+        "its size cannot be read from its header (a format or variant the size "
+        "check does not know), so --max-pixels cannot be enforced before decoding: "
+        "refused; convert it to PNG or JPEG"
+      )
+    if pixels > max_pixels:
       size = "more than 2^63" if pixels == 2**63 else f"{pixels:,}"
       return None, (
         f"image too large: {size} pixels, the limit is {max_pixels:,} "
@@ -212,7 +229,7 @@ def read_image(
       )
   img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if img is None or img.size == 0:
-    return None, "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
+    return None, _NOT_AN_IMAGE
   if img.dtype == np.uint16:
     img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
   elif img.dtype != np.uint8:
@@ -242,14 +259,19 @@ def fit_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   )
 
 
-def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarray:
+def resize_to(
+  image: np.ndarray, size: tuple[int, int], policy: str, max_pixels: int | None = None
+) -> np.ndarray:
   """Fit uint8 RGB `image` to the model's (H, W) input by `policy`.
 
   * ``"squash"``: resize to (H, W), ignoring the aspect ratio (Keras'
     ``load_img(target_size=...)``).
   * ``"crop"``: resize the shorter side to ``round(min(H, W) / 0.875)`` (256 for
     224), then take the centre (H, W) crop: torchvision's ``Resize(256)`` +
-    ``CenterCrop(224)``, the convention of its ImageNet weights.
+    ``CenterCrop(224)``, the convention of its ImageNet weights. Where that resized
+    image would have more than `max_pixels` pixels (a 1 x 80,000 strip becomes
+    256 x 20,480,000), only the crop's region of `image` is resized, so no
+    intermediate image is larger than the cap.
   * ``"pad"``: resize the longer side to fit, keep the aspect ratio, pad with black
     to (H, W), the image centred.
   """
@@ -261,8 +283,13 @@ def resize_to(image: np.ndarray, size: tuple[int, int], policy: str) -> np.ndarr
     short = round(min(h, w) / 0.875)
     scale = short / min(ih, iw)
     rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
-    big = fit_size(image, (rh, rw))
     top, left = (rh - h) // 2, (rw - w) // 2
+    if max_pixels is not None and rh * rw > max_pixels:
+      # the crop box in the image's own pixels: (y0, y1) x (x0, x1)
+      y0, y1 = int(top * ih / rh), min(ih, -(-((top + h) * ih) // rh))
+      x0, x1 = int(left * iw / rw), min(iw, -(-((left + w) * iw) // rw))
+      return fit_size(np.ascontiguousarray(image[y0:y1, x0:x1]), size)
+    big = fit_size(image, (rh, rw))
     return np.ascontiguousarray(big[top : top + h, left : left + w])
   if policy == "pad":
     scale = min(h / ih, w / iw)

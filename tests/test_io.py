@@ -129,3 +129,47 @@ def test_a_jpeg_with_bytes_after_its_end_is_read(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(jpeg[:cut])
     image, error = io.read_image(tmp_path / "cut.jpg")
     assert image is None and error.startswith("truncated JPEG"), (cut, error)
+
+
+def test_no_resize_holds_more_pixels_than_the_cap(monkeypatch):
+  """--resize crop scaled the shorter side up with no bound on the longer one: a
+  1 x 80,000 strip became 256 x 20,480,000 (15 GB). Every policy now stays within
+  --max-pixels after every resize."""
+  held = []
+  real = io.fit_size
+  monkeypatch.setattr(io, "fit_size", lambda im, size: held.append(size) or real(im, size))
+  strip = np.full((1, 80000, 3), 200, np.uint8)
+  cap = 1_000_000
+  for policy in io.RESIZE_POLICIES:
+    out = io.resize_to(strip, (224, 224), policy, max_pixels=cap)
+    assert out.shape == (224, 224, 3), policy
+  assert max(h * w for h, w in held) <= cap, held
+  # where the cap allows it, the result is the usual one; where it does not, the
+  # crop's region alone gives the same picture (to a grey level, on a smooth image)
+  y, x = np.mgrid[0:512, 0:400]
+  smooth = np.stack([128 + 100 * np.sin(x / 23), 128 + 100 * np.cos(y / 31),
+                     np.full_like(x, 90)], -1).astype(np.uint8)
+  usual = io.resize_to(smooth, (224, 224), "crop")
+  assert np.array_equal(io.resize_to(smooth, (224, 224), "crop", max_pixels=cap), usual)
+  bounded = io.resize_to(smooth, (224, 224), "crop", max_pixels=1000)
+  assert np.abs(bounded.astype(int) - usual.astype(int)).max() <= 1
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_the_pixel_cap_is_the_one_cap(tmp_path):
+  """A format whose size the header check cannot read was decoded anyway, past the
+  cap; and Pillow's own bomb limit refused images --max-pixels allows, telling the
+  user to raise --max-pixels, which could not help."""
+  hdr = tmp_path / "scan.hdr"  # Radiance HDR: OpenCV decodes it, Pillow cannot size it
+  cv2.imwrite(str(hdr), np.ones((4, 5, 3), np.float32))
+  image, error = io.read_image(hdr)
+  assert image is None and "size cannot be read from its header" in error
+  assert io.read_image(hdr, max_pixels=None)[0].shape == (4, 5, 3)  # no cap: decoded
+  (tmp_path / "text.png").write_text("not an image")
+  assert io.read_image(tmp_path / "text.png")[1].startswith("not a decodable image")
+  big = tmp_path / "big.png"  # 200 M pixels: past Pillow's limit (2 x 89.5 M)
+  big.write_bytes(_png_header_only(20000, 10000, bit_depth=8, colour_type=0))
+  error = io.read_image(big, max_pixels=100_000_000)[1]
+  assert "200,000,000 pixels, the limit is 100,000,000" in error
+  error = io.read_image(big, max_pixels=300_000_000)[1]  # allowed: decoding decides
+  assert "too large" not in error and error == "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"

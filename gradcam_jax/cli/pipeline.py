@@ -44,7 +44,8 @@ def decoded(
 
   def load(source):
     image, error = io.read_image(source.path, max_pixels)
-    return source, None if image is None else io.resize_to(image, size, resize), error
+    fitted = None if image is None else io.resize_to(image, size, resize, max_pixels)
+    return source, fitted, error
 
   pending: deque = deque()
   with ThreadPoolExecutor(workers) as pool:
