@@ -261,10 +261,11 @@ def test_a_layer_named_with_a_dot_is_reached_by_its_name():
   a string (nor with --layer), though the error listed it as valid."""
   inputs = keras.Input((16, 16, 3))
   a = L.Conv2D(4, 3, name="features.0", activation="relu")(inputs)
-  model = keras.Model(inputs, L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(a)))
+  pooled = L.GlobalAveragePooling2D(name="gap")(a)  # named: Keras numbers its own names
+  model = keras.Model(inputs, L.Dense(3, name="fc")(pooled))
   out = gcj.gradcam(model, layer="features.0")(X)
   features = keras.Model(model.inputs, model.get_layer("features.0").output)
-  head = keras.Model(model.get_layer("global_average_pooling2d").input, model.output)
+  head = keras.Model(model.get_layer("gap").input, model.output)
   act = run(features, X)
   grad = jax.grad(lambda a: jnp.take_along_axis(run(head, a), out.targets[:, None],
                                                 1).sum())(act)
