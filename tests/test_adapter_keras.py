@@ -271,3 +271,19 @@ def test_a_layer_named_with_a_dot_is_reached_by_its_name():
                                                 1).sum())(act)
   want = jax.nn.relu(jnp.einsum("bhwk,bk->bhw", act, grad.mean((1, 2))))
   assert_close(out.cam_raw, want, atol=1e-5)
+
+
+def test_a_nested_model_runs_without_keras_structure_warnings(recwarn):
+  """Keras warned "The structure of `inputs` doesn't match" on every explanation of a
+  model with a nested model (a Keras Hub classifier's backbone): the adapter passed
+  the nested model a 1-tuple."""
+  inner_in = keras.Input((16, 16, 3))
+  backbone = keras.Model(inner_in, L.Conv2D(4, 3, activation="relu", name="c")(inner_in),
+                         name="backbone")
+  outer_in = keras.Input((16, 16, 3))
+  pooled = L.GlobalAveragePooling2D(name="gap")(backbone(outer_in))
+  model = keras.Model(outer_in, L.Dense(3, name="fc")(pooled))
+  out = gcj.gradcam(model, layer="backbone/c")(X)
+  assert out.cam.shape == (2, 16, 16)
+  said = [str(w.message) for w in recwarn if "structure of `inputs`" in str(w.message)]
+  assert said == []

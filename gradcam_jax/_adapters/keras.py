@@ -226,8 +226,9 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
       path = (*prefix, op.name)
       if logits is not None and path == logits[0]:
         out = logits[2](args, kwargs)
-      elif _is_graph(op):
-        inner = args[0] if len(args) == 1 and not kwargs else args
+      elif _is_graph(op):  # its inputs are the positional arguments; the keywords
+        # Keras adds (training, mask) do not apply to a graph run in inference mode
+        inner = args[0] if len(args) == 1 else args
         out = _run_graph(op, inner, hook, path, logits)
       else:
         if "training" in getattr(op, "_call_context_args", ()):
