@@ -35,14 +35,13 @@ from jax.extend import core as jcore
 from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._guided.fast_vjp import bind as _bind, fast_backward
 from gradcam_jax._guided.relus import (
-  _relu_count,
   _sub_jaxprs,
   _zero_tracker,
   activation_input,
   guided_relu,
   inner_facts,
-  relu_count,
 )
+from gradcam_jax._guided.report import _relu_count, relu_count
 
 __all__ = ["guided", "replace_relus"]
 
