@@ -134,3 +134,26 @@ def test_bench_reports_a_bad_model_as_a_usage_error():
   assert proc.stderr.strip().splitlines()[-1] == (
       "gradcam-jax bench: error: --model: expected one of demo, vgg16, resnet50, "
       "keras.applications.NAME, keras:FILE.keras or MODULE:FACTORY; got 'nope'.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["keras:FILE", "keras.applications"])
+def test_bench_takes_every_keras_model_form(tmp_path, form):
+  """bench accepted the Keras forms half-way and crashed with a traceback (exit 1):
+  its forward called the Keras model on (variables, images). It now runs the model
+  through its adapter, as the explainer does."""
+  keras = pytest.importorskip("keras")
+  if form == "keras:FILE":
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    pooled = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu", name="c")(inputs))
+    keras.Model(inputs, L.Dense(3, activation="softmax")(pooled)).save(tmp_path / "m.keras")
+    model = ["--model", f"keras:{tmp_path / 'm.keras'}"]
+  else:
+    model = ["--model", "keras.applications.MobileNetV3Small", "--random-weights"]
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="", KERAS_BACKEND="jax")
+  proc = subprocess.run([sys.executable, "-m", "gradcam_jax.cli", "bench", "--quick",
+                         "--calls", "1", "--batch-size", "1", *model], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "fastest for gradcam" in proc.stdout

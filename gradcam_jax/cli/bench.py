@@ -29,6 +29,7 @@ def worker(args) -> dict:
   """Runs in the child: time forward and explainer; one JSON line on stdout."""
   import jax
   import numpy as np
+  from gradcam_jax._adapters import pick
   from gradcam_jax.cli.job import Job, build_explainer
   from gradcam_jax.cli.model_options import load_model
 
@@ -39,8 +40,9 @@ def worker(args) -> dict:
     0, 256, (args.batch_size, h, w, 3), dtype=np.uint8
   )
   images = jax.device_put(np.asarray(model.preprocess(pixels)))
+  adapter, _ = pick(model.apply_fn, model.variables)  # any model form the command takes
   calls = {
-    "forward": jax.jit(model.apply_fn),
+    "forward": jax.jit(lambda v, x: adapter(adapter.variables(v), x)),
     "explain": jax.jit(lambda v, x: build_explainer(model, v, job)(x)),
   }
   out = {}
