@@ -26,6 +26,8 @@ __all__ = [  # noqa: F822 (read_index, merge_index: from the job's journal, __ge
   "Source",
   "find_images",
   "read_image",
+  "read_oriented",
+  "orient",
   "fit_size",
   "resize_to",
   "read_index",
@@ -166,8 +168,9 @@ def _truncated_jpeg(data: bytes) -> bool:
   return False
 
 
-def _pixel_count(data: bytes) -> int | None:
-  """Width x height from the file's header, without decoding (None: unknown).
+def _header(data: bytes) -> tuple[int | None, int]:
+  """Width x height (None: unknown) and the EXIF orientation (1: as stored) from the
+  file's header, without decoding.
 
   Pillow refuses to open an image past its own decompression-bomb limit; the size is
   read from its message then, so that ``--max-pixels`` alone decides."""
@@ -178,58 +181,91 @@ def _pixel_count(data: bytes) -> int | None:
 
   try:
     with Image.open(_io.BytesIO(data)) as im:
-      return im.size[0] * im.size[1]
+      pixels = im.size[0] * im.size[1]
+      try:  # a damaged EXIF block leaves the image as stored
+        orientation = im.getexif().get(0x0112, 1)
+      except Exception:  # noqa: BLE001
+        orientation = 1
+      return pixels, orientation if orientation in range(1, 9) else 1
   except Image.DecompressionBombError as err:
     said = re.search(r"\((\d+) pixels\)", str(err))
-    return int(said.group(1)) if said else 2**63
+    return (int(said.group(1)) if said else 2**63), 1
   except Exception:  # not a format Pillow reads: its size is unknown
-    return None
+    return None, 1
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+  """`image` as a viewer shows it under EXIF `orientation` (1-8), as Pillow's
+  ``ImageOps.exif_transpose`` does."""
+  turned = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
+  }.get(orientation)
+  return image if turned is None else np.ascontiguousarray(turned(image))
 
 
 _NOT_AN_IMAGE = "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
 
 
 def read_image(
-  path: Path, max_pixels: int | None = MAX_PIXELS
+  path: Path, max_pixels: int | None = MAX_PIXELS, *, exif_orientation: bool = True
 ) -> tuple[np.ndarray | None, str | None]:
   """Decode any image OpenCV reads into uint8 RGB (H, W, 3).
 
   Grayscale is repeated to RGB, alpha is composited over white, 16-bit and float
   images are scaled to 8 bits. Images with more than `max_pixels` pixels (read from
   the header, before decoding) are refused: a small file can decode to gigabytes.
+  The EXIF orientation is applied, as photo viewers and browsers do (a phone's
+  portrait photo is stored on its side), unless `exif_orientation` is False.
 
   Returns:
     ``(image, None)`` or ``(None, reason)``.
   """
+  image, error, _ = read_oriented(path, max_pixels, exif_orientation=exif_orientation)
+  return image, error
+
+
+def read_oriented(
+  path: Path, max_pixels: int | None = MAX_PIXELS, *, exif_orientation: bool = True
+) -> tuple[np.ndarray | None, str | None, int | None]:
+  """:func:`read_image`, and the EXIF orientation applied (1: none; None when
+  `exif_orientation` is False or the file could not be read)."""
   try:
     data = Path(path).read_bytes()
   except OSError as err:
     if not Path(path).exists() and os.path.islink(path):
-      return None, "broken symbolic link"
-    return None, f"cannot read file: {err.strerror or err}"
+      return None, "broken symbolic link", None
+    return None, f"cannot read file: {err.strerror or err}", None
   if not data:
-    return None, "empty file (0 bytes)"
+    return None, "empty file (0 bytes)", None
   if _truncated_jpeg(data):
-    return None, "truncated JPEG (the compressed data ends before the image does)"
+    return None, "truncated JPEG (the compressed data ends before the image does)", None
+  pixels, orientation = _header(data)
   if max_pixels is not None:
-    pixels = _pixel_count(data)
     if pixels is None and not cv2.haveImageReader(str(path)):
-      return None, _NOT_AN_IMAGE
+      return None, _NOT_AN_IMAGE, None
     if pixels is None:  # OpenCV knows the format, the size check does not
-      return None, (
+      reason = (
         "its size cannot be read from its header (a format or variant the size "
         "check does not know), so --max-pixels cannot be enforced before decoding: "
         "refused; convert it to PNG or JPEG"
       )
+      return None, reason, None
     if pixels > max_pixels:
       size = "more than 2^63" if pixels == 2**63 else f"{pixels:,}"
-      return None, (
+      reason = (
         f"image too large: {size} pixels, the limit is {max_pixels:,} "
         "(raise it with --max-pixels)"
       )
+      return None, reason, None
   img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if img is None or img.size == 0:
-    return None, _NOT_AN_IMAGE
+    return None, _NOT_AN_IMAGE, None
   if img.dtype == np.uint16:
     img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
   elif img.dtype != np.uint8:
@@ -241,11 +277,14 @@ def read_image(
   if img.ndim == 2:
     img = img[..., None]
   if img.shape[-1] == 1:
-    return np.repeat(img, 3, axis=-1), None
-  if img.shape[-1] == 4:
+    img = np.repeat(img, 3, axis=-1)
+  elif img.shape[-1] == 4:
     alpha = img[..., 3:].astype(np.float32) / 255.0
     img = (img[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
-  return np.ascontiguousarray(img[..., :3][..., ::-1]), None
+  rgb = np.ascontiguousarray(img[..., :3][..., ::-1])
+  if not exif_orientation:
+    return rgb, None, None
+  return orient(rgb, orientation), None, orientation
 
 
 def fit_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

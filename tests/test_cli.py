@@ -33,6 +33,7 @@ def test_usage_errors_exit_2_with_one_message(folder, tmp_path, monkeypatch, cap
   def no_decoding(*a, **k):
     raise AssertionError("an image was decoded before the usage check")
   monkeypatch.setattr(io, "read_image", no_decoding)
+  monkeypatch.setattr(io, "read_oriented", no_decoding)  # what the job decodes with
   try:
     code = cli.main(["explain", str(folder), "--out", str(tmp_path / "out"), *args])
   except SystemExit as stop:  # argparse's own usage errors

@@ -173,3 +173,51 @@ def test_the_pixel_cap_is_the_one_cap(tmp_path):
   assert "200,000,000 pixels, the limit is 100,000,000" in error
   error = io.read_image(big, max_pixels=300_000_000)[1]  # allowed: decoding decides
   assert "too large" not in error and error == "not a decodable image (JPEG/PNG/BMP/TIFF/WebP expected)"
+
+
+def _with_orientation(rgb, orientation, fmt):
+  from io import BytesIO
+
+  from PIL import Image
+  im = Image.fromarray(rgb)
+  exif = im.getexif()
+  exif[0x0112] = orientation
+  buffer = BytesIO()
+  im.save(buffer, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+  return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path):
+  """A phone's portrait photo (stored on its side, EXIF orientation 6) was explained
+  lying on its side: OpenCV's IMREAD_UNCHANGED ignores the tag."""
+  from PIL import Image, ImageOps
+  rgb = (np.random.default_rng(2).uniform(size=(6, 10, 3)) * 255).astype(np.uint8)
+  for orientation in range(1, 9):  # every orientation, as Pillow's exif_transpose
+    path = tmp_path / f"o{orientation}.png"
+    path.write_bytes(_with_orientation(rgb, orientation, "PNG"))
+    want = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    image, error, applied = io.read_oriented(path)
+    assert error is None and applied == orientation
+    assert np.array_equal(image, want), orientation
+    stored, _ = io.read_image(path, exif_orientation=False)
+    assert np.array_equal(stored, rgb)
+  photo = tmp_path / "portrait.jpg"  # a JPEG, as phones write them
+  photo.write_bytes(_with_orientation(rgb, 6, "JPEG"))
+  image, _ = io.read_image(photo)
+  assert image.shape == (10, 6, 3)
+  assert np.array_equal(image, np.rot90(io.read_image(photo, exif_orientation=False)[0], -1))
+
+
+def test_the_job_applies_and_records_the_orientation(tmp_path):
+  rgb = (np.random.default_rng(3).uniform(size=(6, 10, 3)) * 255).astype(np.uint8)
+  (tmp_path / "in").mkdir()
+  (tmp_path / "in" / "portrait.jpg").write_bytes(_with_orientation(rgb, 6, "JPEG"))
+  assert explain(tmp_path / "in", "--out", tmp_path / "out", "--no-report") == 0
+  (record,) = io.read_index(tmp_path / "out")
+  assert record["exif_orientation"] == 6 and record["settings"]["exif_orientation"]
+  stored = tmp_path / "stored"
+  assert explain(tmp_path / "in", "--out", stored, "--no-report",
+                 "--no-exif-orientation") == 0
+  (record,) = io.read_index(stored)
+  assert record["exif_orientation"] is None
+  assert record["settings"]["exif_orientation"] is False

@@ -163,6 +163,7 @@ def _checked_job(args):
     arrays_dtype=args.arrays_dtype,
     weights=identity,
     max_pixels=args.max_pixels,
+    exif_orientation=not args.no_exif_orientation,
   )
   h, w = model.input_size
   try:

@@ -45,6 +45,7 @@ class Job(NamedTuple):
     arrays_dtype: ``"float32"`` or ``"float16"`` for the arrays in the ``.npz``.
     weights: an identity of the weights (a hash), recorded with each result.
     max_pixels: inputs with more pixels are refused before decoding.
+    exif_orientation: apply each photo's EXIF orientation (as viewers do).
   """
 
   layer: str
@@ -55,6 +56,7 @@ class Job(NamedTuple):
   arrays_dtype: str = "float32"
   weights: str = ""
   max_pixels: int | None = io.MAX_PIXELS
+  exif_orientation: bool = True
 
 
 class Summary(NamedTuple):
@@ -75,6 +77,7 @@ def settings_of(model, job: Job) -> dict:
     "target": job.target,
     "resize": job.resize,
     "save": sorted(job.save),
+    "exif_orientation": job.exif_orientation,
     "arrays_dtype": job.arrays_dtype,
     "version": gcj.__version__,
   }
@@ -172,6 +175,7 @@ def explain_files(
         batch=batch,
         sharding=sharding,
         workers=workers,
+        exif_orientation=job.exif_orientation,
       ):
         if b.out is not None and not first_batch_seconds:
           first_batch_seconds = time.perf_counter() - start

@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     default=MAX_PIXELS,
     help="refuse images with more pixels (read from the header, before decoding)",
   )
+  ex.add_argument(
+    "--no-exif-orientation",
+    action="store_true",
+    help="explain photos as stored, ignoring their EXIF orientation (by default it is "
+    "applied, as photo viewers do, and recorded)",
+  )
   ex.add_argument("--workers", type=_positive, default=4, help="decoding threads")
   ex.add_argument(
     "--overwrite",

@@ -28,24 +28,35 @@ class Batch(NamedTuple):
   Attributes:
     failed: ``(source, reason)`` for the inputs that could not be decoded.
     good: ``(source, image)`` for the decoded ones, in the batch's order.
+    orientations: the EXIF orientation applied to each of `good` (None: not read).
     out: the Explanation of `good` (padded rows after them), or None if none.
   """
 
   failed: list
   good: list
   out: Any
+  orientations: list
 
 
 def decoded(
-  sources, size, resize: str, max_pixels, workers: int, ahead: int
+  sources,
+  size,
+  resize: str,
+  max_pixels,
+  workers: int,
+  ahead: int,
+  exif_orientation: bool = True,
 ) -> Iterator[tuple]:
-  """(source, image or None, error or None) in order, decoded by a thread pool at
-  most `ahead` images in advance (memory stays bounded whatever the folder size)."""
+  """(source, image or None, error or None, EXIF orientation applied) in order,
+  decoded by a thread pool at most `ahead` images in advance (memory stays bounded
+  whatever the folder size)."""
 
   def load(source):
-    image, error = io.read_image(source.path, max_pixels)
+    image, error, orientation = io.read_oriented(
+      source.path, max_pixels, exif_orientation=exif_orientation
+    )
     fitted = None if image is None else io.resize_to(image, size, resize, max_pixels)
-    return source, fitted, error
+    return source, fitted, error, orientation
 
   pending: deque = deque()
   with ThreadPoolExecutor(workers) as pool:
@@ -101,20 +112,21 @@ def explained_batches(
   batch: int,
   sharding,
   workers: int,
+  exif_orientation: bool = True,
 ) -> Iterator[Batch]:
   """Decode, preprocess and explain `todo` batch by batch; each batch is yielded
   once its results are on the host, while the next one computes."""
   h, w = size
   in_flight = None  # the previous batch, computing while this one is prepared
 
-  def landed(failed, good, out) -> Batch:
-    return Batch(failed, good, None if out is None else jax.device_get(out))
+  def landed(failed, good, out, orientations) -> Batch:
+    return Batch(failed, good, None if out is None else jax.device_get(out), orientations)
 
-  for chunk in _chunks(
-    decoded(todo, size, resize, max_pixels, workers, ahead=2 * batch), batch
-  ):
-    failed = [(s, err) for s, _, err in chunk if err is not None]
-    good = [(s, im) for s, im, err in chunk if im is not None]
+  stream = decoded(todo, size, resize, max_pixels, workers, 2 * batch, exif_orientation)
+  for chunk in _chunks(stream, batch):
+    failed = [(s, err) for s, _, err, _ in chunk if err is not None]
+    good = [(s, im) for s, im, _, _ in chunk if im is not None]
+    orientations = [o for _, im, _, o in chunk if im is not None]
     out = None
     if good:
       images = np.zeros((batch, h, w, 3), np.uint8)
@@ -127,6 +139,6 @@ def explained_batches(
       out = explain(x, targets)  # dispatched: runs while the previous batch lands
     if in_flight is not None:
       yield landed(*in_flight)
-    in_flight = (failed, good, out)
+    in_flight = (failed, good, out, orientations)
   if in_flight is not None:
     yield landed(*in_flight)

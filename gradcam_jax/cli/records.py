@@ -133,7 +133,7 @@ class Recorder:
     out = batch.out
     probs = np.asarray(jax.nn.softmax(np.asarray(out.logits, np.float32)))
     names = self.model.class_names
-    for i, (s, image) in enumerate(batch.good):
+    for i, ((s, image), orientation) in enumerate(zip(batch.good, batch.orientations)):
       path = str(s.path)
       name = outputs.assign_name(s.rel, path, self.out_dir, self.owners)
       if name is None:
@@ -160,6 +160,7 @@ class Recorder:
         "target": tgt,
         "target_name": names[tgt],
         "target_probability": float(probs[i, tgt]),
+        "exif_orientation": orientation,
       }
       meta = {"path": path, "id": rid, "settings": self.settings}
       self.writing.append(
