@@ -28,7 +28,6 @@ Not activations, left with their plain gradient and listed by :func:`guided_repo
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -37,13 +36,7 @@ from jax.extend import core as jcore
 
 from gradcam_jax._guided.fast_vjp import is_float as _is_float
 
-__all__ = [
-  "activation_input",
-  "guided_relu",
-  "inner_facts",
-  "is_relu6_call",
-  "statistic_clamp",
-]
+__all__ = ["guided_relu", "inner_facts", "is_relu6_call", "relu_form"]
 
 
 @jax.custom_vjp
@@ -94,19 +87,19 @@ def _literal_is_zero(atom) -> bool:
     return False
 
 
-def _relu_operand(eqn, is_zero: Callable[[Any], bool]):
+def _relu_operand(eqn, tracker):
   """The ``x`` of a ``max(x, 0)`` or ``select_n(x > 0, 0, x)`` equation, or None if
   `eqn` is no such ReLU."""
   if eqn.primitive.name == "select_n":
-    return _select_relu_operand(eqn, is_zero)
+    return _select_relu_operand(eqn, tracker)
   if eqn.primitive.name != "max" or len(eqn.invars) != 2:
     return None
   a, b = eqn.invars
   out = eqn.outvars[0].aval
   for x, z in ((a, b), (b, a)):
     if (
-      is_zero(z)
-      and not is_zero(x)
+      tracker(z)
+      and not tracker(x)
       and _is_float(x.aval)
       and x.aval.shape == out.shape
       and x.aval.dtype == out.dtype
@@ -230,13 +223,7 @@ def _stat_outputs(jaxpr, facts: tuple) -> tuple:
   return tuple(tracker._kind(v) for v in jaxpr.outvars)
 
 
-def _zero_tracker(facts: tuple = (), invars=()):
-  """A :class:`_Tracker` and its update function."""
-  tracker = _Tracker(facts, invars)
-  return tracker, tracker.update
-
-
-def _select_relu_operand(eqn, is_zero):
+def _select_relu_operand(eqn, tracker):
   """The ``x`` of ``select_n(x > 0, 0, x)`` (``jnp.where(x > 0, x, 0)``), or None."""
   if eqn.primitive.name != "select_n" or len(eqn.invars) != 3:
     return None
@@ -244,8 +231,8 @@ def _select_relu_operand(eqn, is_zero):
   out = eqn.outvars[0].aval
   if (
     not isinstance(p, jcore.Literal)
-    and is_zero.pred.get(p) is if_true
-    and is_zero(if_false)
+    and tracker.pred.get(p) is if_true
+    and tracker(if_false)
     and _is_float(if_true.aval)
     and if_true.aval.shape == out.shape
     and if_true.aval.dtype == out.dtype
@@ -262,7 +249,7 @@ def inner_facts(eqn, tracker) -> tuple:
   return _call_facts(eqn, tracker, stats=True)
 
 
-def _call_facts(eqn, is_zero, stats: bool = False) -> tuple:
+def _call_facts(eqn, tracker, stats: bool = False) -> tuple:
   """What is known of a ``jit`` equation's inputs, for its inner jaxpr: "zero", or
   ("gt0", j) for a boolean that is ``x > 0`` of the call's input j (how
   ``jnp.where(x > 0, x, 0)`` and ``jnp.clip(x, 0)`` reach their inner jaxprs); with
@@ -271,12 +258,12 @@ def _call_facts(eqn, is_zero, stats: bool = False) -> tuple:
     return ()
   facts = []
   for v in eqn.invars:
-    if is_zero(v):
+    if tracker(v):
       facts.append("zero")
-    elif not isinstance(v, jcore.Literal) and v in is_zero.pred:
-      x = is_zero.pred[v]
+    elif not isinstance(v, jcore.Literal) and v in tracker.pred:
+      x = tracker.pred[v]
       facts.append(("gt0", eqn.invars.index(x)) if x in eqn.invars else None)
-    elif stats and not isinstance(v, jcore.Literal) and v in is_zero.stats:
+    elif stats and not isinstance(v, jcore.Literal) and v in tracker.stats:
       facts.append("stat")
     else:
       facts.append(None)
@@ -288,13 +275,13 @@ def _is_relu_body(jaxpr) -> bool:
   if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1:
     return False
   x = jaxpr.invars[0]
-  is_zero, update = _zero_tracker()
+  tracker = _Tracker()
   relu_outs = set()
   for eqn in jaxpr.eqns:
-    update(eqn)
-    if all(is_zero(v) for v in eqn.invars) and eqn.invars:
+    tracker.update(eqn)
+    if all(tracker(v) for v in eqn.invars) and eqn.invars:
       continue
-    if _relu_operand(eqn, is_zero) is x:
+    if _relu_operand(eqn, tracker) is x:
       relu_outs.add(eqn.outvars[0])
     elif (
       eqn.primitive.name == "jit"
@@ -316,18 +303,12 @@ def _is_relu_call(eqn) -> bool:
   )
 
 
-def activation_input(eqn, tracker):
-  """The ``x`` of a ReLU activation (a ``jax.nn.relu`` call, ``max(x, 0)``,
-  ``where(x > 0, x, 0)``), or None: also for the same forms on a statistic or a
-  scalar, which are clamps, not activations (see :func:`statistic_clamp`)."""
+def relu_form(eqn, tracker) -> tuple:
+  """``(x, is_activation)`` for a ReLU form (a ``jax.nn.relu`` call, ``max(x, 0)``,
+  ``where(x > 0, x, 0)``): an activation unless `x` is a statistic or a scalar (then
+  a clamp); ``(None, False)`` for any other equation."""
   x = eqn.invars[0] if _is_relu_call(eqn) else _relu_operand(eqn, tracker)
-  return None if x is None or tracker.is_stat(x) else x
-
-
-def statistic_clamp(eqn, tracker) -> bool:
-  """Whether `eqn` is a ReLU form on a statistic or a scalar (a variance clamp)."""
-  x = eqn.invars[0] if _is_relu_call(eqn) else _relu_operand(eqn, tracker)
-  return x is not None and tracker.is_stat(x)
+  return x, x is not None and not tracker.is_stat(x)
 
 
 def _unwrapped(jaxpr):

@@ -11,11 +11,10 @@ import jax
 from gradcam_jax._guided.fast_vjp import is_float as _is_float
 from gradcam_jax._guided.relus import (
   _sub_jaxprs,
-  _zero_tracker,
-  activation_input,
+  _Tracker,
   inner_facts,
   is_relu6_call,
-  statistic_clamp,
+  relu_form,
 )
 
 __all__ = ["LEFT_BECAUSE", "GuidedReport", "guided_report", "relu_count"]
@@ -59,17 +58,18 @@ class GuidedReport(NamedTuple):
 
 
 def _report(jaxpr, facts: tuple, left: dict) -> int:
-  tracker, update = _zero_tracker(facts, jaxpr.invars)
+  tracker = _Tracker(facts, jaxpr.invars)
   replaced = 0
 
   def leave(kind):
     left[kind] = left.get(kind, 0) + 1
 
   for eqn in jaxpr.eqns:
-    update(eqn)
-    if activation_input(eqn, tracker) is not None:
+    tracker.update(eqn)
+    x, activation = relu_form(eqn, tracker)
+    if activation:
       replaced += 1
-    elif statistic_clamp(eqn, tracker):
+    elif x is not None:
       leave("statistic clamp")
     elif is_relu6_call(eqn):
       leave("relu6")

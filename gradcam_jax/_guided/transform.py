@@ -36,10 +36,10 @@ from gradcam_jax._errors import NoReLUError, UnsupportedError
 from gradcam_jax._guided.fast_vjp import bind as _bind, fast_backward
 from gradcam_jax._guided.relus import (
   _sub_jaxprs,
-  _zero_tracker,
-  activation_input,
+  _Tracker,
   guided_relu,
   inner_facts,
+  relu_form,
 )
 from gradcam_jax._guided.report import _relu_count, relu_count
 
@@ -158,13 +158,13 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule, facts: tuple = ()
     env[v] = val
   for v, val in zip(jaxpr.invars, args):
     env[v] = val
-  tracker, update = _zero_tracker(facts, jaxpr.invars)
+  tracker = _Tracker(facts, jaxpr.invars)
   for eqn in jaxpr.eqns:
-    update(eqn)
+    tracker.update(eqn)
     invals = [read(v) for v in eqn.invars]
-    relu_x = activation_input(eqn, tracker)
+    relu_x, activation = relu_form(eqn, tracker)
     body = _inlined_body(eqn)
-    if relu_x is not None:
+    if activation:
       outs = [rule(read(relu_x))]
     elif (fast := fast_backward(eqn)) is not None:
       outs = [fast(*invals)]

@@ -61,8 +61,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _check_out(out: Path, args_paths, sources, folders) -> None:
   """--out must be ours to write and outside the inputs, with the same decision on
-  every run: not a file; not where the input search goes (a folder argument, a
-  folder it entered, through symlinks too, or a path a glob argument matches), where
+  every run: not a file; not where the input search goes (any folder it entered:
+  the folder arguments, and through symlinks too; or a path a glob argument matches), where
   the outputs would become inputs on the next run; not holding inputs; and either
   new, empty, or made by gradcam-jax."""
   from gradcam_jax.io import glob_reaches
@@ -76,8 +76,7 @@ def _check_out(out: Path, args_paths, sources, folders) -> None:
         f"--out {out}: the glob {arg} reaches it; its outputs would be inputs of the "
         "next run. Choose a folder outside the inputs."
       )
-  searched = {Path(os.path.realpath(a)) for a in args_paths if os.path.isdir(a)}
-  for folder in sorted(searched | {Path(f) for f in folders}):
+  for folder in sorted({Path(f) for f in folders}):  # every folder argument among them
     if _inside(out, folder):
       raise UsageError(
         f"--out {out}: it is inside the input folder {folder} (the search for images "
