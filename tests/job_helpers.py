@@ -54,6 +54,13 @@ def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
                         timeout=timeout)
 
 
+def run_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+  """``gradcam-jax ARGS`` in a child process (any subcommand)."""
+  return subprocess.run([sys.executable, "-m", "gradcam_jax.cli", *map(str, args)],
+                        env=dict(CHILD_ENV, XLA_FLAGS="", KERAS_BACKEND="jax"),
+                        capture_output=True, text=True, timeout=timeout)
+
+
 def job_files(out: Path) -> set[str]:
   """The output files of a job folder (not the index, the report or the marker)."""
   return {p.relative_to(out).as_posix() for p in out.rglob("*")

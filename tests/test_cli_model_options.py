@@ -7,7 +7,7 @@ from gradcam_jax.cli.main import build_parser
 from gradcam_jax.cli.model_options import MODEL_FORMS, load_model
 from gradcam_jax.cli.usage import UsageError
 
-OPTIONS = ("--model", "--weights", "--random-weights", "--layer", "--method")
+OPTIONS = ("--model", "--weights", "--random-weights", "--output", "--layer", "--method")
 
 
 def _options(sub):

@@ -33,7 +33,7 @@ def worker(args) -> dict:
   from gradcam_jax.cli.job import Job, build_explainer
   from gradcam_jax.cli.model_options import load_model
 
-  model, _ = load_model(args.model, args.weights, args.random_weights)
+  model, _ = load_model(args.model, args.weights, args.random_weights, args.output)
   job = Job(layer=args.layer or model.layer, method=args.method)
   h, w = model.input_size
   pixels = np.random.default_rng(0).integers(
@@ -79,6 +79,8 @@ def _worker_command(args) -> list:
     command.append("--random-weights")
   if args.layer:
     command += ["--layer", args.layer]
+  if args.output:
+    command += ["--output", args.output]
   return command
 
 
@@ -150,7 +152,7 @@ def main(argv=None) -> None:
   import argparse
 
   parser = argparse.ArgumentParser()
-  for option in ("--model", "--method", "--weights", "--layer"):
+  for option in ("--model", "--method", "--weights", "--layer", "--output"):
     parser.add_argument(option)
   parser.add_argument("--random-weights", action="store_true")
   parser.add_argument("--batch-size", type=int)

@@ -151,7 +151,7 @@ def _checked_job(args):
   import gradcam_jax as gcj
   from gradcam_jax.cli.job import Job, build_explainer
 
-  model, identity = load_model(args.model, args.weights, args.random_weights)
+  model, identity = load_model(args.model, args.weights, args.random_weights, args.output)
   target = _parse_target(args.target, model.class_names)
   job = Job(
     layer=args.layer or model.layer,
@@ -247,14 +247,6 @@ def _finish(args, sources, missing, summary, process) -> int:
   for r in failed:
     print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
   return EXIT_INPUTS if (failed or missing) else 0
-
-
-def _input_dtype(model, h, w):
-  """The dtype the model's preprocessing gives (run on one black image: a
-  preprocess may be plain NumPy, which shapes alone cannot trace)."""
-  import numpy as np
-
-  return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
 
 
 def _input_dtype(model, h, w):

@@ -41,6 +41,12 @@ def add_model_options(parser) -> None:
     help="vgg16/resnet50/keras.applications with random weights (timing runs)",
   )
   parser.add_argument(
+    "--output",
+    metavar="NAME",
+    help="for a keras:FILE.keras model of several outputs: the one to explain "
+    "(the name of the layer that computes it)",
+  )
+  parser.add_argument(
     "--layer",
     help="target layer path, e.g. features_29 or layer4 "
     "(default: the model's last conv block)",
@@ -67,15 +73,23 @@ def _fingerprint(path: Path) -> str:
   return "sha256:" + digest.hexdigest()[:16]
 
 
-def load_model(spec: str, weights: str | None, random_weights: bool):
+def load_model(
+  spec: str, weights: str | None, random_weights: bool, output: str | None = None
+):
   """(ZooModel, weights identity); UsageError in CLI words for every bad choice."""
   from gradcam_jax import zoo
+  from gradcam_jax.zoo._zoo_model import OUTPUTS
 
+  if output is not None and not spec.startswith("keras:"):
+    raise UsageError(
+      f"--output {output}: only a keras:FILE.keras model can have several outputs; "
+      f"--model {spec} has one."
+    )
   if weights is not None and not Path(weights).exists():
     raise UsageError(f"--weights {weights}: no such file or folder.")
   try:
     if spec.startswith("keras:") or spec.startswith("keras.applications."):
-      model = _load_keras(spec, weights, random_weights)
+      model = _load_keras(spec, weights, random_weights, output)
     elif ":" in spec:
       module, _, factory = spec.partition(":")
       try:
@@ -90,6 +104,11 @@ def load_model(spec: str, weights: str | None, random_weights: bool):
         raise UsageError(
           f"--model {spec}: expected the factory to return a "
           f"gradcam_jax.zoo.ZooModel; it lacks {missing}."
+        )
+      if getattr(model, "output", "logits") not in OUTPUTS:
+        raise UsageError(
+          f"--model {spec}: the factory's ZooModel has output={model.output!r}; "
+          f"expected one of {', '.join(OUTPUTS)}."
         )
     elif spec not in zoo.NAMES:
       raise UsageError(
@@ -136,7 +155,7 @@ def load_model(spec: str, weights: str | None, random_weights: bool):
   return model, identity
 
 
-def _load_keras(spec: str, weights, random_weights: bool):
+def _load_keras(spec: str, weights, random_weights: bool, output=None):
   """--model keras:FILE.keras or keras.applications.NAME (Keras on JAX: the
   backend is set for this process when KERAS_BACKEND is unset)."""
   os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -157,7 +176,7 @@ def _load_keras(spec: str, weights, random_weights: bool):
           f"--model {spec}: a saved .keras file holds its weights; "
           "drop --weights/--random-weights."
         )
-      model = keras_models.load_saved(spec.partition(":")[2])
+      model = keras_models.load_saved(spec.partition(":")[2], output)
     else:
       model = keras_models.load_application(
         spec[len("keras.applications.") :],

@@ -24,6 +24,23 @@ from gradcam_jax.cli.plan import input_identity
 __all__ = ["Recorder"]
 
 
+PROBABILITY_FROM = {
+  "logits": "softmax of the model's scores",
+  "probabilities": "the model's output",
+  "sigmoid": "the model's output (sigmoid)",
+}
+
+
+def probabilities(scores, output: str) -> np.ndarray:
+  """The model's own probabilities (B, classes) from its explained output `scores`
+  (``ZooModel.output`` says what they are): the softmax of logits, or the output
+  itself when the model ends in a probability."""
+  scores = np.asarray(scores, np.float32)
+  if output == "logits":
+    return np.asarray(jax.nn.softmax(scores, axis=-1))
+  return scores
+
+
 def _payload(image, out, i, meta: dict) -> dict:
   """What the writer encodes for image i of a batch (views into the batch)."""
   return {
@@ -131,7 +148,8 @@ class Recorder:
     if batch.out is None:
       return
     out = batch.out
-    probs = np.asarray(jax.nn.softmax(np.asarray(out.logits, np.float32)))
+    kind = getattr(self.model, "output", "logits")
+    probs = probabilities(out.logits, kind)
     names = self.model.class_names
     for i, ((s, image), orientation) in enumerate(zip(batch.good, batch.orientations)):
       path = str(s.path)
@@ -160,6 +178,7 @@ class Recorder:
         "target": tgt,
         "target_name": names[tgt],
         "target_probability": float(probs[i, tgt]),
+        "probability_from": PROBABILITY_FROM[kind],
         "exif_orientation": orientation,
       }
       meta = {"path": path, "id": rid, "settings": self.settings}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
 
-__all__ = ["ZooModel"]
+__all__ = ["OUTPUTS", "ZooModel"]
 
 
 class ZooModel(NamedTuple):
@@ -23,6 +23,11 @@ class ZooModel(NamedTuple):
       ``"crop"`` or ``"pad"``, see :func:`gradcam_jax.io.resize_to`): the convention
       the weights were trained with.
     about: one line on what the model is and what its input means, shown by the CLI.
+    output: what the model's output is, so that the command shows the model's own
+      probabilities: ``"logits"`` (scores; the probability is their softmax),
+      ``"probabilities"`` (already a softmax, shown as they are) or ``"sigmoid"``
+      (independent probabilities per class, multi-label or a one-unit binary head,
+      shown as they are).
   """
 
   name: str
@@ -35,3 +40,7 @@ class ZooModel(NamedTuple):
   input_size: tuple[int, int]
   resize: str = "squash"
   about: str = ""
+  output: str = "logits"
+
+
+OUTPUTS = ("logits", "probabilities", "sigmoid")

@@ -51,6 +51,46 @@ def _input_size(model, default=(224, 224)) -> tuple[int, int]:
   return (h, w) if h and w else default
 
 
+def _output_kind(model) -> str:
+  """What the model's output is (see ``ZooModel.output``). A softmax head is
+  explained on its scores (the Keras adapter runs the last layer without its
+  softmax), so its outputs are logits here; a sigmoid head's are probabilities."""
+  from gradcam_jax._adapters.keras import _final_op, _is_graph
+
+  if not _is_graph(model):
+    return "logits"  # a subclassed model runs whole: nothing says what it ends in
+  op, _ = _final_op(model)
+  activation = getattr(getattr(op, "activation", None), "__name__", None)
+  return "sigmoid" if activation == "sigmoid" else "logits"
+
+
+def _output_names(model) -> list[str]:
+  return [t._keras_history[0].name for t in model.outputs]
+
+
+def _one_output(model, path, output: str | None):
+  """The model itself, or for a model of several outputs the one named `output`
+  (a Functional model over the same layers: nothing is copied or changed)."""
+  import keras
+
+  names = _output_names(model) if getattr(model, "outputs", None) else []
+  if output is None:
+    if len(names) > 1:
+      raise ArgumentError(
+        f"keras:{path}: the model has {len(names)} outputs ({', '.join(names)}); "
+        "gradcam-jax explains one: choose it with --output NAME."
+      )
+    return model
+  if output not in names:
+    raise ArgumentError(
+      f"keras:{path}: --output {output}: expected one of the model's outputs: "
+      f"{', '.join(names) or 'none (a subclassed model has no named outputs)'}."
+    )
+  if len(names) == 1:
+    return model
+  return keras.Model(model.inputs, model.outputs[names.index(output)], name=model.name)
+
+
 def _zoo_model(name, model, layer, preprocess, about) -> ZooModel:
   from gradcam_jax._adapters.keras import keras_params
 
@@ -65,6 +105,7 @@ def _zoo_model(name, model, layer, preprocess, about) -> ZooModel:
     _input_size(model),
     "squash",
     about,
+    _output_kind(model),
   )
 
 
@@ -112,9 +153,12 @@ def load_application(name: str, weights="imagenet") -> ZooModel:
   )
 
 
-def load_saved(path) -> ZooModel:
+def load_saved(path, output: str | None = None) -> ZooModel:
   """A model saved with ``model.save("FILE.keras")``. It receives float32 RGB images
-  in 0..255: put its preprocessing inside it (e.g. a ``Rescaling`` layer)."""
+  in 0..255: put its preprocessing inside it (e.g. a ``Rescaling`` layer).
+
+  `output`: for a model of several outputs, the name of the one to explain (the
+  name of the layer that computes it)."""
   import keras
 
   path = Path(path)
@@ -128,12 +172,14 @@ def load_saved(path) -> ZooModel:
     raise ModelError(
       f"keras:{path}: could not load it as a Keras model: {type(err).__name__}: {err}"
     ) from err
+  model = _one_output(model, path, output)
 
   def preprocess(images):
     return np.asarray(images, np.float32)
 
   about = (
-    f"Keras model {path.name} ({model.name}); input: float32 RGB 0..255, "
-    f"squashed to {_input_size(model)}"
+    f"Keras model {path.name} ({model.name}"
+    + (f", output {output}" if output else "")
+    + f"); input: float32 RGB 0..255, squashed to {_input_size(model)}"
   )
   return _zoo_model(f"keras:{path.name}", model, None, preprocess, about)
