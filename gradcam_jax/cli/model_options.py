@@ -16,6 +16,8 @@ from gradcam_jax.cli.usage import UsageError
 
 __all__ = ["add_model_options", "load_model"]
 
+RANDOM_SEED = 0  # --random-weights draws from it: every process draws the same weights
+
 MODEL_FORMS = (
   "demo | vgg16 | resnet50 | keras.applications.NAME (e.g. "
   "keras.applications.VGG16) | keras:FILE.keras | MODULE:FACTORY"
@@ -61,15 +63,22 @@ def add_model_options(parser) -> None:
   )
 
 
-def _fingerprint(path: Path) -> str:
-  """sha256 of a weights file, or of a checkpoint folder's files and names."""
+def weights_digest(variables) -> str:
+  """sha256 of the weights a run uses: every leaf's path, dtype, shape and bytes, so
+  the identity changes whenever the weights do, wherever they came from (a file, a
+  factory, a download, a random draw)."""
+  import jax
+  import numpy as np
+
   digest = hashlib.sha256()
-  files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-  for f in files:
-    digest.update(os.fsencode(f.relative_to(path) if f != path else f.name))
-    with f.open("rb") as fh:
-      for block in iter(lambda: fh.read(1 << 20), b""):
-        digest.update(block)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+      leaf.dtype, jax.dtypes.prng_key
+    ):
+      leaf = jax.random.key_data(leaf)
+    a = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)} {a.dtype} {a.shape};".encode())
+    digest.update(a.reshape(-1).view(np.uint8))
   return "sha256:" + digest.hexdigest()[:16]
 
 
@@ -138,20 +147,9 @@ def load_model(
     raise
   except ValueError as err:  # a weights file that does not hold the model
     raise UsageError(f"--weights {weights}: {err}") from None
+  identity = weights_digest(model.variables)  # once per run, of what runs
   if random_weights:
-    identity = "random(seed 0)"
-  elif spec.startswith("keras:"):
-    identity = _fingerprint(Path(spec.partition(":")[2]))
-  elif weights:
-    identity = _fingerprint(Path(weights))
-  elif spec == "demo":
-    from gradcam_jax.zoo import demo
-
-    identity = _fingerprint(demo.asset_dir() / "checkpoint")
-  elif spec.startswith("keras.applications."):
-    identity = "keras imagenet"
-  else:
-    identity = "factory default"
+    identity = f"random (seed {RANDOM_SEED}) {identity}"
   return model, identity
 
 
@@ -181,6 +179,7 @@ def _load_keras(spec: str, weights, random_weights: bool, output=None):
       model = keras_models.load_application(
         spec[len("keras.applications.") :],
         None if random_weights else (weights or "imagenet"),
+        seed=RANDOM_SEED,
       )
     # the adapter's own checks (backend, built) in command-line words
     from gradcam_jax._adapters import pick

@@ -109,12 +109,13 @@ def _zoo_model(name, model, layer, preprocess, about) -> ZooModel:
   )
 
 
-def load_application(name: str, weights="imagenet") -> ZooModel:
+def load_application(name: str, weights="imagenet", *, seed: int = 0) -> ZooModel:
   """``keras.applications.<name>(weights=weights)``, with the application's
   ``preprocess_input`` (on RGB 0..255 images) and ImageNet class names.
 
   `weights`: ``"imagenet"`` (Keras downloads and caches its file), a weights file,
-  or None (random weights)."""
+  or None (random weights, drawn from `seed` with ``keras.utils.set_random_seed``:
+  every process that asks gets the same weights)."""
   import keras
 
   make = getattr(keras.applications, name, None)
@@ -123,6 +124,8 @@ def load_application(name: str, weights="imagenet") -> ZooModel:
     raise ArgumentError(
       f"keras.applications.{name}: no such application; expected one of {', '.join(known)}."
     )
+  if weights is None:
+    keras.utils.set_random_seed(seed)
   try:
     model = make(weights=weights)
   except Exception as err:
@@ -140,7 +143,7 @@ def load_application(name: str, weights="imagenet") -> ZooModel:
   if isinstance(weights, str) and weights == "imagenet":
     origin = "ImageNet weights"
   elif weights is None:
-    origin = "random weights (timing only: the classes mean nothing)"
+    origin = f"random weights from seed {seed} (timing only: the classes mean nothing)"
   else:
     origin = f"weights {Path(weights).name}"
   about = (
