@@ -294,12 +294,32 @@ def test_job_memory_does_not_grow_with_the_number_of_inputs(tmp_path, model):
   assert per_input < 64, f"{per_input:.0f} bytes of peak memory per extra input"
 
 
-def test_fewer_kinds_on_rerun_leave_no_stale_files(tmp_path):
+def test_asking_for_fewer_kinds_deletes_nothing(tmp_path, capsys):
+  """Issue 23 case 6: `--save overlay` on a folder explained before deleted every
+  earlier .npz, input and Guided Grad-CAM PNG. --save says what to write: fewer
+  kinds of the same computation are already done, and more kinds add to the files
+  kept; only a different computation (here another method) removes the kinds it
+  does not write again, so that one name never mixes two computations."""
   jh.write_png(tmp_path / "in" / "a.png", jh.scenes(1)[0])
   out = tmp_path / "out"
+  everything = {"a.png" + _outputs.SUFFIXES[k] for k in _outputs.KINDS}
   assert explain(tmp_path / "in", "--out", out) == 0
-  assert len(jh.job_files(out)) == len(_outputs.KINDS)
-  assert explain(tmp_path / "in", "--out", out, "--save", "overlay") == 0
+  assert jh.job_files(out) == everything
+  (first,) = io.read_index(out)
+  code, said, _ = explain(tmp_path / "in", "--out", out, "--save", "overlay",
+                          capsys=capsys)
+  assert code == 0 and "1 already done, 0 to explain" in said
+  assert jh.job_files(out) == everything and io.read_index(out) == [first]
+  # same computation, one kind asked for that the folder lacks: written, others kept
+  small = tmp_path / "small"
+  assert explain(tmp_path / "in", "--out", small, "--save", "overlay,arrays") == 0
+  assert explain(tmp_path / "in", "--out", small, "--save", "input") == 0
+  (record,) = io.read_index(small)
+  assert set(record["outputs"]) == {"overlay", "arrays", "input"}
+  assert jh.job_files(small) == {"a.png.overlay.png", "a.png.npz", "a.png.input.png"}
+  # another computation: what it does not write again would describe the old one
+  assert explain(tmp_path / "in", "--out", out, "--save", "overlay",
+                 "--method", "gradcam++") == 0
   (record,) = io.read_index(out)
   assert record["outputs"] == {"overlay": "a.png.overlay.png"}
   assert jh.job_files(out) == {"a.png.overlay.png"}

@@ -162,7 +162,9 @@ def explain_files(
   bar = _Progress(len(todo)) if progress else None
   first_batch_seconds = 0.0
   with Journal(out_dir, process[0]) as journal, ThreadPoolExecutor(writers) as pool:
-    recorder = Recorder(out_dir, tmp_dir, journal, pool, model, job, settings, state.owners)
+    recorder = Recorder(
+      out_dir, tmp_dir, journal, pool, model, job, settings, state.owners, state.latest
+    )
     try:
       for b in explained_batches(
         explain,

@@ -1,8 +1,10 @@
 """Which inputs a job still has to explain: the resume rule.
 
 An input is skipped when its latest record is a finished result of the same
-settings for the same file (size and modification time) with all its outputs
-present; anything else is redone.
+computation (every setting but ``save``) for the same file (size and modification
+time), with every kind now asked for among its outputs and all its outputs present;
+anything else is redone. Asking for fewer kinds than a folder holds is "already
+done": ``--save`` says what to write, never what to delete.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import NamedTuple
 
 from gradcam_jax.io import Source
 
-__all__ = ["Plan", "input_identity", "plan"]
+__all__ = ["Plan", "input_identity", "plan", "same_computation"]
 
 
 class Plan(NamedTuple):
@@ -29,12 +31,19 @@ def input_identity(path: Path) -> dict | None:
   return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def same_computation(a: dict | None, b: dict) -> bool:
+  """Two results' settings describe one computation: they differ at most in the
+  kinds of files saved."""
+  return a is not None and {**a, "save": None} == {**b, "save": None}
+
+
 def _finished(record, settings: dict, identity, out_dir: Path) -> bool:
   return (
     record is not None
     and record.get("event") == "done"
     and record.get("status") == "ok"
-    and record.get("settings") == settings
+    and same_computation(record.get("settings"), settings)
+    and set(settings["save"]) <= set(record["outputs"])
     and record.get("input") == identity
     and all((out_dir / rel).exists() for rel in record["outputs"].values())
   )

@@ -19,7 +19,7 @@ from gradcam_jax.cli import outputs
 from gradcam_jax.cli.atomic import write_atomically
 from gradcam_jax.cli.journal import Journal
 from gradcam_jax.cli.pipeline import Batch
-from gradcam_jax.cli.plan import input_identity
+from gradcam_jax.cli.plan import input_identity, same_computation
 
 __all__ = ["Recorder"]
 
@@ -84,13 +84,15 @@ def _encode(p: dict, save, arrays_dtype: str) -> dict[str, bytes]:
 def write_outputs(
   out_dir: Path, tmp_dir: Path, name: str, p: dict, job, record: dict
 ) -> dict:
-  """Encode and write one image's outputs; the finished record, or an error record."""
+  """Encode and write one image's outputs; the finished record, or an error record.
+  Files of this name of other kinds are removed unless the record keeps them (an
+  earlier result of the same computation): a name never mixes two computations."""
   try:
     files = _encode(p, job.save, job.arrays_dtype)
     paths = outputs.output_paths(out_dir, name)
     write_atomically({paths[k]: data for k, data in files.items()}, tmp_dir)
-    for kind, path in paths.items():  # an earlier run's kinds no longer asked for:
-      if kind not in files:  # ours (the name is this input's), and stale
+    for kind, path in paths.items():  # an earlier computation's kinds not redone:
+      if kind not in files and kind not in record["outputs"]:  # ours, and stale
         path.unlink(missing_ok=True)
     return record
   except Exception as err:  # noqa: BLE001 (one bad write never stops the others)
@@ -121,10 +123,12 @@ class Recorder:
     job,
     settings: dict,
     owners: dict,
+    latest: dict | None = None,
   ):
     self.out_dir, self.tmp_dir = out_dir, tmp_dir
     self.journal, self.pool = journal, pool
     self.model, self.job, self.settings, self.owners = model, job, settings, owners
+    self.latest = latest or {}
     self.writing: deque = deque()
     self.ok = self.failed = 0
 
@@ -163,6 +167,7 @@ class Recorder:
       pred, tgt = int(np.argmax(probs[i])), int(out.targets[i])
       rid = uuid.uuid4().hex
       kinds = {k: name + outputs.SUFFIXES[k] for k in self.job.save}
+      kinds = {**self._kept(path, name), **kinds}
       self.journal.write("claim", {"path": path, "id": rid, "name": name, "outputs": kinds})
       record = {
         "path": path,
@@ -193,6 +198,26 @@ class Recorder:
           record,
         )
       )
+
+  def _kept(self, path: str, name: str) -> dict:
+    """The outputs of this input's earlier result that stay: kinds not asked for
+    now, of the same computation under the same name (asking for fewer kinds
+    deletes nothing); an earlier computation's files are not kept."""
+    before = self.latest.get(path)
+    if not (
+      before is not None
+      and before.get("event") == "done"
+      and before.get("status") == "ok"
+      and same_computation(before.get("settings"), self.settings)
+    ):
+      return {}
+    return {
+      k: rel
+      for k, rel in before["outputs"].items()
+      if k not in self.job.save
+      and rel == name + outputs.SUFFIXES[k]
+      and (self.out_dir / rel).exists()
+    }
 
   def drain(self, keep: int = 0) -> None:
     """Record finished writes, oldest first, until at most `keep` are pending."""
