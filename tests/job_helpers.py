@@ -98,3 +98,17 @@ def assert_same_results(out: Path, ref: Path) -> None:
     assert overlay.shape == image.shape
     heat = vis.heatmap(a["cam"])
     assert np.abs(overlay - (0.5 * image + 0.5 * heat)).max() <= 0.5, path
+
+
+def slow_demo():
+  """``--model tests.job_helpers:slow_demo``: the demo model whose preprocessing
+  takes 0.2 s a batch, so that a job lasts long enough to be caught running."""
+  import time
+  from gradcam_jax import zoo
+  model = zoo.load("demo")
+
+  def preprocess(images):
+    time.sleep(0.2)
+    return model.preprocess(images)
+
+  return model._replace(preprocess=preprocess)

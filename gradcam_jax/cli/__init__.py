@@ -8,7 +8,7 @@ library it uses.
   ``job.py`` (what to compute, ``explain_files``) in three stages: ``plan.py`` (which
   inputs still need work), ``pipeline.py`` (decode, explain on the device) and
   ``records.py`` (claim names, write, record); its files: ``journal.py`` (the
-  append-only index), ``outputs.py`` (output names, encodings), ``atomic.py`` (the
+  append-only index), ``lock.py`` (one job at a time on ``--out``), ``outputs.py`` (output names, encodings), ``atomic.py`` (the
   job's folder, whole-file writes), ``report.py`` (``report.html``);
 * ``demo.py``: ``gradcam-jax demo``; ``bench.py``: ``gradcam-jax bench``;
   ``xla_setting.py``: the XLA flags the command's own process runs under.

@@ -2,7 +2,8 @@
 (``job.py``), then the index, the report and the summary.
 
 Exit status: 0 when every input was explained (or already done); 2 for a usage
-error (one line on stderr, checked before any image is decoded); 3 when some inputs
+error (one line on stderr, checked before any image is decoded; also when another job
+holds ``--out``); 3 when some inputs
 could not be explained or matched nothing (they are listed in the index and at the
 end; everything else is written), or when there was no image to explain; 130 when
 interrupted (run the same command again to resume); 1 for a crash.
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from gradcam_jax.cli.atomic import MARKER, work_dir
+from gradcam_jax.cli.lock import holding_out
 from gradcam_jax.cli.model_options import load_model
 from gradcam_jax.cli.usage import EXIT_INPUTS, EXIT_INTERRUPTED, UsageError
 
@@ -117,6 +119,14 @@ def cmd_explain(args) -> int:
   sources, missing, notes = io.find_images(args.paths, folders)
   _check_out(args.out, args.paths, sources, folders)
   process = _distributed()  # before JAX runs anything
+  with holding_out(args.out, process):  # one job at a time on --out
+    return _held(args, sources, missing, notes, process)
+
+
+def _held(args, sources, missing, notes, process) -> int:
+  """The job, with --out held: the model, the folder job, the index and report."""
+  from gradcam_jax import io
+
   model, job = _checked_job(args)
   for m in missing:
     print(f"warning: {m}: no such file, folder or glob match", file=sys.stderr)
