@@ -37,9 +37,9 @@ def write_atomically(files: dict[Path, bytes], tmp_dir: Path) -> None:
     for target, data in files.items():
       digest = hashlib.sha256(os.fsencode(target)).hexdigest()[:12]
       tmp = tmp_dir / f"{os.getpid()}-{digest}{target.suffix}"
+      temps.append((tmp, target))  # before writing: a half-written one goes too
       with open(tmp, "wb") as f:
         f.write(data)
-      temps.append((tmp, target))
     for tmp, target in temps:
       target.parent.mkdir(parents=True, exist_ok=True)
       os.replace(tmp, target)

@@ -241,12 +241,25 @@ def _finish(args, sources, missing, summary, process) -> int:
 
     multihost_utils.sync_global_devices("gradcam-jax explain done")
   records = read_index(args.out)
+  problems = []  # files of the job's own that could not be written (a full disk)
   if process[0] == 0:
-    merge_index(args.out, records)
-    if not args.no_report:
-      write_report(args.out, records)
+    for what, write in (
+      ("index.jsonl", lambda: merge_index(args.out, records)),
+      ("report.html", None if args.no_report else lambda: write_report(args.out, records)),
+    ):
+      try:
+        if write is not None:
+          write()
+      except OSError as err:
+        problems.append(f"could not write {what}: {err.strerror or err}")
   asked = {str(s.path) for s in sources}
-  failed = [r for r in records if r["status"] == "error" and r["path"] in asked]
+  failed = [
+    (r["path"], r["error"])
+    for r in records
+    if r["status"] == "error"
+    and r["path"] in asked
+    and r["path"] not in dict(summary.unrecorded)
+  ] + list(summary.unrecorded)
   rate = summary.ok / summary.seconds if summary.seconds else 0.0
   print(
     f"process {process[0]}/{process[1]}: explained {summary.ok}, skipped "
@@ -254,9 +267,14 @@ def _finish(args, sources, missing, summary, process) -> int:
     f"({rate:.1f} img/s incl. start-up); index {args.out / 'index.jsonl'}"
     + ("" if args.no_report else f", report {args.out / 'report.html'}")
   )
-  for r in failed:
-    print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
-  return EXIT_INPUTS if (failed or missing) else 0
+  for path, error in failed:
+    print(f"failed: {path}: {error}", file=sys.stderr)
+  for problem in problems:
+    print(
+      f"error: {problem}; run the same command again when there is room (it resumes)",
+      file=sys.stderr,
+    )
+  return EXIT_INPUTS if (failed or missing or problems) else 0
 
 
 def _input_dtype(model, h, w):

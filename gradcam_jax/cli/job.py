@@ -65,6 +65,7 @@ class Summary(NamedTuple):
   failed: int
   seconds: float
   first_batch_seconds: float  # start to the first batch's results on the host
+  unrecorded: tuple = ()  # (path, reason): failed, and not in the journal
 
 
 def settings_of(model, job: Job) -> dict:
@@ -190,5 +191,10 @@ def explain_files(
       if bar:
         bar.close()
   return Summary(
-    recorder.ok, skipped, recorder.failed, time.perf_counter() - start, first_batch_seconds
+    recorder.ok,
+    skipped,
+    recorder.failed,
+    time.perf_counter() - start,
+    first_batch_seconds,
+    tuple(recorder.unrecorded),
   )

@@ -95,28 +95,37 @@ def merge_index(out_dir: Path, records: list[dict] | None = None) -> Path:
 
 
 class Journal:
-  """Appends lines to this process's part, one write and flush per line."""
+  """Appends lines to this process's part, one ``write`` system call per line (no
+  buffer: a line the disk had no room for is an ``OSError`` at once, and the next
+  line starts on a fresh line)."""
 
   def __init__(self, out_dir: Path, process_index: int = 0):
     self.path = Path(out_dir) / f"index.part-{process_index:04d}.jsonl"
-    torn = False
-    if self.path.exists() and self.path.stat().st_size:
-      with self.path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        torn = f.read(1) != b"\n"
-    self._file = self.path.open("a", buffering=1)
-    if torn:
-      self._file.write("\n")  # the line a kill cut stays alone and unparsable
+    self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    size = os.fstat(self._fd).st_size
+    # the line a kill cut stays alone and unparsable
+    self._torn = bool(size) and os.pread(self._fd, 1, size - 1) != b"\n"
 
   def write(self, event: str, record: dict) -> dict:
+    """Append one line; OSError (a full disk) when it could not be written whole."""
     line = {"event": event, **record, "t": time.time_ns()}
-    self._file.write(json.dumps(line) + "\n")
+    data = (("\n" if self._torn else "") + json.dumps(line) + "\n").encode()
+    done = 0
+    try:
+      while done < len(data):
+        done += os.write(self._fd, data[done:])
+    finally:
+      if done:
+        self._torn = not data[:done].endswith(b"\n")
     return line
 
   def close(self) -> None:
-    self._file.flush()
-    os.fsync(self._file.fileno())
-    self._file.close()
+    try:
+      os.fsync(self._fd)
+    except OSError:
+      pass  # what was written stays; a line it could not keep is redone on resume
+    finally:
+      os.close(self._fd)
 
   def __enter__(self) -> "Journal":
     return self

@@ -34,8 +34,11 @@ def _try_lock(out: Path) -> tuple[int | None, str]:
     holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
     os.close(fd)
     return None, holder
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+  try:  # who holds it, for the message a second job prints (best effort: the
+    os.ftruncate(fd, 0)  # lock itself needs no room on a full disk)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+  except OSError:
+    pass
   return fd, ""
 
 

@@ -111,6 +111,8 @@ class Recorder:
 
   Attributes:
     ok, failed: inputs finished so far, by status.
+    unrecorded: (path, reason) of the inputs whose record the journal could not
+      take (a full disk): failed, reported by the summary, redone on resume.
   """
 
   def __init__(
@@ -131,10 +133,25 @@ class Recorder:
     self.latest = latest or {}
     self.writing: deque = deque()
     self.ok = self.failed = 0
+    self.unrecorded: list[tuple[str, str]] = []  # (path, why) the journal lacks
+
+  def _record(self, event: str, record: dict) -> str | None:
+    """Append to the journal; None, or why it could not (a full disk)."""
+    try:
+      self.journal.write(event, record)
+      return None
+    except OSError as err:
+      return f"could not record it in the journal: {err.strerror or err}"
 
   def finish(self, record: dict) -> None:
-    self.journal.write("done", record)
-    if record["status"] == "ok":
+    problem = self._record("done", record)
+    if problem is not None:  # counted as failed, reported by the summary
+      reason = record.get("error")
+      self.unrecorded.append(
+        (record["path"], f"{reason}; {problem}" if reason else problem)
+      )
+      self.failed += 1
+    elif record["status"] == "ok":
       self.ok += 1
     else:
       self.failed += 1
@@ -168,7 +185,12 @@ class Recorder:
       rid = uuid.uuid4().hex
       kinds = {k: name + outputs.SUFFIXES[k] for k in self.job.save}
       kinds = {**self._kept(path, name), **kinds}
-      self.journal.write("claim", {"path": path, "id": rid, "name": name, "outputs": kinds})
+      problem = self._record(
+        "claim", {"path": path, "id": rid, "name": name, "outputs": kinds}
+      )
+      if problem is not None:  # no file is written under a name not claimed
+        self.fail(path, problem)
+        continue
       record = {
         "path": path,
         "status": "ok",
