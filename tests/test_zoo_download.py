@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,10 +20,13 @@ PATH = _download.KERAS_FILES["vgg16"].path
 
 class Server:
   """Serves `files` ({url path: bytes}); a path in `drop` sends its Content-Length
-  and half of its bytes, then closes the connection. Counts the requests."""
+  and half of its bytes, then closes the connection; a path in `trickle` sends one
+  byte every 20 ms; `length` replaces the Content-Length header. Counts the
+  requests."""
 
   def __init__(self):
     self.files, self.drop, self.requests = {}, set(), []
+    self.trickle, self.length = set(), None
     server = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,8 +38,17 @@ class Server:
           return
         body = server.files[path]
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", server.length or str(len(body)))
         self.end_headers()
+        if path in server.trickle:
+          for i in range(len(body)):
+            try:
+              self.wfile.write(body[i:i + 1])
+              self.wfile.flush()
+            except OSError:
+              return  # the client gave up
+            time.sleep(0.02)
+          return
         if path in server.drop:
           self.wfile.write(body[:len(body) // 2])
           self.wfile.flush()
@@ -155,3 +168,93 @@ def test_the_default_home_and_url(monkeypatch):
   assert _download.url_of("vgg16") == (
       "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
       "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+
+
+def _parts(tmp_path):
+  return sorted(p.name for p in _cache(tmp_path).glob("*.part"))
+
+
+def test_a_length_that_is_not_a_number_is_a_weights_error(server, monkeypatch, tmp_path):
+  """Issue 23 case 13: a non-numeric Content-Length was a bare ValueError."""
+  body = b"x" * 1000
+  server.files[PATH], server.length = body, "lots"
+  _known(monkeypatch, body)
+  with pytest.raises(gcj.WeightsError, match="Content-Length 'lots', not a number"):
+    zoo.load("vgg16", weights="imagenet")
+  assert list(_cache(tmp_path).iterdir()) == []
+
+
+def test_a_trickling_server_is_given_up_on(server, monkeypatch, tmp_path):
+  """Issue 23 case 13: one byte at a time never hit a deadline. Now a minimum rate
+  over a window (made short here) gives up, and keeps nothing."""
+  body = b"y" * 10_000
+  server.files[PATH] = body
+  server.trickle.add(PATH)
+  _known(monkeypatch, body)
+  monkeypatch.setattr(_download, "MIN_RATE", 1000)
+  monkeypatch.setattr(_download, "RATE_WINDOW", 0.5)
+  start = time.monotonic()
+  with pytest.raises(gcj.WeightsError, match=r"bytes/s over the last 1 s \(at least "
+                     r"1000 are needed\).*given up"):
+    zoo.load("vgg16", weights="imagenet")
+  assert time.monotonic() - start < 10
+  assert list(_cache(tmp_path).iterdir()) == []
+
+
+def test_the_download_shows_its_progress(server, monkeypatch, tmp_path, capsys):
+  body = np.random.default_rng(2).bytes(300_000)
+  server.files[PATH] = body
+  _known(monkeypatch, body)
+  _download.weights_file("vgg16")
+  err = capsys.readouterr().err
+  assert "gradcam-jax: downloading" in err and "100% 0.3/0.3 MB" in err, err
+
+
+def _child(server, tmp_path):
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, GRADCAM_JAX_WEIGHTS_URL=server.url,
+             GRADCAM_JAX_HOME=str(tmp_path / "home"))
+  return subprocess.Popen(
+      [sys.executable, "-c",
+       "from gradcam_jax.zoo import _download; _download.weights_file('vgg16')"],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_part(tmp_path, child):
+  end = time.monotonic() + 60
+  while not _parts(tmp_path) and time.monotonic() < end and child.poll() is None:
+    time.sleep(0.02)
+  assert _parts(tmp_path), child.communicate()
+
+
+def test_a_download_stopped_by_sigterm_leaves_nothing(server, tmp_path):
+  """Issue 23 case 13: each SIGTERM-ed attempt left a .part file in the cache."""
+  import signal
+  server.files[PATH] = b"z" * 100_000
+  server.trickle.add(PATH)
+  child = _child(server, tmp_path)
+  _wait_for_part(tmp_path, child)
+  child.send_signal(signal.SIGTERM)
+  child.communicate(timeout=60)
+  assert child.returncode == -signal.SIGTERM  # it still dies of the signal
+  assert list(_cache(tmp_path).iterdir()) == []
+
+
+def test_the_next_attempt_removes_what_a_killed_one_left(server, monkeypatch, tmp_path):
+  """SIGKILL cannot be caught: its .part stays until the next download removes it."""
+  import signal
+  server.files[PATH] = b"z" * 100_000
+  server.trickle.add(PATH)
+  child = _child(server, tmp_path)
+  _wait_for_part(tmp_path, child)
+  child.send_signal(signal.SIGKILL)
+  child.communicate(timeout=60)
+  assert len(_parts(tmp_path)) == 1
+  body = b"w" * 5000
+  server.files[PATH] = body
+  server.trickle.clear()
+  _known(monkeypatch, body)
+  assert _download.weights_file("vgg16").read_bytes() == body
+  assert _parts(tmp_path) == []
