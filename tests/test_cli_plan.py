@@ -2,6 +2,7 @@
 
 import os
 
+from gradcam_jax.cli.journal import entry
 from gradcam_jax.cli.plan import input_identity, plan
 from gradcam_jax.io import Source
 
@@ -17,7 +18,7 @@ def test_resume_rule(tmp_path):
   def done(s, **change):
     record = {"event": "done", "status": "ok", "settings": settings,
               "input": input_identity(s.path), "outputs": {"overlay": "out.png"}}
-    return {**record, **change}
+    return entry({**record, **change})
 
   latest = {str(files[0].path): done(files[0]),                           # finished
             str(files[1].path): done(files[1], settings={"method": "x", "save": ["overlay"]}),
@@ -38,7 +39,7 @@ def test_fewer_kinds_are_done_and_more_are_not(tmp_path):
   record = {"event": "done", "status": "ok", "input": input_identity(s.path),
             "settings": {"method": "gradcam", "save": ["arrays", "overlay"]},
             "outputs": {"overlay": "a.overlay.png", "arrays": "a.npz"}}
-  latest = {str(s.path): record}
+  latest = {str(s.path): entry(record)}
   for save, skipped in ((["overlay"], 1), (["arrays", "overlay"], 1),
                         (["input", "overlay"], 0)):
     assert plan([s], tmp_path, {"method": "gradcam", "save": save}, latest).skipped == skipped

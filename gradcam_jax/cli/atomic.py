@@ -9,8 +9,9 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Iterable
 
-__all__ = ["MARKER", "work_dir", "write_atomically"]
+__all__ = ["MARKER", "work_dir", "write_atomically", "write_stream"]
 
 MARKER = ".gradcam-jax"  # folder inside --out: says the folder is ours, holds temp files
 
@@ -47,3 +48,17 @@ def write_atomically(files: dict[Path, bytes], tmp_dir: Path) -> None:
     for tmp, _ in temps:
       if tmp.exists():
         tmp.unlink()
+
+
+def write_stream(target: Path, chunks: Iterable[bytes], tmp_dir: Path) -> None:
+  """Write the bytes `chunks` gives to `target` as :func:`write_atomically` does,
+  without holding them all: a file of any size in the memory of one chunk."""
+  digest = hashlib.sha256(os.fsencode(target)).hexdigest()[:12]
+  tmp = tmp_dir / f"{os.getpid()}-{digest}{target.suffix}"
+  try:
+    with open(tmp, "wb") as f:
+      for chunk in chunks:
+        f.write(chunk)
+    os.replace(tmp, target)
+  finally:
+    tmp.unlink(missing_ok=True)

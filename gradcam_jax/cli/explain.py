@@ -233,19 +233,19 @@ def _run_job(args, model, sources, job, process):
 def _finish(args, sources, missing, summary, process) -> int:
   """The index and the report from the journal, read once after every process has
   finished; the summary line and the failures."""
-  from gradcam_jax.cli.journal import merge_index, read_index
+  from gradcam_jax.cli.journal import failures, merge_index, read_state
   from gradcam_jax.cli.report import write_report
 
   if process[1] > 1:
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("gradcam-jax explain done")
-  records = read_index(args.out)
+  state = read_state(args.out)  # what resume needs per input; records read one by one
   problems = []  # files of the job's own that could not be written (a full disk)
   if process[0] == 0:
     for what, write in (
-      ("index.jsonl", lambda: merge_index(args.out, records)),
-      ("report.html", None if args.no_report else lambda: write_report(args.out, records)),
+      ("index.jsonl", lambda: merge_index(args.out, state)),
+      ("report.html", None if args.no_report else lambda: write_report(args.out, state)),
     ):
       try:
         if write is not None:
@@ -253,12 +253,11 @@ def _finish(args, sources, missing, summary, process) -> int:
       except OSError as err:
         problems.append(f"could not write {what}: {err.strerror or err}")
   asked = {str(s.path) for s in sources}
+  unrecorded = dict(summary.unrecorded)
   failed = [
-    (r["path"], r["error"])
-    for r in records
-    if r["status"] == "error"
-    and r["path"] in asked
-    and r["path"] not in dict(summary.unrecorded)
+    (path, error)
+    for path, error in failures(args.out, state)
+    if path in asked and path not in unrecorded
   ] + list(summary.unrecorded)
   rate = summary.ok / summary.seconds if summary.seconds else 0.0
   print(

@@ -19,78 +19,201 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from gradcam_jax.cli.atomic import work_dir, write_atomically
+from gradcam_jax.cli.atomic import work_dir, write_stream
+from gradcam_jax.cli.outputs import SUFFIXES
 
-__all__ = ["Journal", "State", "read_state", "read_index", "merge_index"]
+__all__ = [
+  "Entry",
+  "Journal",
+  "State",
+  "entry",
+  "failures",
+  "iter_index",
+  "merge_index",
+  "read_index",
+  "read_state",
+]
 
 
-def _parts(out_dir: Path) -> list[Path]:
+def _parts(out_dir: Path) -> tuple[Path, ...]:
   parts = sorted(Path(out_dir).glob("index.part-*.jsonl"))
   if not parts and (Path(out_dir) / "index.jsonl").exists():
     parts = [Path(out_dir) / "index.jsonl"]
-  return parts
+  return tuple(parts)
 
 
-def _lines(out_dir: Path) -> Iterator[dict]:
-  for part in _parts(out_dir):
-    with part.open() as f:
+def _lines(parts) -> Iterator[tuple[dict, tuple[int, int]]]:
+  """Every parsable line with its place: (record, (part number, byte offset))."""
+  for number, part in enumerate(parts):
+    with part.open("rb") as f:
+      offset = 0
       for line in f:
+        where, offset = offset, offset + len(line)
         try:
           record = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:
           continue  # a line cut by a kill; its image is redone on resume
         if isinstance(record, dict) and "path" in record:
-          yield record
+          yield record, (number, where)
+
+
+class Entry(NamedTuple):
+  """What a resume needs of an input's latest line, and where the whole line is.
+
+  Attributes:
+    event: ``"claim"`` or ``"done"``.
+    status: ``"ok"`` or ``"error"`` for a done line.
+    settings: the settings of a done line (one shared object for equal settings).
+    input: (size, mtime_ns) of the input file the result is of.
+    name: the output name (files ``name + outputs.SUFFIXES[kind]``).
+    kinds: the output kinds the line lists.
+    t: nanoseconds, to order lines.
+    where: (part number, byte offset) of the line in ``State.parts``.
+    listed: the outputs as written when they do not follow ``name + suffix``.
+  """
+
+  event: str
+  status: str | None
+  settings: dict | None
+  input: tuple | None
+  name: str | None
+  kinds: tuple
+  t: int
+  where: tuple
+  listed: dict | None = None
+
+  @property
+  def outputs(self) -> dict:
+    """{kind: file relative to the output folder}."""
+    if self.listed is not None:
+      return self.listed
+    return {k: f"{self.name}{SUFFIXES[k]}" for k in self.kinds}
+
+
+class _Shared:
+  """One object for each distinct settings and kinds seen: 200,000 records of one
+  job share one settings dict instead of holding 200,000 copies."""
+
+  def __init__(self):
+    self.settings: dict = {}
+    self.kinds: dict = {}
+
+  def entry(self, record: dict, where: tuple = (0, 0)) -> Entry:
+    settings = record.get("settings")
+    if settings is not None:
+      settings = self.settings.setdefault(json.dumps(settings), settings)
+    outputs = record.get("outputs") or {}
+    kinds = tuple(outputs)
+    kinds = self.kinds.setdefault(kinds, kinds)
+    name = record.get("name")
+    derived = name is not None and all(
+      k in SUFFIXES and rel == f"{name}{SUFFIXES[k]}" for k, rel in outputs.items()
+    )
+    identity = record.get("input")
+    return Entry(
+      sys.intern(record.get("event", "done")),
+      record.get("status"),
+      settings,
+      (identity.get("size"), identity.get("mtime_ns"))
+      if isinstance(identity, dict)
+      else None,
+      name,
+      kinds,
+      record.get("t", 0),
+      where,
+      None if derived else outputs,
+    )
+
+
+def entry(record: dict, where: tuple = (0, 0)) -> Entry:
+  """The Entry of one journal line (`record` as parsed)."""
+  return _Shared().entry(record, where)
 
 
 class State(NamedTuple):
-  """What the journal says, read in one pass.
+  """What the journal says, read in one pass, holding only what a resume needs
+  (about 400 bytes per input: the path twice, an Entry; no record is kept whole).
 
   Attributes:
-    latest: input path -> its latest line (a claim or a done record).
+    latest: input path -> the Entry of its latest line (a claim or a done record).
     owners: output name (the common stem of an input's outputs, relative to the
       folder) -> the input that claimed it last.
+    parts: the journal files read, in the order ``Entry.where`` numbers them.
   """
 
   latest: dict
   owners: dict
+  parts: tuple = ()
 
 
 def read_state(out_dir: Path) -> State:
   latest: dict = {}
   owners: dict = {}
-  for record in _lines(out_dir):
-    previous = latest.get(record["path"])
-    if previous is None or record.get("t", 0) >= previous.get("t", 0):
-      latest[record["path"]] = record
+  shared = _Shared()
+  parts = _parts(out_dir)
+  for record, where in _lines(parts):
+    path = sys.intern(record["path"])
+    previous = latest.get(path)
+    if previous is None or record.get("t", 0) >= previous.t:
+      latest[path] = shared.entry(record, where)
     if record.get("name"):
-      owners[record["name"]] = record["path"]
-  return State(latest, owners)
+      owners[record["name"]] = path
+  return State(latest, owners, parts)
 
 
 def _public(record: dict) -> dict:
   return {k: v for k, v in record.items() if k != "event"}
 
 
+def iter_index(out_dir: Path, state: State | None = None) -> Iterator[dict]:
+  """The finished record of every input (all processes' parts), sorted by path,
+  one at a time: each is read from its line when it is needed, so a folder of any
+  size is gone through in the memory of its State. Inputs whose latest computation
+  was interrupted are left out."""
+  state = read_state(out_dir) if state is None else state
+  files: dict = {}
+  try:
+    for path in sorted(state.latest):
+      e = state.latest[path]
+      if e.event != "done":
+        continue
+      number, offset = e.where
+      if number not in files:
+        files[number] = state.parts[number].open("rb")
+      files[number].seek(offset)
+      yield _public(json.loads(files[number].readline()))
+  finally:
+    for f in files.values():
+      f.close()
+
+
 def read_index(out_dir: Path) -> list[dict]:
   """The finished record of every input under `out_dir` (all processes' parts),
   sorted by path. Inputs whose latest computation was interrupted are left out."""
-  latest = read_state(out_dir).latest
-  return [_public(r) for _, r in sorted(latest.items()) if r.get("event", "done") == "done"]
+  return list(iter_index(out_dir))
 
 
-def merge_index(out_dir: Path, records: list[dict] | None = None) -> Path:
-  """Write every finished record (`records`, as :func:`read_index` gives them; read
-  when None) into one ``index.jsonl`` (sorted by path), atomically."""
-  records = read_index(out_dir) if records is None else records
-  target = Path(out_dir) / "index.jsonl"
-  write_atomically(
-    {target: "".join(json.dumps(r) + "\n" for r in records).encode()}, work_dir(out_dir)
+def failures(out_dir: Path, state: State) -> list[tuple[str, str]]:
+  """(path, reason) of every input whose latest record is a failure."""
+  failed = State(
+    {p: e for p, e in state.latest.items() if e.status == "error"}, {}, state.parts
   )
+  return [(r["path"], r.get("error", "")) for r in iter_index(out_dir, failed)]
+
+
+def merge_index(out_dir: Path, records=None) -> Path:
+  """Write every finished record into one ``index.jsonl`` (sorted by path),
+  atomically and streamed. `records`: the journal's State, or the records as
+  :func:`read_index` gives them; the journal is read when None."""
+  if records is None or isinstance(records, State):
+    records = iter_index(out_dir, records)
+  target = Path(out_dir) / "index.jsonl"
+  write_stream(target, (json.dumps(r).encode() + b"\n" for r in records), work_dir(out_dir))
   return target
 
 

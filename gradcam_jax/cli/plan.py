@@ -37,15 +37,18 @@ def same_computation(a: dict | None, b: dict) -> bool:
   return a is not None and {**a, "save": None} == {**b, "save": None}
 
 
-def _finished(record, settings: dict, identity, out_dir: Path) -> bool:
+def _finished(entry, settings: dict, identity, out_dir: Path) -> bool:
+  """`entry` (the journal's Entry of the input's latest line) is a finished result
+  of `settings` for the file `identity` describes, with every output in place."""
   return (
-    record is not None
-    and record.get("event") == "done"
-    and record.get("status") == "ok"
-    and same_computation(record.get("settings"), settings)
-    and set(settings["save"]) <= set(record["outputs"])
-    and record.get("input") == identity
-    and all((out_dir / rel).exists() for rel in record["outputs"].values())
+    entry is not None
+    and entry.event == "done"
+    and entry.status == "ok"
+    and same_computation(entry.settings, settings)
+    and set(settings["save"]) <= set(entry.kinds)
+    and identity is not None
+    and entry.input == (identity["size"], identity["mtime_ns"])
+    and all((out_dir / rel).exists() for rel in entry.outputs.values())
   )
 
 
@@ -59,7 +62,8 @@ def plan(
   process: tuple[int, int] = (0, 1),
 ) -> Plan:
   """This process's share of `sources` (every count-th), less those finished with
-  `settings` according to `latest` (the journal's latest line per input)."""
+  `settings` according to `latest` (the journal's Entry of each input's latest
+  line)."""
   index, count = process
   todo, skipped = [], 0
   for s in sources[index::count]:

@@ -228,14 +228,14 @@ class Recorder:
     before = self.latest.get(path)
     if not (
       before is not None
-      and before.get("event") == "done"
-      and before.get("status") == "ok"
-      and same_computation(before.get("settings"), self.settings)
+      and before.event == "done"
+      and before.status == "ok"
+      and same_computation(before.settings, self.settings)
     ):
       return {}
     return {
       k: rel
-      for k, rel in before["outputs"].items()
+      for k, rel in before.outputs.items()
       if k not in self.job.save
       and rel == name + outputs.SUFFIXES[k]
       and (self.out_dir / rel).exists()
