@@ -101,6 +101,8 @@ def test_every_raise_in_the_package_is_a_gradcam_error():
       # the CLI's own control flow, and the environment's failures (a missing
       # optional package; a failed write, which the folder job records per input)
       "UsageError", "KeyboardInterrupt", "argparse", "ImportError", "OSError",
+      # SIGTERM during a weights download: unwinds it, then the signal is re-sent
+      "_Terminated",
       # a module's __getattr__ (gradcam_jax.io's names kept with the job) must
       # raise AttributeError for a missing name
       "AttributeError"}

@@ -47,8 +47,11 @@ def _parts(out_dir: Path) -> tuple[Path, ...]:
   return tuple(parts)
 
 
-def _lines(parts) -> Iterator[tuple[dict, tuple[int, int]]]:
-  """Every parsable line with its place: (record, (part number, byte offset))."""
+_PLACE = 1 << 48  # a line's place: part number * _PLACE + byte offset (one int)
+
+
+def _lines(parts) -> Iterator[tuple[dict, int]]:
+  """Every parsable line with its place (part number * _PLACE + byte offset)."""
   for number, part in enumerate(parts):
     with part.open("rb") as f:
       offset = 0
@@ -59,7 +62,7 @@ def _lines(parts) -> Iterator[tuple[dict, tuple[int, int]]]:
         except ValueError:
           continue  # a line cut by a kill; its image is redone on resume
         if isinstance(record, dict) and "path" in record:
-          yield record, (number, where)
+          yield record, number * _PLACE + where
 
 
 class Entry(NamedTuple):
@@ -73,7 +76,8 @@ class Entry(NamedTuple):
     name: the output name (files ``name + outputs.SUFFIXES[kind]``).
     kinds: the output kinds the line lists.
     t: nanoseconds, to order lines.
-    where: (part number, byte offset) of the line in ``State.parts``.
+    where: the line's place: part number (in ``State.parts``) times 2**48 plus
+      its byte offset.
     listed: the outputs as written when they do not follow ``name + suffix``.
   """
 
@@ -84,7 +88,7 @@ class Entry(NamedTuple):
   name: str | None
   kinds: tuple
   t: int
-  where: tuple
+  where: int
   listed: dict | None = None
 
   @property
@@ -103,7 +107,7 @@ class _Shared:
     self.settings: dict = {}
     self.kinds: dict = {}
 
-  def entry(self, record: dict, where: tuple = (0, 0)) -> Entry:
+  def entry(self, record: dict, where: int = 0) -> Entry:
     settings = record.get("settings")
     if settings is not None:
       settings = self.settings.setdefault(json.dumps(settings), settings)
@@ -130,7 +134,7 @@ class _Shared:
     )
 
 
-def entry(record: dict, where: tuple = (0, 0)) -> Entry:
+def entry(record: dict, where: int = 0) -> Entry:
   """The Entry of one journal line (`record` as parsed)."""
   return _Shared().entry(record, where)
 
@@ -157,12 +161,13 @@ def read_state(out_dir: Path) -> State:
   shared = _Shared()
   parts = _parts(out_dir)
   for record, where in _lines(parts):
+    if record.get("name"):  # one string for the owners' key and the Entry's name
+      record["name"] = sys.intern(record["name"])
+      owners[record["name"]] = sys.intern(record["path"])
     path = sys.intern(record["path"])
     previous = latest.get(path)
     if previous is None or record.get("t", 0) >= previous.t:
       latest[path] = shared.entry(record, where)
-    if record.get("name"):
-      owners[record["name"]] = path
   return State(latest, owners, parts)
 
 
@@ -182,7 +187,7 @@ def iter_index(out_dir: Path, state: State | None = None) -> Iterator[dict]:
       e = state.latest[path]
       if e.event != "done":
         continue
-      number, offset = e.where
+      number, offset = divmod(e.where, _PLACE)
       if number not in files:
         files[number] = state.parts[number].open("rb")
       files[number].seek(offset)

@@ -4,7 +4,8 @@ Models: ``demo.py`` (shipped, trained on digit scenes), ``vgg.py``, ``resnet.py`
 ``vit.py`` (with ``_modules.py``, their ReLU and MaxPool modules), ``imagenet.py``
 (ImageNet weights from torchvision/Keras files), ``keras_models.py`` (Keras models
 for the command line). Loading: ``_load.py`` (``zoo.load``), ``_zoo_model.py``
-(``ZooModel``), ``_download.py`` (published weights, fetched once into a cache).
+(``ZooModel``), ``_download.py`` (published weights, fetched once into a cache),
+``_torch_file.py`` (``torch.save`` files read without torch or its pickle).
 ``training/`` retrains the demo model (data, training, evaluation).
 
     model = gradcam_jax.zoo.load("demo")
