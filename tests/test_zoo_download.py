@@ -4,6 +4,7 @@ cache hit, hash mismatch, a connection dropped mid-file, the server down."""
 
 import hashlib
 import http.server
+from pathlib import Path
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ import gradcam_jax as gcj
 from gradcam_jax import zoo
 from gradcam_jax.zoo import _download
 
-PATH = _download.KERAS_FILES["vgg16"].path
+PATH = _download.PUBLISHED["vgg16"].path
 
 
 class Server:
@@ -83,9 +84,9 @@ def _cache(tmp_path):
 
 
 def _known(monkeypatch, body: bytes):
-  """The table's md5 for vgg16 set to `body`'s: the published file is 528 MB."""
-  monkeypatch.setitem(_download.KERAS_FILES, "vgg16",
-                      _download.KerasFile(PATH, hashlib.md5(body).hexdigest()))
+  """The table's md5 for vgg16 set to `body`'s: the published file is 553 MB."""
+  monkeypatch.setitem(_download.PUBLISHED, "vgg16", _download.PUBLISHED["vgg16"]._replace(
+      check="md5:" + hashlib.md5(body).hexdigest(), size=len(body)))
 
 
 def test_success_then_a_cache_hit(server, monkeypatch, tmp_path, keras_vgg16_h5):
@@ -117,7 +118,7 @@ def test_a_small_file_downloads_and_is_checked(server, monkeypatch, tmp_path):
 
 def test_a_hash_mismatch_keeps_nothing(server, tmp_path):
   server.files[PATH] = b"not the published file" * 1000
-  with pytest.raises(gcj.WeightsError, match="md5 is .*expected 64373286793e3c8b2b4e32"
+  with pytest.raises(gcj.WeightsError, match="md5 [0-9a-f]+, expected md5:64373286793e3c8b2b4e32"
                      "19cbf3544b: not the published file; nothing was kept"):
     zoo.load("vgg16", weights="imagenet")
   assert list(_cache(tmp_path).iterdir()) == []
@@ -155,10 +156,109 @@ def test_a_cached_file_that_is_not_the_published_one_is_left_alone(server, tmp_p
   assert server.requests == []
 
 
-def test_only_vgg16_has_weights_by_name(server):
-  with pytest.raises(gcj.ArgumentError, match="exist for \\['vgg16'\\]; got model "
-                     "'resnet50'"):
+def test_published_weights_exist_for_vgg16_and_resnet50(server):
+  with pytest.raises(gcj.ArgumentError, match="exist for \\['resnet50', 'vgg16'\\]; got "
+                     "model 'demo'"):
+    _download.weights_file("demo")
+
+
+def _published(monkeypatch, name, body):
+  """The table's sha256 prefix for `name` set to `body`'s (as torchvision checks)."""
+  monkeypatch.setitem(_download.PUBLISHED, name, _download.PUBLISHED[name]._replace(
+      check="sha256:" + hashlib.sha256(body).hexdigest()[:8], size=len(body)))
+
+
+def test_a_sha256_prefix_mismatch_keeps_nothing(server, tmp_path):
+  server.files[_download.PUBLISHED["resnet50"].path] = b"not resnet" * 100
+  with pytest.raises(gcj.WeightsError, match="sha256 [0-9a-f]+, expected sha256:0676ba61: "
+                     "not the published file; nothing was kept"):
     zoo.load("resnet50", weights="imagenet")
+  assert list(_cache(tmp_path).iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def resnet50_pth(tmp_path_factory):
+  """A torchvision-layout ResNet-50 (random weights) saved with torch.save, as
+  torchvision publishes its files."""
+  torch = pytest.importorskip("torch")
+  from tests.torch_reference import torch_resnet50
+  torch.manual_seed(3)
+  model = torch_resnet50().eval()
+  path = tmp_path_factory.mktemp("r50") / "resnet50-0676ba61.pth"
+  torch.save(model.state_dict(), path)
+  return model, path
+
+
+@pytest.mark.slow
+def test_resnet50_imagenet_downloads_and_reads_without_torch(
+    server, monkeypatch, tmp_path, resnet50_pth):
+  """Issue 24: torchvision's published file, downloaded and checked as torchvision
+  checks it (the sha256 prefix in its name), read without torch: the logits of the
+  PyTorch model it came from."""
+  import sys
+  torch = pytest.importorskip("torch")
+  model, path = resnet50_pth
+  body = path.read_bytes()
+  server.files[_download.PUBLISHED["resnet50"].path] = body
+  _published(monkeypatch, "resnet50", body)
+  monkeypatch.setitem(sys.modules, "torch", None)  # the reader must not need it
+  zm = zoo.load("resnet50", weights="imagenet")
+  monkeypatch.undo()
+  assert "resnet50-0676ba61.pth" in zm.about
+  x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  np.testing.assert_allclose(np.asarray(zm.apply_fn(zm.variables, x)), want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "vgg16"])
+def test_the_command_takes_weights_imagenet(server, monkeypatch, tmp_path, name,
+                                            resnet50_pth, keras_vgg16_h5):
+  """Issue 24: `gradcam-jax explain --model NAME --weights imagenet` downloads the
+  published file into the cache (a local server here), checks it and explains."""
+  import json
+  import os
+  import subprocess
+  import sys
+  from tests import job_helpers as jh
+  path = resnet50_pth[1] if name == "resnet50" else keras_vgg16_h5[1]
+  body = path.read_bytes()
+  known = _download.PUBLISHED[name]
+  server.files[known.path] = body
+  check = ("md5:" + hashlib.md5(body).hexdigest() if name == "vgg16"
+           else "sha256:" + hashlib.sha256(body).hexdigest()[:8])
+  jh.write_png(tmp_path / "in" / "a.png", jh.scenes(1)[0])
+  code = (  # the published table as the test serves it, then the command
+      "import sys; from gradcam_jax.zoo import _download as d; "
+      f"d.PUBLISHED[{name!r}] = d.PUBLISHED[{name!r}]._replace(check={check!r}); "
+      "from gradcam_jax.cli import main; sys.exit(main(sys.argv[1:]))")
+  env = dict(jh.CHILD_ENV, GRADCAM_JAX_WEIGHTS_URL=server.url,
+             GRADCAM_JAX_HOME=str(tmp_path / "home"))
+  said = subprocess.run([sys.executable, "-c", code, "explain", str(tmp_path / "in"),
+                         "--model", name, "--weights", "imagenet", "--out",
+                         str(tmp_path / "out"), "--batch-size", "1"],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert said.returncode == 0, said.stderr[-3000:]
+  assert "gradcam-jax: downloading" in said.stderr and "100%" in said.stderr
+  assert (tmp_path / "home" / "weights" / Path(known.path).name).read_bytes() == body
+  (record,) = [json.loads(l) for l in (tmp_path / "out" / "index.jsonl").read_text()
+               .splitlines()]
+  assert record["status"] == "ok" and record["settings"]["weights"].startswith("sha256:")
+  assert os.path.basename(known.path) in said.stdout  # the start-up line names it
+
+
+def test_weights_imagenet_is_a_usage_error_where_nothing_is_published(tmp_path, capsys):
+  from tests.conftest import explain
+  (tmp_path / "in").mkdir()
+  code, _, err = explain(tmp_path / "in", "--model", "demo", "--weights", "imagenet",
+                         "--out", tmp_path / "o", capsys=capsys)
+  assert code == 2 and "published weights are downloaded for vgg16, resnet50" in err
+  code, _, err = explain(tmp_path / "in", "--model", "resnet50", "--out", tmp_path / "o",
+                         capsys=capsys)
+  assert code == 2 and "--weights imagenet (downloads torchvision's ResNet-50" in err
+  assert "103 MB from https://download.pytorch.org/models/resnet50-0676ba61.pth" in err
 
 
 def test_the_default_home_and_url(monkeypatch):
@@ -168,6 +268,8 @@ def test_the_default_home_and_url(monkeypatch):
   assert _download.url_of("vgg16") == (
       "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
       "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+  assert _download.url_of("resnet50") == (
+      "https://download.pytorch.org/models/resnet50-0676ba61.pth")
 
 
 def _parts(tmp_path):

@@ -32,10 +32,11 @@ def add_model_options(parser) -> None:
   parser.add_argument("--model", default="demo", help=MODEL_FORMS)
   parser.add_argument(
     "--weights",
-    help="weights file for vgg16/resnet50 (.safetensors, .pth, or Keras "
-    '.h5 for vgg16; needs pip install "gradcam-jax[weights]" for .safetensors/.h5),'
-    " a checkpoint folder for demo, or the file a keras.applications model loads "
-    "(default: Keras downloads its ImageNet weights)",
+    help="imagenet (vgg16/resnet50: the published file, downloaded once into the "
+    "cache and hash-checked), a weights file for vgg16/resnet50 (.safetensors, .pth, "
+    'or Keras .h5 for vgg16; .safetensors/.h5 need pip install "gradcam-jax[weights]"'
+    "), a checkpoint folder for demo, or the file a keras.applications model loads "
+    "(keras.applications default: Keras downloads its ImageNet weights)",
   )
   parser.add_argument(
     "--random-weights",
@@ -94,7 +95,17 @@ def load_model(
       f"--output {output}: only a keras:FILE.keras model can have several outputs; "
       f"--model {spec} has one."
     )
-  if weights is not None and not Path(weights).exists():
+  imagenet = weights == "imagenet" and not Path(weights).exists()
+  if (
+    imagenet
+    and spec not in ("vgg16", "resnet50")
+    and not spec.startswith("keras.applications.")
+  ):
+    raise UsageError(
+      f"--weights imagenet: published weights are downloaded for vgg16, resnet50 and "
+      f"keras.applications models; --model {spec} takes a weights file or folder."
+    )
+  if weights is not None and not imagenet and not Path(weights).exists():
     raise UsageError(f"--weights {weights}: no such file or folder.")
   try:
     if spec.startswith("keras:") or spec.startswith("keras.applications."):
@@ -126,11 +137,13 @@ def load_model(
         f"MODULE:FACTORY; got {spec!r}."
       )
     elif spec != "demo" and weights is None and not random_weights:
+      from gradcam_jax.zoo._download import describe
       from gradcam_jax.zoo.imagenet import WHERE
 
       raise UsageError(
-        f"--model {spec} needs --weights FILE: {WHERE[spec]}, downloaded beforehand "
-        f"(gradcam-jax never downloads); or --random-weights for a timing run."
+        f"--model {spec} needs weights: --weights imagenet (downloads "
+        f"{describe(spec)} once into the cache), --weights FILE ({WHERE[spec]}), "
+        "or --random-weights for a timing run."
       )
     else:
       model = zoo.load(spec, weights, random_init=random_weights)
@@ -145,7 +158,7 @@ def load_model(
         f"which is not installed; run: {extra}"
       ) from None
     raise
-  except ValueError as err:  # a weights file that does not hold the model
+  except ValueError as err:  # a weights file that does not hold the model; a download
     raise UsageError(f"--weights {weights}: {err}") from None
   identity = weights_digest(model.variables)  # once per run, of what runs
   if random_weights:

@@ -1,16 +1,19 @@
-"""Pretrained weights by name: the files Keras publishes, fetched once into a cache.
+"""Pretrained weights by name: the files their authors publish, fetched once into a
+cache, for ``zoo.load(name, weights="imagenet")`` and ``gradcam-jax explain --model
+NAME --weights imagenet`` alike.
 
-``zoo.load("vgg16", weights="imagenet")`` reads
-``$GRADCAM_JAX_HOME/weights/vgg16_weights_tf_dim_ordering_tf_kernels.h5`` (default
-home ``~/.cache/gradcam-jax``), downloading it first if it is not there: streamed to
-a temporary file beside it, its md5 checked against the one Keras' own
-``keras/applications/vgg16.py`` checks, then renamed into place, with a progress bar on
+VGG16: the file Keras publishes (md5 as Keras' ``keras/applications/vgg16.py``
+checks it); ResNet-50: torchvision's IMAGENET1K_V1 file (sha256 prefix as in its
+name, as torchvision checks it; read without torch by ``_torch_file.py``). Each is
+kept at ``$GRADCAM_JAX_HOME/weights/FILE`` (default home ``~/.cache/gradcam-jax``),
+downloaded first if it is not there: streamed to a temporary file beside it, its
+digest checked, then renamed into place, with a progress bar on
 stderr. A failed, partial, mismatched, stalled (slower than ``MIN_RATE`` bytes/s
 over ``RATE_WINDOW`` seconds) or SIGTERM-ed download leaves nothing behind, and a
 temporary file of a download killed outright (SIGKILL) is removed by the next
 attempt. Every server misbehaviour is a ``WeightsError``. ``GRADCAM_JAX_WEIGHTS_URL`` replaces
-the folder the files are fetched from (a mirror of Keras' ``keras-applications``
-folder, e.g. ``http://127.0.0.1:8000/``).
+the base URL the files are fetched from (a mirror holding each file at its
+``Published.path``, e.g. ``http://127.0.0.1:8000/``).
 """
 
 from __future__ import annotations
@@ -30,21 +33,56 @@ from typing import Iterator, NamedTuple
 
 from gradcam_jax._errors import ArgumentError, WeightsError
 
-__all__ = ["KERAS_FILES", "home", "url_of", "weights_file"]
+__all__ = [
+  "PUBLISHED",
+  "Published",
+  "cache_path",
+  "describe",
+  "home",
+  "url_of",
+  "weights_file",
+]
 
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+TORCHVISION_BASE = "https://download.pytorch.org/models/"
 
 
-class KerasFile(NamedTuple):
-  """A file Keras publishes: its path under the base URL, and its md5."""
+class Published(NamedTuple):
+  """A weights file its authors publish.
 
+  Attributes:
+    origin: the base URL it is published under.
+    path: its path under that base (and under a mirror, GRADCAM_JAX_WEIGHTS_URL).
+    check: ``"md5:HEX"`` (the whole digest, as Keras checks it) or ``"sha256:HEX"``
+      (a prefix of the digest, the one in torchvision's file names, as torchvision
+      checks it).
+    size: its size in bytes, to say what a download costs.
+    about: what it is, in a few words.
+  """
+
+  origin: str
   path: str
-  md5: str
+  check: str
+  size: int
+  about: str
 
 
-KERAS_FILES = {
-  "vgg16": KerasFile(
-    "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b"
+PUBLISHED = {
+  "vgg16": Published(
+    KERAS_BASE,
+    "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+    "md5:64373286793e3c8b2b4e3219cbf3544b",
+    553_467_096,
+    "Keras' VGG16 ImageNet weights (keras.applications.VGG16)",
+  ),
+  # IMAGENET1K_V1: trained with the preprocessing the zoo's ResNet-50 uses (shorter
+  # side to 256, centre crop 224); V2 was trained with a 232 resize.
+  "resnet50": Published(
+    TORCHVISION_BASE,
+    "resnet50-0676ba61.pth",
+    "sha256:0676ba61",
+    102_530_333,
+    "torchvision's ResNet-50 IMAGENET1K_V1 weights",
   ),
 }
 
@@ -55,38 +93,66 @@ def home() -> Path:
 
 
 def url_of(name: str) -> str:
-  base = os.environ.get("GRADCAM_JAX_WEIGHTS_URL") or KERAS_BASE
-  return base.rstrip("/") + "/" + KERAS_FILES[name].path
+  known = PUBLISHED[name]
+  base = os.environ.get("GRADCAM_JAX_WEIGHTS_URL") or known.origin
+  return base.rstrip("/") + "/" + known.path
 
 
-def _md5(path: Path) -> str:
-  digest = hashlib.md5()
+def cache_path(name: str) -> Path:
+  """Where the published weights of `name` are kept once downloaded."""
+  return home() / "weights" / Path(PUBLISHED[name].path).name
+
+
+def describe(name: str) -> str:
+  """One line: what `weights="imagenet"` downloads for `name`, from where, how big."""
+  known = PUBLISHED[name]
+  return f"{known.about}, {known.size / 1e6:.0f} MB from {url_of(name)}"
+
+
+class _Digest:
+  """The digest a Published.check names, fed block by block."""
+
+  def __init__(self, check: str):
+    self.kind, _, self.want = check.partition(":")
+    self.hash = hashlib.new(self.kind)
+
+  def update(self, block: bytes) -> None:
+    self.hash.update(block)
+
+  def ok(self) -> bool:
+    return self.hash.hexdigest().startswith(self.want)
+
+  def got(self) -> str:
+    return f"{self.kind} {self.hash.hexdigest()}"
+
+
+def _file_digest(path: Path, check: str) -> _Digest:
+  digest = _Digest(check)
   with path.open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
-  return digest.hexdigest()
+  return digest
 
 
 def weights_file(name: str) -> Path:
-  """The cached weights file of zoo model `name`, downloaded if absent."""
-  if name not in KERAS_FILES:
+  """The cached published weights file of zoo model `name`, downloaded if absent."""
+  if name not in PUBLISHED:
     raise ArgumentError(
-      f"weights='imagenet': pretrained weights by name exist for "
-      f"{sorted(KERAS_FILES)}; got model {name!r}. Pass weights=PATH (a torchvision "
-      "state dict) for it."
+      f"weights='imagenet': published weights exist for {sorted(PUBLISHED)}; got "
+      f"model {name!r}. Pass weights=PATH for it."
     )
-  known = KERAS_FILES[name]
-  dest = home() / "weights" / Path(known.path).name
+  known = PUBLISHED[name]
+  dest = cache_path(name)
   if dest.exists():
-    got = _md5(dest)
-    if got != known.md5:
+    digest = _file_digest(dest, known.check)
+    if not digest.ok():
       raise WeightsError(
-        f"{dest}: md5 {got}, expected {known.md5} (the file Keras publishes at "
+        f"{dest}: {digest.got()}, expected {known.check} (the file published at "
         f"{url_of(name)}). It is not the published file: delete it to download "
         "again, or pass weights=PATH to use it anyway."
       )
     return dest
-  _download(url_of(name), known.md5, dest)
+  _download(url_of(name), known.check, dest)
   return dest
 
 
@@ -180,12 +246,14 @@ def _content_length(response, url: str, manual: str) -> int | None:
   return int(value)
 
 
-def _stream(response, out, url: str, manual: str) -> tuple[str, int, int | None]:
-  """Copy the body to `out`: (md5, size, announced size). WeightsError when the
-  server is slower than MIN_RATE over a window of RATE_WINDOW seconds."""
+def _stream(
+  response, out, url: str, manual: str, digest: _Digest
+) -> tuple[int, int | None]:
+  """Copy the body to `out`, feeding `digest`: (size, announced size). WeightsError
+  when the server is slower than MIN_RATE over a window of RATE_WINDOW seconds."""
   expected = _content_length(response, url, manual)
   progress = _Progress(expected)
-  digest, size = hashlib.md5(), 0
+  size = 0
   window_start, window_size = time.monotonic(), 0
   while True:
     block = response.read1(_BLOCK)
@@ -206,12 +274,13 @@ def _stream(response, out, url: str, manual: str) -> tuple[str, int, int | None]
         )
       window_start, window_size = now, size
   progress.update(size, final=True)
-  return digest.hexdigest(), size, expected
+  return size, expected
 
 
-def _download(url: str, md5: str, dest: Path) -> None:
+def _download(url: str, check: str, dest: Path) -> None:
   """`url` to `dest` through a temporary file in the same folder, renamed only once
-  its md5 is `md5`; the temporary file is removed on any failure, and on SIGTERM."""
+  its digest passes `check` (see Published); the temporary file is removed on any
+  failure, and on SIGTERM."""
   dest.parent.mkdir(parents=True, exist_ok=True)
   manual = (
     f"Download {url} yourself and put it at {dest} (or pass weights=PATH), "
@@ -225,7 +294,8 @@ def _download(url: str, md5: str, dest: Path) -> None:
         try:
           with urllib.request.urlopen(url, timeout=RATE_WINDOW) as response:
             print(f"gradcam-jax: downloading {url} to {dest}", file=sys.stderr)
-            got, size, expected = _stream(response, out, url, manual)
+            digest = _Digest(check)
+            size, expected = _stream(response, out, url, manual, digest)
         except (OSError, http.client.HTTPException) as err:
           reason = getattr(err, "reason", None) or err
           raise WeightsError(
@@ -236,10 +306,10 @@ def _download(url: str, md5: str, dest: Path) -> None:
           f"could not download {url}: the connection ended after "
           f"{size} of {expected} bytes. {manual}"
         )
-      if got != md5:
+      if not digest.ok():
         raise WeightsError(
-          f"{url}: the downloaded file's md5 is {got}, "
-          f"expected {md5}: not the published file; nothing was kept. " + manual
+          f"{url}: the downloaded file's {digest.got()}, expected {check}: not "
+          "the published file; nothing was kept. " + manual
         )
       os.replace(tmp, dest)
     finally:

@@ -21,10 +21,12 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
     name: ``"demo"`` (shipped, trained on digit scenes), ``"vgg16"`` or
       ``"resnet50"`` (torchvision architectures).
     weights: for vgg16/resnet50, a local file: a torchvision state dict as
-      ``.safetensors`` (read without torch) or ``.pth`` (needs torch), or for vgg16
-      the Keras ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``; or for vgg16
-      ``"imagenet"``: that Keras file, downloaded once into
-      ``$GRADCAM_JAX_HOME/weights`` (default ``~/.cache/gradcam-jax``), md5-checked.
+      ``.safetensors`` or ``.pth`` (both read without torch; a pre-1.6 ``.pth``
+      needs torch), or for vgg16 the Keras
+      ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``; or ``"imagenet"``: the
+      published file (vgg16: Keras' file, 553 MB; resnet50: torchvision's
+      IMAGENET1K_V1, 103 MB), downloaded once into ``$GRADCAM_JAX_HOME/weights``
+      (default ``~/.cache/gradcam-jax``) and checked against its published hash.
       For ``"demo"``, an orbax checkpoint folder to use instead of the shipped one.
     random_init: vgg16/resnet50 with random weights (benchmarks); never implicit.
 

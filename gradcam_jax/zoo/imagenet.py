@@ -70,13 +70,23 @@ def caffe_preprocess(images) -> jax.Array:
 
 
 def read_state_dict(path: Path) -> dict[str, np.ndarray]:
-  """A torchvision state dict from ``.safetensors`` or ``.pth``, as NumPy arrays."""
+  """A torchvision state dict from ``.safetensors`` or ``.pth``, as NumPy arrays
+  (a ``.pth`` in torch.save's zip format is read without torch)."""
   path = Path(path)
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file
 
     return dict(load_file(str(path)))
   if path.suffix in (".pth", ".pt", ".bin"):
+    import zipfile
+
+    if zipfile.is_zipfile(path):  # torch.save's format since torch 1.6: no torch needed
+      from gradcam_jax.zoo._torch_file import read_torch_file
+
+      return {
+        k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+        for k, v in read_torch_file(path).items()
+      }
     try:
       import torch
     except ImportError as err:
@@ -212,11 +222,7 @@ def load(name: str, weights=None, *, random_init: bool = False) -> ZooModel:
       raise WeightsError(
         f"zoo.load({name!r}): expected a weights file; got none. Pass "
         f"weights=PATH with {WHERE[name]}"
-        + (
-          ", or weights='imagenet' to download Keras' file into the cache"
-          if name == "vgg16"
-          else " (downloaded beforehand)"
-        )
+        + ", or weights='imagenet' to download the published file into the cache"
         + ". For benchmarks, random_init=True gives random weights."
       )
     module = VGG16() if name == "vgg16" else ResNet50()
