@@ -187,10 +187,17 @@ def select_layer(
   layer = _exact_name(infos, layer)
   matches = [i for i in infos if i.path == layer.path and i.method == layer.method]
   if not matches:
+    shown = 40
     raise LayerNotFoundError(
       f"layer {str(layer)!r} (path {layer.path}, method {layer.method!r}) is not "
-      "called by the model. Valid layers, in the order they finish:\n"
-      + describe_layers(infos)
+      "called by the model. Valid layers, nearest the output first (the ones "
+      "usually chosen):\n"
+      + describe_layers(infos[::-1], shown)
+      + (
+        f"\n(all {len(infos)}: print(gcj.list_layers(apply_fn, params, images)))"
+        if len(infos) > shown
+        else ""
+      )
     )
   if layer.call is None and len(matches) > 1:
     how = (

@@ -112,3 +112,14 @@ def slow_demo():
     return model.preprocess(images)
 
   return model._replace(preprocess=preprocess)
+
+
+def named_classes_model():
+  """``--model tests.job_helpers:named_classes_model``: a tiny model whose classes
+  have ImageNet-like names (for --target by name)."""
+  from gradcam_jax import zoo
+  from tests import models
+  module, variables = models.init(models.VggNet)
+  return zoo.ZooModel("named", module, module.apply, variables, "conv2",
+                      lambda im: np.asarray(im, np.float32)[..., :3] / 255.0,
+                      ["tabby", "tiger cat", "Persian cat", "boxer"], (8, 8))

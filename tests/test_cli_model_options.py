@@ -26,7 +26,7 @@ def test_explain_and_bench_take_the_same_model_options():
 
 @pytest.mark.parametrize("spec, weights, words", [
     ("nope", None, "expected one of demo, vgg16, resnet50"),
-    ("vgg16", None, "needs --weights FILE"),
+    ("vgg16", None, "needs weights: --weights imagenet .downloads Keras. VGG16"),
     ("demo", "/no/such/file", "no such file or folder"),
     ("no_such_module_xyz:make", None, "cannot import module"),
 ])

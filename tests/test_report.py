@@ -138,6 +138,49 @@ def test_report_escapes_file_names(browser, tmp_path):
   page = browser.new_page()
   page.goto((out / "report.html").as_uri())
   assert page.inner_text("#count") == "1 of 1 images"
-  assert name in page.inner_text("#rows")
+  # "/" in the name makes "</" a folder: the row shows the path below the common one
+  assert name.split("/", 1)[1] in page.inner_text("#rows")
+  assert "inputs under /d/</ " in page.inner_text("#made")
   assert page.evaluate("window.pwned") is None
+  page.close()
+
+
+def test_the_report_says_what_made_it(browser, job, tmp_path):
+  """Issue 24 item 4: a header with the model, weights, layer, method, target rule,
+  resize and version (random weights flagged); paths relative to the inputs'
+  common folder; captions on the full-size panel; "none" failures not in red."""
+  out, records = job
+  page = browser.new_page()
+  page.goto((out / "report.html").as_uri())
+  made = page.inner_text("#made")
+  s = records[0]["settings"]
+  for words in (f"model {s['model']}", f"weights {s['weights']}", f"layer {s['layer']}",
+                f"method {s['method']}", "target the predicted class",
+                f"resize {s['resize']}", f"gradcam-jax {s['version']}", "written 20"):
+    assert words in made, (words, made)
+  assert "random weights" not in made
+  page.fill("#q", "img_0000")  # /data/... and the real job's /tmp/...: the root is /
+  assert page.inner_text("#rows tr:first-child td:nth-child(4)") == "data/batch_0/img_0000.png"
+  assert "inputs under / ·" in made
+  page.fill("#q", "scene_03")
+  page.click("#rows tr:first-child")
+  assert page.locator("#panel figcaption").all_inner_texts() == [
+      "input", "Grad-CAM over the input", "Guided Grad-CAM"]
+  page.close()
+  # random weights, one root, no failure
+  ok = dict(records[-1], settings={**s, "weights": "random (seed 0) sha256:0123"})
+  rows = [dict(ok, path=f"/photos/trip/{'long_' * 30}{i}.png") for i in range(3)]
+  small = tmp_path / "small"
+  small.mkdir()
+  _report.write_report(small, rows)
+  page = browser.new_page(viewport={"width": 900, "height": 700})
+  page.goto((small / "report.html").as_uri())
+  assert "random weights: the class names and probabilities mean nothing" in \
+      page.inner_text("#made")
+  assert "inputs under /photos/trip/" in page.inner_text("#made")
+  none = page.locator("#failures li")
+  assert none.all_inner_texts() == ["none"]
+  assert none.evaluate("e => getComputedStyle(e).color") == "rgb(34, 34, 34)"
+  width = page.evaluate("document.documentElement.scrollWidth")
+  assert width <= 900, f"a long name widened the page to {width} px"  # wrapped
   page.close()

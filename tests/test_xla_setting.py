@@ -100,6 +100,7 @@ def test_bench_times_every_setting_and_names_the_fastest():
                          "--calls", "1", "--batch-size", "2"], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
+  assert "one round can flip the answer" in proc.stdout  # --quick says what it costs
   # each row: the setting, then forward and explainer as "seconds s (ratio to default)"
   rows = {line.split()[0]: re.findall(r"([\d.]+) s \(\s*([\d.]+)x\)", line)
           for line in proc.stdout.splitlines()
@@ -157,3 +158,17 @@ def test_bench_takes_every_keras_model_form(tmp_path, form):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "fastest for gradcam" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_reports_the_spread_of_its_rounds():
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="")
+  proc = subprocess.run([sys.executable, "-m", "gradcam_jax.cli", "bench", "--rounds", "2",
+                         "--calls", "1", "--batch-size", "1"], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  assert "spread of explain over rounds" in proc.stdout
+  spreads = [re.findall(r"x\)\s+([\d.]+)%$", line) for line in proc.stdout.splitlines()
+             if line.split() and line.split()[0] in _xla_setting.SETTINGS]
+  assert len(spreads) == len(_xla_setting.SETTINGS) and all(len(s) == 1 for s in spreads)
+  assert "one round can flip" not in proc.stdout

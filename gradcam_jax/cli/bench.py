@@ -117,9 +117,14 @@ def run(args) -> int:
       print(f"  round {r + 1}: {name} done", flush=True)
   calls = list(times["default"])
   median = {n: {c: statistics.median(v) for c, v in t.items()} for n, t in times.items()}
+  spread = {  # of the explainer's per-round medians: how far apart the rounds were
+    n: (max(t["explain"]) - min(t["explain"])) / statistics.median(t["explain"])
+    for n, t in times.items()
+  }
   print(
     f"\n{'setting':16s}"
     + "".join(f"{c if c == 'forward' else f'explain ({args.method})':>22s}" for c in calls)
+    + ("  spread of explain over rounds" if rounds > 1 else "")
   )
   for name, by_call in median.items():
     print(
@@ -127,6 +132,12 @@ def run(args) -> int:
       + "".join(
         f"{by_call[c]:9.4f} s ({by_call[c] / median['default'][c]:5.2f}x)" for c in calls
       )
+      + (f"  {spread[name]:6.1%}" if rounds > 1 else "")
+    )
+  if rounds == 1:
+    print(
+      "\nnote: --quick ran one round: on a busy machine one round can flip the "
+      "answer; drop --quick to run 3 rounds and see their spread."
     )
   best = min(median, key=lambda n: median[n]["explain"])
   gain = 1 - median[best]["explain"] / median["default"]["explain"]

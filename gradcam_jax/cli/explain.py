@@ -34,9 +34,19 @@ def _parse_target(value: str | None, class_names) -> int | None:
     c = int(value)
     if 0 <= c < len(names):
       return c
+  folded = [n for n in names if n.lower() == value.lower()]
+  if len(folded) == 1:  # "Tabby" for "tabby"
+    return names.index(folded[0])
+  import difflib
+
+  near = difflib.get_close_matches(value, names, n=3, cutoff=0.6)
+  near += [n for n in names if value.lower() in n.lower() and n not in near][
+    : 3 - len(near)
+  ]
+  hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
   raise UsageError(
     f"--target: expected a class index 0..{len(names) - 1} or a class "
-    f"name (e.g. {names[0]!r}); got {value!r}."
+    f"name (e.g. {names[0]!r}); got {value!r}.{hint}"
   )
 
 
@@ -164,7 +174,7 @@ def _checked_job(args):
   model, identity = load_model(args.model, args.weights, args.random_weights, args.output)
   target = _parse_target(args.target, model.class_names)
   job = Job(
-    layer=args.layer or model.layer,
+    layer=args.layer or model.layer or _automatic_layer(model),
     method=args.method,
     target=target,
     resize=args.resize or model.resize,
@@ -182,9 +192,35 @@ def _checked_job(args):
       None if target is None else jax.ShapeDtypeStruct((1,), np.int32),
     )
   except gcj.GradCAMError as err:
-    option = "--method" if isinstance(err, gcj.MethodError) else "--layer"
-    raise UsageError(f"{option}: {err}") from None
+    if isinstance(err, gcj.MethodError):
+      raise UsageError(f"--method: {err}") from None
+    text = str(err).replace(
+      "print(gcj.list_layers(apply_fn, params, images))",
+      f"gradcam-jax layers --model {args.model}",
+    )
+    raise UsageError(
+      f"--layer: {text}\n(gradcam-jax layers --model {args.model} lists every layer)"
+    ) from None
   return model, job
+
+
+def _automatic_layer(model) -> str:
+  """The layer ``layer=None`` picks for `model`, by name: what the start-up line,
+  the records and the report show (traced on shapes only)."""
+  import jax
+
+  import gradcam_jax as gcj
+  from gradcam_jax._layers import select_layer
+
+  h, w = model.input_size
+  x = jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w))
+  try:
+    infos = gcj.list_layers(model.apply_fn, model.variables, x).layers
+    info = select_layer(infos, None, 1)
+  except gcj.GradCAMError as err:
+    raise UsageError(f"--layer: {err}") from None
+  calls = sum(i.path == info.path and i.method == info.method for i in infos)
+  return str(info.ref(calls))
 
 
 def _print_start(args, model, job) -> None:

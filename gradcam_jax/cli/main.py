@@ -1,4 +1,4 @@
-"""The ``gradcam-jax`` command line: the parser of its three subcommands and the
+"""The ``gradcam-jax`` command line: the parser of its four subcommands and the
 entry point (``gradcam_jax.cli:main``, ``python -m gradcam_jax.cli``)."""
 
 from __future__ import annotations
@@ -32,6 +32,45 @@ def _positive(value: str) -> int:
   if n < 1:
     raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {value!r}")
   return n
+
+
+class _Help(argparse.HelpFormatter):
+  """Each option's default once, readably: not when its help already says it, nor
+  None/False (the option is simply off), and a tuple as the comma-separated list
+  the option takes."""
+
+  def _get_help_string(self, action) -> str:
+    text = action.help or ""
+    default = action.default
+    if (
+      not action.option_strings
+      or "default" in text
+      or default is None
+      or default is False
+      or default is argparse.SUPPRESS
+    ):
+      return text
+    if isinstance(default, (tuple, list)):
+      default = ",".join(map(str, default))
+    return f"{text} (default: {default})"
+
+
+def cmd_layers(args) -> int:
+  """Print the layers of the model that --model names (what --layer takes)."""
+  import jax
+
+  import gradcam_jax as gcj
+  from gradcam_jax.cli.explain import _input_dtype
+  from gradcam_jax.cli.model_options import load_model
+
+  model, _ = load_model(args.model, args.weights, args.random_weights, args.output)
+  h, w = model.input_size
+  x = jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w))
+  print(
+    f"layers of {model.name}, in the order they finish (the last are nearest the output):"
+  )
+  print(gcj.list_layers(model.apply_fn, model.variables, x))
+  return 0
 
 
 def cmd_explain(args) -> int:
@@ -83,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
   from gradcam_jax.io import MAX_PIXELS, RESIZE_POLICIES
   from gradcam_jax.cli.model_options import add_model_options
 
-  fmt = argparse.ArgumentDefaultsHelpFormatter
+  fmt = _Help
   parser = argparse.ArgumentParser(
     prog="gradcam-jax",
     formatter_class=fmt,
@@ -171,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--quiet", action="store_true", help="no progress bar")
   _add_xla_flags(ex)
   ex.set_defaults(func=cmd_explain)
+  layers = sub.add_parser(
+    "layers",
+    formatter_class=fmt,
+    help="print the layers of a model: the names --layer takes",
+    description="Print every activation of the model --model names, with its module "
+    "and shape, in the order they finish: the names --layer takes.",
+  )
+  add_model_options(layers)
+  layers.set_defaults(func=cmd_layers)
   bench = sub.add_parser(
     "bench",
     formatter_class=fmt,

@@ -51,8 +51,9 @@ def add_model_options(parser) -> None:
   )
   parser.add_argument(
     "--layer",
-    help="target layer path, e.g. features_29 or layer4 "
-    "(default: the model's last conv block)",
+    help="target layer, e.g. features_29 or layer4 (default: the model's usual "
+    "Grad-CAM layer, else the last spatial activation; the start-up line names it; "
+    "gradcam-jax layers --model ... lists them all)",
   )
   methods = list(ALL_METHODS)
   parser.add_argument(

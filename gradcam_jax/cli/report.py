@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -42,9 +43,14 @@ img.thumb{width:72px;height:72px;object-fit:contain;image-rendering:pixelated;ba
 #panel div{background:#fff;padding:1em;max-width:95vw;max-height:95vh;overflow:auto}
 #panel img{height:min(40vw,60vh);image-rendering:pixelated;margin:.2em}
 .num{text-align:right;font-variant-numeric:tabular-nums}
-#failures li{color:#a00}
+#failures li.fail{color:#a00}
+td.path{overflow-wrap:anywhere;max-width:28em}
+#made{margin:.3em 0 .8em;color:#333} #made p{margin:.2em 0}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:.3em .6em;display:inline-block}
+figure{display:inline-block;margin:.2em;text-align:center} figcaption{font-size:13px;color:#444}
 </style></head><body>
 <h1>gradcam-jax report</h1>
+<div id="made"></div>
 <p id="summary"></p>
 <header>
 <label>class <select id="cls"><option value="">all</option></select></label>
@@ -76,7 +82,7 @@ function record(row) {
     const base = typeof u === "number" ? quote(path.slice(path.length - u)) : u;
     D.kinds.forEach((k, i) => { if (mask & (1 << i)) outputs[k] = base + D.suffixes[i]; });
   }
-  return {path, status: ok ? "ok" : "error", error, outputs,
+  return {path, shown: rest, status: ok ? "ok" : "error", error, outputs,
           predicted_name: p < 0 ? null : D.classes[p], probability: p < 0 ? null : pp,
           target_name: t < 0 ? null : D.classes[t], target_probability: t < 0 ? null : tp};
 }
@@ -119,7 +125,7 @@ function render() {
     const tr = el("tr", null, "row " + r.status);
     tr.dataset.path = r.path;
     tr.append(thumb(r, "input"), thumb(r, "overlay"), thumb(r, "guided_gradcam"),
-              el("td", r.path), el("td", r.predicted_name), el("td", fmt(r.probability), "num"),
+              el("td", r.shown, "path"), el("td", r.predicted_name), el("td", fmt(r.probability), "num"),
               el("td", r.target_name), el("td", fmt(r.target_probability), "num"),
               el("td", r.status === "ok" ? "ok" : "error: " + r.error));
     tr.onclick = () => open_(r);
@@ -132,8 +138,13 @@ function open_(r) {
   if (r.status !== "ok") b.appendChild(el("p", "error: " + r.error));
   else b.appendChild(el("p", "predicted " + r.predicted_name + " (" + fmt(r.probability) +
       "), explained " + r.target_name + " (" + fmt(r.target_probability) + ")"));
+  const captions = {input: "input", overlay: "Grad-CAM over the input",
+                    guided_gradcam: "Guided Grad-CAM"};
   for (const kind of ["input", "overlay", "guided_gradcam"]) {
-    if (r.outputs && r.outputs[kind]) { const i = el("img"); i.alt = kind; i.src = url(r.outputs[kind]); b.appendChild(i); }
+    if (r.outputs && r.outputs[kind]) {
+      const f = el("figure"), i = el("img"); i.alt = kind; i.src = url(r.outputs[kind]);
+      f.append(i, el("figcaption", captions[kind])); b.appendChild(f);
+    }
   }
   $("panel").classList.add("open");
 }
@@ -145,8 +156,23 @@ $("next").onclick = () => { page += 1; render(); };
 const classes = [...new Set(records.flatMap(r => [r.predicted_name, r.target_name]).filter(Boolean))].sort();
 for (const c of classes) $("cls").appendChild(el("option", c));
 const failed = records.filter(r => r.status !== "ok");
-for (const r of failed) $("failures").appendChild(el("li", r.path + ": " + r.error));
+for (const r of failed) $("failures").appendChild(el("li", r.path + ": " + r.error, "fail"));
 if (!failed.length) $("failures").appendChild(el("li", "none"));
+// what made the results: one line per distinct setting (a folder rerun with another
+// layer holds two), random weights flagged
+for (const run of D.runs) {
+  const s = run.settings;
+  const target = s.target === null || s.target === undefined ? "the predicted class"
+      : "class " + s.target + (run.target_name ? " (" + run.target_name + ")" : "");
+  const p = el("p", run.count + " image(s): model " + s.model + " · weights " + s.weights +
+      " · layer " + s.layer + " · method " + s.method + " · target " + target +
+      " · resize " + s.resize + " · EXIF orientation " + (s.exif_orientation === false ? "ignored" : "applied") +
+      " · gradcam-jax " + s.version);
+  $("made").appendChild(p);
+  if (String(s.weights).startsWith("random"))
+    $("made").appendChild(el("p", "random weights: the class names and probabilities mean nothing (a timing run)", "warn"));
+}
+$("made").appendChild(el("p", "inputs under " + (D.root || "(various folders)") + " · written " + D.written));
 $("summary").textContent = (records.length - failed.length) + " explained, " + failed.length + " failed.";
 render();
 </script></body></html>
@@ -162,6 +188,7 @@ class _Compact:
   def __init__(self):
     self.classes: dict = {}
     self.rows: list = []
+    self.runs: dict = {}  # settings as JSON -> {"settings", "count", "target_name"}
 
   def _class(self, name) -> int:
     return -1 if name is None else self.classes.setdefault(name, len(self.classes))
@@ -179,6 +206,15 @@ class _Compact:
       encoded = urllib.parse.quote(os.fsencode(name))
       plain = path.endswith(name) and encoded == urllib.parse.quote(name)
       where = len(name) if plain else encoded
+    settings = record.get("settings")
+    if settings is not None:
+      run = self.runs.setdefault(
+        json.dumps(settings, sort_keys=True),
+        {"settings": settings, "count": 0, "target_name": None},
+      )
+      run["count"] += 1
+      if settings.get("target") is not None and record.get("target_name"):
+        run["target_name"] = record["target_name"]
     prob = record.get("probability")
     tprob = record.get("target_probability")
     self.rows.append(
@@ -207,6 +243,8 @@ class _Compact:
       "kinds": list(KINDS),
       "suffixes": [SUFFIXES[k] for k in KINDS],
       "rows": self.rows,
+      "runs": sorted(self.runs.values(), key=lambda r: -r["count"]),
+      "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     # no "</script>" inside the data
     return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
