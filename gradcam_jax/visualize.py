@@ -13,7 +13,7 @@ import numpy as np
 
 from gradcam_jax._errors import ImageError
 
-__all__ = ["heatmap", "overlay", "deprocess_gradient", "panel", "grid"]
+__all__ = ["heatmap", "overlay", "deprocess_gradient", "panel", "grid", "save"]
 
 
 def heatmap(cam, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
@@ -80,3 +80,22 @@ def grid(rows: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
     pad = np.full((r.shape[0], w - r.shape[1], 3), 255, np.uint8)
     out += [np.concatenate([r, pad], 1), np.full((gap, w, 3), 255, np.uint8)]
   return np.concatenate(out[:-1], axis=0)
+
+
+def save(path, image) -> None:
+  """Write a uint8 RGB picture (H, W, 3), or grey (H, W), to `path` (PNG, JPEG, ...
+  by its suffix). ImageError when it is not such a picture or cannot be written."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or not (
+    image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)
+  ):
+    raise ImageError(
+      f"save {path}: expected a uint8 RGB (H, W, 3) or grey (H, W) picture; got "
+      f"{image.dtype} {image.shape}."
+    )
+  try:
+    ok = cv2.imwrite(str(path), image if image.ndim == 2 else image[..., ::-1])
+  except cv2.error as err:
+    raise ImageError(f"save {path}: OpenCV cannot write it: {err}") from None
+  if not ok:
+    raise ImageError(f"save {path}: could not write it (a folder that does not exist?).")

@@ -1,10 +1,12 @@
-"""Every Python block of the README runs, verbatim, in order, in one namespace: what a
-reader gets by pasting them top to bottom into one session.
+"""Every Python block of the README, then of the user guide's pages (docs/guide, in the
+order of the site's table of contents), runs verbatim, in order, in one namespace:
+what a reader gets by pasting them top to bottom into one session.
 
 The only names the test supplies are the ones the README says are the reader's own
 model: ``nnx_model`` (an ``nnx.Module`` with ``blocks[3].conv2``, taking the README's
 (B, 64, 64, 3) images) and ``eqx_model`` (an ``eqx.Module`` with ``layers``, taking one
-(3, 64, 64) image, channels first, as Equinox models do).
+(3, 64, 64) image, channels first, as Equinox models do); and ``photo.jpg``, the
+reader's own photo, in the folder the blocks run in (a temporary one).
 """
 
 import os
@@ -20,14 +22,26 @@ from flax import nnx
 
 pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 
 
-def python_blocks() -> list[tuple[int, str]]:
-  text = README.read_text()
-  return [(text[:m.start()].count("\n") + 1, textwrap.dedent(m.group(2)))
-          for m in FENCE.finditer(text)]
+def documents() -> list[Path]:
+  """The README, then the guide's pages in the order docs/index.md lists them."""
+  index = (ROOT / "docs" / "index.md").read_text()
+  pages = re.findall(r"^guide/(\w+)$", index, re.M)
+  assert pages, "docs/index.md lists no guide page"
+  return [README] + [ROOT / "docs" / "guide" / f"{p}.md" for p in pages]
+
+
+def python_blocks() -> list[tuple[str, str]]:
+  blocks = []
+  for doc in documents():
+    text = doc.read_text()
+    blocks += [(f"{doc.relative_to(ROOT)}, block at line {text[:m.start()].count(chr(10)) + 1}",
+                textwrap.dedent(m.group(2))) for m in FENCE.finditer(text)]
+  return blocks
 
 
 class _NNXBlock(nnx.Module):
@@ -69,19 +83,23 @@ def test_the_readme_has_python_blocks():
   assert len(python_blocks()) >= 8
 
 
-def test_readme_blocks_run_in_order(monkeypatch):
+def test_readme_blocks_run_in_order(monkeypatch, tmp_path):
+  import cv2
+  from gradcam_jax.zoo.demo import load_samples
+  monkeypatch.chdir(tmp_path)  # the blocks write their pictures here
+  cv2.imwrite("photo.jpg", load_samples()[0][0][..., ::-1])
   # the CPU-notes block sets XLA_FLAGS, as a reader's program would before JAX
   # starts: give it this test's own copy, restored afterwards
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
   namespace = {"__name__": "readme",
                "nnx_model": _NNXNet(nnx.Rngs(0)),
                "eqx_model": _EqxNet(jax.random.key(0))}
-  for line, code in python_blocks():
+  for where, code in python_blocks():
     try:
-      exec(compile(code, f"README.md, block at line {line}", "exec"), namespace)
+      exec(compile(code, where, "exec"), namespace)
     except Exception as err:  # noqa: BLE001 (name the block that failed)
-      pytest.fail(f"README.md block at line {line} failed: {type(err).__name__}: {err}"
-                  f"\n{code}")
+      pytest.fail(f"{where} failed: {type(err).__name__}: {err}\n{code}")
+  assert (tmp_path / "overlay.png").exists() and (tmp_path / "guided_gradcam.png").exists()
   assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
                                      "--xla_cpu_experimental_ynn_fusion_type=")
   # the loss block's gradient is a real one: finite everywhere, not all zero

@@ -43,3 +43,18 @@ def test_panel_and_grid_sizes():
   stacked = vis.grid([row, vis.panel([a], ["a"])], gap=6)
   assert stacked.shape == (row.shape[0] + 6 + 18 + 4, row.shape[1], 3)
   assert (stacked[row.shape[0]:row.shape[0] + 6] == 255).all()  # the white gap
+
+
+def test_save_writes_rgb_as_rgb_and_refuses_what_is_not_a_picture(tmp_path):
+  import cv2
+  import gradcam_jax as gcj
+  from gradcam_jax import visualize as vis
+  rgb = np.zeros((4, 5, 3), np.uint8)
+  rgb[..., 0] = 200  # red
+  vis.save(tmp_path / "red.png", rgb)
+  back = cv2.imread(str(tmp_path / "red.png"))[..., ::-1]
+  np.testing.assert_array_equal(back, rgb)
+  with pytest.raises(gcj.ImageError, match="expected a uint8 RGB"):
+    vis.save(tmp_path / "x.png", rgb.astype(np.float32))
+  with pytest.raises(gcj.ImageError, match="could not write it"):
+    vis.save(tmp_path / "no" / "such" / "x.png", rgb)

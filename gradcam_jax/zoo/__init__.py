@@ -6,7 +6,7 @@ Models: ``demo.py`` (shipped, trained on digit scenes), ``vgg.py``, ``resnet.py`
 for the command line). Loading: ``_load.py`` (``zoo.load``), ``_zoo_model.py``
 (``ZooModel``), ``_download.py`` (published weights, fetched once into a cache),
 ``_torch_file.py`` (``torch.save`` files read without torch or its pickle).
-``training/`` retrains the demo model (data, training, evaluation).
+``training/`` retrains the demo model (data, training, evaluation). In use::
 
     model = gradcam_jax.zoo.load("demo")
     explain = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables,
