@@ -85,7 +85,7 @@ def interleaved(fns: dict, call, rounds: int, reps: int = 2) -> Timing:
   `rounds` rounds in which each fn in turn runs `reps` calls.
 
   The first call of each block follows a different program and is kept apart
-  (`switch_s`): on this CPU backend it can cost 2x more (RESULTS.md, "switch cost").
+  (`switch_s`): on this CPU backend it can cost 2x more (HISTORY.md, "switch cost").
   The other calls are the steady state. `call` must block until the result is ready."""
   first = {name: measured(lambda: call(fn)) for name, fn in fns.items()}
   times, switch, faults, peak = ({name: [] for name in fns} for _ in range(4))

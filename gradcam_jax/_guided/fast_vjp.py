@@ -45,7 +45,7 @@ def fast_backward(eqn) -> Callable | None:
 # Max pooling with a faster backward pass.
 #
 # XLA's CPU backend differentiates a max pool with ``select_and_scatter``, which runs
-# 7-12x slower than the pool itself (RESULTS.md, "make it fast"); in guided backprop,
+# 7-12x slower than the pool itself (benchmarks/HISTORY.md, "make it fast"); in guided backprop,
 # whose backward pass crosses every pool of the network, replacing it cut VGG16's
 # time by a quarter. The rewrite below keeps the forward primitive and routes the
 # cotangent with strided slices and pads that XLA fuses: the same routing (each

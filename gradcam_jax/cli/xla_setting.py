@@ -24,7 +24,7 @@ SETTINGS = {
   ),
 }
 # What the command uses when the user set neither XLA_FLAGS nor --xla-flags
-# (chosen from the grid in benchmarks/RESULTS.md, "XLA's YNN fusion: the grid").
+# (chosen from the grid in benchmarks/HISTORY.md, "XLA's YNN fusion: the grid").
 CHOSEN = "noynn"
 
 
