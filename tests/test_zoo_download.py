@@ -331,15 +331,22 @@ def _wait_for_part(tmp_path, child):
   assert _parts(tmp_path), child.communicate()
 
 
-def test_a_download_stopped_by_sigterm_leaves_nothing(server, tmp_path):
-  """Issue 23 case 13: each SIGTERM-ed attempt left a .part file in the cache."""
-  import signal
+def _download_stopped_by(signum, server, tmp_path):
+  """A child process downloading from a trickling server, sent `signum` once its
+  temporary file exists; the child, once it has ended."""
   server.files[PATH] = b"z" * 100_000
   server.trickle.add(PATH)
   child = _child(server, tmp_path)
   _wait_for_part(tmp_path, child)
-  child.send_signal(signal.SIGTERM)
+  child.send_signal(signum)
   child.communicate(timeout=60)
+  return child
+
+
+def test_a_download_stopped_by_sigterm_leaves_nothing(server, tmp_path):
+  """Issue 23 case 13: each SIGTERM-ed attempt left a .part file in the cache."""
+  import signal
+  child = _download_stopped_by(signal.SIGTERM, server, tmp_path)
   assert child.returncode == -signal.SIGTERM  # it still dies of the signal
   assert list(_cache(tmp_path).iterdir()) == []
 
@@ -347,12 +354,7 @@ def test_a_download_stopped_by_sigterm_leaves_nothing(server, tmp_path):
 def test_the_next_attempt_removes_what_a_killed_one_left(server, monkeypatch, tmp_path):
   """SIGKILL cannot be caught: its .part stays until the next download removes it."""
   import signal
-  server.files[PATH] = b"z" * 100_000
-  server.trickle.add(PATH)
-  child = _child(server, tmp_path)
-  _wait_for_part(tmp_path, child)
-  child.send_signal(signal.SIGKILL)
-  child.communicate(timeout=60)
+  _download_stopped_by(signal.SIGKILL, server, tmp_path)
   assert len(_parts(tmp_path)) == 1
   body = b"w" * 5000
   server.files[PATH] = body
