@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gradcam_jax.cli.atomic import MARKER, work_dir
 from gradcam_jax.cli.lock import holding_out
-from gradcam_jax.cli.model_options import load_model
+from gradcam_jax.cli.model_options import input_spec, load_model
 from gradcam_jax.cli.usage import EXIT_INPUTS, EXIT_INTERRUPTED, UsageError
 
 __all__ = ["cmd_explain"]
@@ -184,11 +184,10 @@ def _checked_job(args):
     max_pixels=args.max_pixels,
     exif_orientation=not args.no_exif_orientation,
   )
-  h, w = model.input_size
   try:
     jax.eval_shape(
       build_explainer(model, model.variables, job),
-      jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w)),
+      input_spec(model),
       None if target is None else jax.ShapeDtypeStruct((1,), np.int32),
     )
   except gcj.GradCAMError as err:
@@ -207,15 +206,12 @@ def _checked_job(args):
 def _automatic_layer(model) -> str:
   """The layer ``layer=None`` picks for `model`, by name: what the start-up line,
   the records and the report show (traced on shapes only)."""
-  import jax
 
   import gradcam_jax as gcj
   from gradcam_jax._layers import select_layer
 
-  h, w = model.input_size
-  x = jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w))
   try:
-    infos = gcj.list_layers(model.apply_fn, model.variables, x).layers
+    infos = gcj.list_layers(model.apply_fn, model.variables, input_spec(model)).layers
     info = select_layer(infos, None, 1)
   except gcj.GradCAMError as err:
     raise UsageError(f"--layer: {err}") from None
@@ -310,11 +306,3 @@ def _finish(args, sources, missing, summary, process) -> int:
       file=sys.stderr,
     )
   return EXIT_INPUTS if (failed or missing or problems) else 0
-
-
-def _input_dtype(model, h, w):
-  """The dtype the model's preprocessing gives (run on one black image: a
-  preprocess may be plain NumPy, which shapes alone cannot trace)."""
-  import numpy as np
-
-  return np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype

@@ -57,19 +57,15 @@ class _Help(argparse.HelpFormatter):
 
 def cmd_layers(args) -> int:
   """Print the layers of the model that --model names (what --layer takes)."""
-  import jax
 
   import gradcam_jax as gcj
-  from gradcam_jax.cli.explain import _input_dtype
-  from gradcam_jax.cli.model_options import load_model
+  from gradcam_jax.cli.model_options import input_spec, load_model
 
   model, _ = load_model(args.model, args.weights, args.random_weights, args.output)
-  h, w = model.input_size
-  x = jax.ShapeDtypeStruct((1, h, w, 3), _input_dtype(model, h, w))
   print(
     f"layers of {model.name}, in the order they finish (the last are nearest the output):"
   )
-  print(gcj.list_layers(model.apply_fn, model.variables, x))
+  print(gcj.list_layers(model.apply_fn, model.variables, input_spec(model)))
   return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gradcam_jax.cli.usage import UsageError
 
-__all__ = ["add_model_options", "load_model"]
+__all__ = ["add_model_options", "input_spec", "load_model"]
 
 RANDOM_SEED = 0  # --random-weights draws from it: every process draws the same weights
 
@@ -82,6 +82,18 @@ def weights_digest(variables) -> str:
     digest.update(f"{jax.tree_util.keystr(path)} {a.dtype} {a.shape};".encode())
     digest.update(a.reshape(-1).view(np.uint8))
   return "sha256:" + digest.hexdigest()[:16]
+
+
+def input_spec(model):
+  """The shape and dtype of a batch of one of `model`'s inputs, preprocessed (its
+  preprocessing is run on one black image: it may be plain NumPy, which shapes alone
+  cannot trace)."""
+  import jax
+  import numpy as np
+
+  h, w = model.input_size
+  dtype = np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
+  return jax.ShapeDtypeStruct((1, h, w, 3), dtype)
 
 
 def load_model(
