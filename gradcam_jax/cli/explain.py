@@ -206,17 +206,15 @@ def _checked_job(args):
 def _automatic_layer(model) -> str:
   """The layer ``layer=None`` picks for `model`, by name: what the start-up line,
   the records and the report show (traced on shapes only)."""
-
   import gradcam_jax as gcj
-  from gradcam_jax._layers import select_layer
+  from gradcam_jax._layers import _call_counts, select_layer
 
   try:
     infos = gcj.list_layers(model.apply_fn, model.variables, input_spec(model)).layers
     info = select_layer(infos, None, 1)
   except gcj.GradCAMError as err:
     raise UsageError(f"--layer: {err}") from None
-  calls = sum(i.path == info.path and i.method == info.method for i in infos)
-  return str(info.ref(calls))
+  return str(info.ref(_call_counts(infos)[(info.path, info.method)]))
 
 
 def _print_start(args, model, job) -> None:

@@ -141,7 +141,8 @@ def entry(record: dict, where: int = 0) -> Entry:
 
 class State(NamedTuple):
   """What the journal says, read in one pass, holding only what a resume needs
-  (about 400 bytes per input: the path twice, an Entry; no record is kept whole).
+  (750 bytes per input at 200,000 inputs, ``benchmarks/journal_scale.py``: the path,
+  the output name, an Entry; no record is kept whole).
 
   Attributes:
     latest: input path -> the Entry of its latest line (a claim or a done record).

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from gradcam_jax.io import Source
 
-__all__ = ["Plan", "input_identity", "plan", "same_computation"]
+__all__ = ["Plan", "done_alike", "input_identity", "plan", "same_computation"]
 
 
 class Plan(NamedTuple):
@@ -37,14 +37,22 @@ def same_computation(a: dict | None, b: dict) -> bool:
   return a is not None and {**a, "save": None} == {**b, "save": None}
 
 
-def _finished(entry, settings: dict, identity, out_dir: Path) -> bool:
-  """`entry` (the journal's Entry of the input's latest line) is a finished result
-  of `settings` for the file `identity` describes, with every output in place."""
+def done_alike(entry, settings: dict) -> bool:
+  """`entry` (the journal's Entry of an input's latest line) is a finished result
+  of the computation `settings` describe (whatever kinds of files it saved)."""
   return (
     entry is not None
     and entry.event == "done"
     and entry.status == "ok"
     and same_computation(entry.settings, settings)
+  )
+
+
+def _finished(entry, settings: dict, identity, out_dir: Path) -> bool:
+  """`entry` is a finished result of `settings` for the file `identity` describes,
+  with every kind asked for among its outputs and every output in place."""
+  return (
+    done_alike(entry, settings)
     and set(settings["save"]) <= set(entry.kinds)
     and identity is not None
     and entry.input == (identity["size"], identity["mtime_ns"])

@@ -19,7 +19,7 @@ from gradcam_jax.cli import outputs
 from gradcam_jax.cli.atomic import write_atomically
 from gradcam_jax.cli.journal import Journal
 from gradcam_jax.cli.pipeline import Batch
-from gradcam_jax.cli.plan import input_identity, same_computation
+from gradcam_jax.cli.plan import done_alike, input_identity
 
 __all__ = ["Recorder"]
 
@@ -226,12 +226,7 @@ class Recorder:
     now, of the same computation under the same name (asking for fewer kinds
     deletes nothing); an earlier computation's files are not kept."""
     before = self.latest.get(path)
-    if not (
-      before is not None
-      and before.event == "done"
-      and before.status == "ok"
-      and same_computation(before.settings, self.settings)
-    ):
+    if not done_alike(before, self.settings):
       return {}
     return {
       k: rel
