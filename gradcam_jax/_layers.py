@@ -9,7 +9,6 @@ from gradcam_jax._errors import (
   LayerNotFoundError,
   LayerShapeError,
   LayerSpecError,
-  UnsupportedError,
   format_choices,
 )
 
@@ -48,8 +47,8 @@ class LayerRef(NamedTuple):
 class LayerInfo(NamedTuple):
   """One activation the model produced while tracing: where, which call, what shape.
 
-  `inside_loop` marks a call inside a transform over a stack of layers (``nnx.scan``):
-  it is listed, but not chosen by ``layer=None`` nor explainable yet."""
+  `inside_loop` marks a call inside a scan over a stack of layers (``nnx.scan``,
+  ``nn.scan``): one record per iteration, `call` numbering the iterations."""
 
   path: tuple[str, ...]
   method: str
@@ -64,7 +63,8 @@ class LayerInfo(NamedTuple):
     cls, path, method: str, call: int, out, module_type: str, inside_loop: bool = False
   ) -> "LayerInfo":
     """The record of one layer output `out` (its shape and dtype where it is an
-    array)."""
+    array, or a tuple led by one: a scanned block's ``(carry, y)``)."""
+    out = first_array(out)
     ok = hasattr(out, "shape") and hasattr(out, "dtype")
     return cls(
       tuple(path),
@@ -81,8 +81,33 @@ class LayerInfo(NamedTuple):
 
   def describe(self, calls: int) -> str:
     shape = "not an array" if self.shape is None else f"{self.shape} {self.dtype}"
-    loop = " (inside a scan over layers)" if self.inside_loop else ""
+    loop = f" (iteration {self.call} of a scan)" if self.inside_loop else ""
     return f"{str(self.ref(calls)):40s} {self.module_type:20s} {shape}{loop}"
+
+
+def first_array(out):
+  """`out`, or its first item where it is a tuple led by an array (a scanned
+  block's ``(carry, y)``): the activation an edit reaches."""
+  if isinstance(out, tuple) and out and hasattr(out[0], "shape"):
+    return out[0]
+  return out
+
+
+def per_iteration(infos: Sequence[LayerInfo], loops: Sequence[int | None]) -> list:
+  """`infos` with each run of consecutive calls inside one loop (its number of
+  iterations in `loops`, None outside loops) written out per iteration: the calls
+  of iteration 0, then those of iteration 1, ..., each numbered by its iteration."""
+  out: list = []
+  group: list = []
+  for info, loop in [*zip(infos, loops), (None, None)]:
+    if group and (loop is None or loop != group[0][1]):
+      out.extend(i._replace(call=k) for k in range(group[0][1]) for i, _ in group)
+      group = []
+    if loop is not None:
+      group.append((info, loop))
+    elif info is not None:
+      out.append(info)
+  return out
 
 
 def parse_layers(layer):
@@ -176,7 +201,7 @@ def select_layer(
   """
   counts = _call_counts(infos)
   if layer is None:
-    spatial = [i for i in infos if is_spatial(i, batch, transform) and not i.inside_loop]
+    spatial = [i for i in infos if is_spatial(i, batch, transform)]
     if not spatial:
       raise LayerShapeError(
         "layer=None: expected the model to produce at least one (B, h, w, C) "
@@ -212,21 +237,15 @@ def select_layer(
   index = layer.call or 0
   if index >= len(matches):
     raise LayerNotFoundError(
-      f"layer {str(layer)!r}: call index {index} requested, but the module is called "
-      f"{len(matches)} time(s); valid indices: 0..{len(matches) - 1}."
+      f"layer {str(layer)!r}: call index {index} requested, but the module "
+      + (
+        f"runs in {len(matches)} iteration(s) of a scan"
+        if matches[0].inside_loop
+        else f"is called {len(matches)} time(s)"
+      )
+      + f"; valid indices: 0..{len(matches) - 1}."
     )
   info = matches[index]
-  if info.inside_loop:
-    raise UnsupportedError(
-      f"layer {str(layer)!r} runs inside a scan over a stack of layers (nnx.scan): "
-      "one trace stands for every iteration, and gradcam-jax does not explain a "
-      "single iteration of a scanned stack yet. Layers outside the stack:\n"
-      + format_choices(
-        i.describe(counts[(i.path, i.method)])
-        for i in infos
-        if is_spatial(i, batch, transform) and not i.inside_loop
-      )
-    )
   if not is_spatial(info, batch, transform):
     raise LayerShapeError(
       f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "

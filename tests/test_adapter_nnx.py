@@ -153,19 +153,8 @@ def test_a_scanned_stack_is_explained_outside_the_stack():
   score = lambda a: jnp.take_along_axis(rest(a), t[:, None], 1).sum()  # noqa: E731
   a = stem(x)
   want = jax.nn.relu(jnp.einsum("bhwk,bk->bhw", a, jax.grad(score)(a).mean((1, 2))))
-  for layer in ("stem", None):  # layer=None: the last spatial layer outside the stack
-    assert_close(gcj.jit(gcj.gradcam(model, layer=layer))(x, t).cam_raw, want, atol=1e-5)
+  # layers inside the stack: tests/test_scan_layers.py
+  assert_close(gcj.jit(gcj.gradcam(model, layer="stem"))(x, t).cam_raw, want, atol=1e-5)
   g_stem, g_rest = _unrolled(model, gcj.guided_relu)
   guided = jax.grad(lambda x: jnp.take_along_axis(g_rest(g_stem(x)), t[:, None], 1).sum())
   assert_close(gcj.guided_backprop(model)(x, t).guided, guided(x), atol=1e-5)
-
-
-def test_layers_inside_a_scanned_stack_are_listed_and_refused():
-  model, x = _ScanNet(2, nnx.Rngs(1)), models.images(1)
-  layers, _ = gcj.list_layers(model, None, x)
-  assert [(l.path, l.inside_loop) for l in layers] == [
-    (("stem",), False), (("blocks", "conv"), True), (("blocks",), True), (("fc",), False)]
-  assert "(inside a scan over layers)" in str(gcj.list_layers(model, None, x))
-  for layer in ("blocks", "blocks/conv"):
-    with pytest.raises(gcj.UnsupportedError, match="inside a scan over a stack"):
-      gcj.gradcam(model, layer=layer)(x)

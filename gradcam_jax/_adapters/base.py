@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Protocol, Sequence, Tuple
 
+from gradcam_jax import _loops
 from gradcam_jax._edits import Edit
 from gradcam_jax._errors import ModelError
-from gradcam_jax._layers import LayerInfo, LayerRef
+from gradcam_jax._layers import LayerInfo, LayerRef, first_array
 
 __all__ = ["Adapter", "CallCounter", "EditsAt", "LayerEdits"]
 
@@ -68,6 +69,14 @@ class Adapter(Protocol):
     ...
 
 
+def _on_first(fn, out):
+  """``fn(out)``, or `out` with ``fn`` applied to its first item where it is a tuple
+  led by an array (:func:`~gradcam_jax._layers.first_array`)."""
+  if first_array(out) is out:
+    return fn(out)
+  return (fn(out[0]), *out[1:])
+
+
 class CallCounter:
   """Numbers the calls of each layer within one trace: 0 for its first call."""
 
@@ -87,29 +96,55 @@ class EditsAt:
   then raises unless every edit was applied exactly once (a model whose calls
   differ between the trace that listed its layers and this run).
 
+  A layer inside a loop over a stack of layers (``nnx.scan``) is called once for
+  all iterations; its call index names the iteration. There ``at(key, out,
+  in_loop=True)`` raises :class:`~gradcam_jax._loops.LoopEdit` unless `marking`, and
+  with `marking` leaves a mark :func:`gradcam_jax._loops.run` applies the edits at.
+
   Args:
     edits: ``(LayerRef, Edit)`` pairs.
     key: the key of a LayerRef in the adapter's terms (its path by default).
+    marking: mark edits inside loops (the run goes through ``_loops.run``).
   """
 
   def __init__(
-    self, edits: LayerEdits, key: Callable[[LayerRef], Hashable] = lambda ref: ref.path
+    self,
+    edits: LayerEdits,
+    key: Callable[[LayerRef], Hashable] = lambda ref: ref.path,
+    marking: bool = False,
   ):
+    self.marking = marking
     self.layers = [ref for ref, _ in edits]
     self.wanted = {(key(ref), ref.call or 0): edit for ref, edit in edits}
     self.keys = {k for k, _ in self.wanted}
     self._count = CallCounter()
     self._applied: list = []
 
-  def __call__(self, key: Hashable, out, lane: Any = None):
+  def __call__(self, key: Hashable, out, lane: Any = None, in_loop: bool = False):
     """`out` of this call of `key`, edited if wanted (`lane`: the example of an
-    unbatched activation, for models run under ``vmap``; see :meth:`Edit.lane`)."""
+    unbatched activation, for models run under ``vmap``; see :meth:`Edit.lane`;
+    `in_loop`: the call stands for every iteration of a loop)."""
+    if in_loop:
+      return self._in_loop(key, out)
     index = self._count(key)
     edit = self.wanted.get((key, index))
     if edit is None:
       return out
     self._applied.append((key, index))
-    return edit(out) if lane is None else edit.lane(lane)(out)
+    return _on_first(edit if lane is None else edit.lane(lane), out)
+
+  def _in_loop(self, key: Hashable, out):
+    wanted = sorted(
+      ((i, edit) for (k, i), edit in self.wanted.items() if k == key), key=lambda w: w[0]
+    )
+    if not wanted:
+      return out
+    if not self.marking:
+      raise _loops.LoopEdit(key)
+    self._applied.extend((key, i) for i, _ in wanted if (key, i) not in self._applied)
+    path = key[0] if isinstance(key[0], tuple) else key
+    name = "/".join(map(str, path))
+    return _on_first(lambda a: _loops.mark(a, wanted, name), out)
 
   def check(self) -> None:
     if sorted(map(repr, self._applied)) != sorted(map(repr, self.wanted)):

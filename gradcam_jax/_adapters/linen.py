@@ -15,13 +15,35 @@ import flax.linen as nn
 import jax
 
 from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
-from gradcam_jax._layers import LayerInfo, parse_layers
+from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
+from gradcam_jax._loops import LoopEdit, run as loops_run
 
 __all__ = ["LinenModel"]
 
 
 def _skip(method_name: str) -> bool:
   return method_name == "setup" or method_name.startswith("<")
+
+
+def _loop_length(variables, module) -> int | None:
+  """The number of iterations when `module` runs inside ``nn.scan`` over a stack of
+  layers (its variables are slices of the stacked ones `variables` holds at its
+  path), else None."""
+  try:
+    inner = module.variables
+  except Exception:  # an unbound module
+    return None
+  for collection, tree in inner.items():
+    outer = variables.get(collection) if hasattr(variables, "get") else None
+    for name in module.path:
+      outer = outer.get(name) if hasattr(outer, "get") else None
+    if outer is None:
+      continue
+    pairs = zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(outer))
+    for a, b in pairs:
+      if len(b.shape) == len(a.shape) + 1 and tuple(b.shape[1:]) == tuple(a.shape):
+        return int(b.shape[0])
+  return None
 
 
 class LinenModel:
@@ -69,32 +91,53 @@ class LinenModel:
 
   def _run(self, variables, x, on_output: Callable):
     """The model with each module output passed through ``on_output((path,
-    method), module, out)``, which returns what the caller of the method gets."""
+    method), module, out, loop)``, which returns what the caller of the method gets; `loop`
+    is the number of iterations of the ``nn.scan`` the call runs in, or None."""
 
     def intercept(next_fun, args, kwargs, context):
       module, method = context.module, context.method_name
       if _skip(method) or not module.path:
         return next_fun(*args, **kwargs)
-      return on_output((tuple(module.path), method), module, next_fun(*args, **kwargs))
+      out = next_fun(*args, **kwargs)
+      loop = _loop_length(variables, module)
+      return on_output((tuple(module.path), method), module, out, loop)
 
     with nn.intercept_methods(intercept):
       return self.apply_fn(variables, x)
 
   def list_layers(self, variables, x):
     infos: list[LayerInfo] = []
+    loops: list = []
     count = CallCounter()
 
-    def record(key, module, out):
-      infos.append(
-        LayerInfo.of_output(key[0], key[1], count(key), out, type(module).__name__)
-      )
+    def record(key, module, out, loop):
+      seen = loop is not None and any(
+        l == loop and (i.path, i.method) == key for i, l in zip(infos, loops)
+      )  # nn.scan traces its body twice
+      if not seen:
+        index = 0 if loop is not None else count(key)
+        infos.append(
+          LayerInfo.of_output(
+            key[0], key[1], index, out, type(module).__name__, loop is not None
+          )
+        )
+        loops.append(loop)
       return out
 
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
-    return infos, out
+    return per_iteration(infos, loops), out
 
   def run_with_edits(self, variables, x, edits: LayerEdits):
-    at = EditsAt(edits, key=lambda ref: (ref.path, ref.method))
-    out = self._run(variables, x, lambda key, module, out: at(key, out))
+    try:
+      return self._run_with_edits(variables, x, edits, marking=False)
+    except LoopEdit:
+      run = lambda v, x: self._run_with_edits(v, x, edits, True)  # noqa: E731
+      return loops_run(run, variables, x)
+
+  def _run_with_edits(self, variables, x, edits: LayerEdits, marking: bool):
+    at = EditsAt(edits, key=lambda ref: (ref.path, ref.method), marking=marking)
+    out = self._run(
+      variables, x, lambda key, _, out, loop: at(key, out, in_loop=loop is not None)
+    )
     at.check()
     return out

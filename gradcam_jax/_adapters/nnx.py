@@ -12,8 +12,8 @@ import jax
 from flax import nnx
 
 from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
-from gradcam_jax._errors import UnsupportedError
-from gradcam_jax._layers import LayerInfo, parse_layers
+from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
+from gradcam_jax._loops import LoopEdit, run as loops_run
 
 __all__ = ["NNXModel"]
 
@@ -30,16 +30,17 @@ def _variable_shapes(module) -> tuple:
 
 def _tap(node, path, hook) -> None:
   """Make `node` (a module of the merged copy, never the user's) call
-  ``hook(path, output, in_loop)`` with each output. Its class becomes a subclass of
+  ``hook(path, output, loop)`` with each output. Its class becomes a subclass of
   its own made here, so it stays a real module that ``nnx.scan``/``nnx.vmap`` can
-  split and merge; `in_loop` says the call runs inside such a transform over a stack
-  of layers (its variables have lost their stacking axis)."""
+  split and merge; `loop` is the number of iterations when the call runs inside
+  such a transform over a stack of layers (its variables have lost their stacking
+  axis), else None."""
   cls = type(node)
   outer = _variable_shapes(node)
 
   def __call__(self, *args, **kwargs):
     out = cls.__call__(self, *args, **kwargs)
-    return hook(path, out, _variable_shapes(self) != outer)
+    return hook(path, out, outer[0][0] if _variable_shapes(self) != outer else None)
 
   node.__class__ = type(
     cls.__name__,
@@ -120,43 +121,44 @@ class NNXModel:
 
   def list_layers(self, state, x):
     infos: list[LayerInfo] = []
+    loops: list = []  # the iterations of each call's loop, or None
     count = CallCounter()
 
     def traced(state, x):
       merged = self.merged(state)
       types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
 
-      def record(path, out, in_loop):
+      def record(path, out, loop):
+        index = 0 if loop is not None else count(path)
         infos.append(
           LayerInfo.of_output(
-            path, "__call__", count(path), out, types.get(path, "?"), in_loop
+            path, "__call__", index, out, types.get(path, "?"), loop is not None
           )
         )
+        loops.append(loop)
         return out
 
       _install(merged, _callable_submodules(merged), record)
       return merged(x)
 
     out = jax.eval_shape(traced, state, x)
-    return infos, out
+    return per_iteration(infos, loops), out
 
   def run_with_edits(self, state, x, edits: LayerEdits):
+    try:
+      return self._run_with_edits(state, x, edits, marking=False)
+    except LoopEdit:
+      return loops_run(lambda s, x: self._run_with_edits(s, x, edits, True), state, x)
+
+  def _run_with_edits(self, state, x, edits: LayerEdits, marking: bool):
     merged = self.merged(state)
-    at = EditsAt(edits)
+    at = EditsAt(edits, marking=marking)
     by_key: dict = {_key(p): p for p in _callable_submodules(merged)}
-
-    def hook(path, out, in_loop):
-      if in_loop:
-        raise UnsupportedError(
-          f"layer {'/'.join(path)!r} runs inside nnx.scan (or nnx.vmap) over a stack "
-          "of layers: one trace stands for every iteration, so an edit there would "
-          "reach all of them. gradcam-jax does not explain a single iteration of a "
-          "scanned stack yet; choose a layer outside the stack (gcj.list_layers marks "
-          "the layers inside it)."
-        )
-      return at(path, out)
-
-    _install(merged, [by_key[key] for key in at.keys], hook)
+    _install(
+      merged,
+      [by_key[key] for key in at.keys],
+      lambda path, out, loop: at(path, out, in_loop=loop is not None),
+    )
     out = merged(x)
     at.check()
     return out
