@@ -97,7 +97,8 @@ def cam(
       ``map(A, dA) -> (h, w)`` for one example.
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
-      None for the last spatial (B, h, w, C) activation. A list of layers gives
+      None for the last spatial (B, h, w, C) activation (with a `reshape`, the
+      last one whose reshaped activation reaches the output). A list of layers gives
       one map per layer, each normalised at input size, averaged (``cam`` is the
       normalised average; ``cam_raw`` the tuple of the layers' raw maps, each at
       its own layer's resolution).

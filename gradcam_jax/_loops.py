@@ -167,7 +167,15 @@ def _eval(jaxpr, consts, args, iteration, applied: list) -> list:
   return [read(v) for v in jaxpr.outvars]
 
 
-_INLINE = {"jit", "pjit", "closed_call", "custom_jvp_call", "custom_vjp_call", "remat2", "checkpoint"}
+_INLINE = {
+  "jit",
+  "pjit",
+  "closed_call",
+  "custom_jvp_call",
+  "custom_vjp_call",
+  "remat2",
+  "checkpoint",
+}
 
 
 def run(fn: Callable, *args):

@@ -26,7 +26,8 @@ from gradcam_jax._errors import (
   model_failure,
 )
 from gradcam_jax._inputs import check_images
-from gradcam_jax._layers import LayerInfo, LayerRef, select_layer
+from gradcam_jax._layers import LayerInfo, LayerRef, is_spatial, select_layer
+from gradcam_jax._reach import reaching_layer
 from gradcam_jax._reshape import channels_last
 from gradcam_jax._result import Explanation
 from gradcam_jax._targets import (
@@ -169,7 +170,16 @@ class Request:
     )
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
     self.infos: list[LayerInfo] = [
-      select_layer(infos, l, self.batch, reshape) for l in layers
+      select_layer(infos, l, self.batch, reshape)
+      if l is not None or reshape in (None, channels_last)
+      else reaching_layer(
+        adapter,
+        self.variables,
+        images,
+        [i for i in infos if is_spatial(i, self.batch, reshape)],
+        reshape,
+      )
+      for l in layers
     ]
     for info in self.infos:
       _check_fits(info, reshape, self.size, layout)
