@@ -161,9 +161,7 @@ def _eval(jaxpr, consts, args, iteration, applied: list) -> list:
         + "; gradcam-jax explains iterations of a scan over a stack of layers, not "
         "of nested scans, while loops or conditionals."
       )
-    for v, val in zip(eqn.outvars, outs):
-      if not isinstance(v, jcore.DropVar):
-        env[v] = val
+    env.update(zip(eqn.outvars, outs))  # a dropped output is never read
   return [read(v) for v in jaxpr.outvars]
 
 

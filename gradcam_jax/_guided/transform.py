@@ -185,9 +185,7 @@ def _eval(jaxpr, consts: Sequence, args: Sequence, rule: Rule, facts: tuple = ()
       outs = handler(eqn, invals, rule)
     else:
       outs = _bind(eqn, invals)
-    for v, val in zip(eqn.outvars, outs):
-      if not isinstance(v, jcore.DropVar):
-        env[v] = val
+    env.update(zip(eqn.outvars, outs))  # a dropped output is never read
   return [read(v) for v in jaxpr.outvars]
 
 
