@@ -10,7 +10,9 @@ class per framework behind one protocol) -> ``_request`` (one call's images,
 targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers)
 -> ``_methods/`` (one record per CAM method) -> ``_postprocess`` -> ``_result``
 (the Explanation). Beside that flow: ``_layers`` (naming and listing layers),
-``_edits`` (edits at a layer), ``_inputs`` and ``_targets`` (checks, target
+``_edits`` (edits at a layer), ``_loops`` (edits at one iteration of a scanned
+stack), ``_reach`` (``layer=None`` with a reshape: a layer that reaches the output),
+``_inputs`` and ``_targets`` (checks, target
 scores), ``_guided/`` (the guided-ReLU rewrite), ``_explainer`` (the Explainer
 value, ``gcj.jit``), ``_smooth`` (noise and augmentation wrappers), ``_reshape``
 (token grids, channels last), ``_errors``, and ``_ranks_blur`` (pixel ranks and

@@ -112,3 +112,30 @@ def test_a_model_that_needs_a_key_gets_equinox_advice_that_works():
   out = gcj.guided_gradcam(bound, layer=lambda p: p.func.conv, image_layout="NCHW")(x)
   plain = jax.vmap(lambda xi: eqx.nn.inference_mode(model)(xi, key=None))(x)
   assert_close(out.logits, plain, atol=1e-6)
+
+
+def test_a_module_holding_a_jitted_function_under_gcj_jit():
+  """A field holding a jitted activation (equimo's layers keep theirs so) made
+  gcj.jit fail: the whole module, functions and all, was passed as the jitted
+  params. Now the bound params are the module's arrays only."""
+  class WithAct(eqx.Module):
+    conv: eqx.nn.Conv2d
+    act: object
+    fc: eqx.nn.Linear
+
+    def __init__(self, key):
+      k1, k2 = jax.random.split(key)
+      self.conv = eqx.nn.Conv2d(3, 4, 3, padding=1, key=k1)
+      self.act = jax.jit(jax.nn.relu)
+      self.fc = eqx.nn.Linear(4, 3, key=k2)
+
+    def __call__(self, x):
+      return self.fc(self.act(self.conv(x)).mean((1, 2)))
+
+  model, x = WithAct(jax.random.key(0)), models.images(2)
+  x = jnp.transpose(x, (0, 3, 1, 2))
+  explain = gcj.gradcam(model, layer=lambda m: m.conv, image_layout="NCHW")
+  assert_close(gcj.jit(explain)(x).cam_raw, explain(x).cam_raw, atol=1e-6)
+  plain = eqx.tree_at(lambda m: m.act, model, lambda a: a)  # no ReLU left
+  with pytest.raises(gcj.NoReLUError, match=r"Equinox module WithAct \(in Partial\)"):
+    gcj.guided_backprop(eqx.Partial(plain), image_layout="NCHW")(x)

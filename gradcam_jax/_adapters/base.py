@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Protocol, Sequence, Tuple
 
-from gradcam_jax import _loops
 from gradcam_jax._edits import Edit
 from gradcam_jax._errors import ModelError
 from gradcam_jax._layers import LayerInfo, LayerRef, first_array
+from gradcam_jax._loops import LoopEdit, mark
 
 __all__ = ["Adapter", "CallCounter", "EditsAt", "LayerEdits"]
 
@@ -140,11 +140,11 @@ class EditsAt:
     if not wanted:
       return out
     if not self.marking:
-      raise _loops.LoopEdit(key)
+      raise LoopEdit(key)
     self._applied.extend((key, i) for i, _ in wanted if (key, i) not in self._applied)
     path = key[0] if isinstance(key[0], tuple) else key
     name = "/".join(map(str, path))
-    return _on_first(lambda a: _loops.mark(a, wanted, name), out)
+    return _on_first(lambda a: mark(a, wanted, name), out)
 
   def check(self) -> None:
     if sorted(map(repr, self._applied)) != sorted(map(repr, self.wanted)):

@@ -80,10 +80,13 @@ class EquinoxModel:
   @classmethod
   def adapt(cls, model, params):
     """An ``eqx.Module``: its arrays become the bound params unless `params` is
-    given."""
+    given (arrays only: a field holding a function, such as a jitted activation, is
+    not an argument ``jax.jit`` can take)."""
+    import equinox as eqx
+
     if isinstance(model, EquinoxModel):
       return model, params
-    return cls(model), model if params is None else params
+    return cls(model), eqx.filter(model, eqx.is_array) if params is None else params
 
   def model(self, arrays):
     import equinox as eqx
@@ -91,6 +94,9 @@ class EquinoxModel:
     return eqx.combine(arrays, self.static)
 
   def __repr__(self) -> str:
+    inner = getattr(self.static, "func", None)  # an eqx.Partial binding a key
+    if inner is not None and hasattr(inner, "__dataclass_fields__"):
+      return f"Equinox module {type(inner).__name__} (in {type(self.static).__name__})"
     return f"Equinox module {type(self.static).__name__}"
 
   def __call__(self, arrays, x):

@@ -113,7 +113,7 @@ def _eval_shard_map(eqn, invals, rule):
     in_specs=p["in_specs"],
     out_specs=list(p["out_specs"]),
     check_vma=p["check_vma"],
-    axis_names=p["newly_manual_axes"],
+    axis_names=p.get("newly_manual_axes", p.get("manual_axes")),  # jax 0.9: manual_axes
   )
   return list(fn(*invals))
 
