@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from gradcam_jax._edits import Edit
 from gradcam_jax._errors import LayerNotFoundError, UnsupportedError
+from gradcam_jax._guided.fast_vjp import bind
 
 __all__ = ["LoopEdit", "mark", "run"]
 
@@ -144,10 +145,7 @@ def _eval(jaxpr, consts, args, iteration, applied: list) -> list:
     if eqn.primitive is _mark_p:
       outs = _apply_mark(eqn, invals, iteration, applied)
     elif not marked:
-      params = eqn.primitive.get_bind_params(eqn.params)
-      with eqn.ctx.manager:
-        outs = eqn.primitive.bind(*invals, **params)
-      outs = outs if eqn.primitive.multiple_results else [outs]
+      outs = bind(eqn, invals)
     elif eqn.primitive.name == "scan" and iteration is None:
       outs = _scan(eqn, invals, applied)
     elif eqn.primitive.name in _INLINE and len(marked) == 1:

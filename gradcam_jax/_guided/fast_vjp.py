@@ -22,6 +22,9 @@ __all__ = ["bind", "fast_backward"]
 def bind(eqn, invals):
   """Evaluate `eqn` unchanged, as ``jax.core.eval_jaxpr`` does."""
   params = eqn.primitive.get_bind_params(eqn.params)
+  if isinstance(params, tuple):  # jax < 0.9: (subfuns, params)
+    subfuns, params = params
+    invals = [*subfuns, *invals]
   with eqn.ctx.manager:
     out = eqn.primitive.bind(*invals, **params)
   return out if eqn.primitive.multiple_results else [out]
