@@ -7,7 +7,7 @@
 The tree says who each part is for. The library is this namespace (``gcj.*``) and
 the private modules beside it; data flows one way through them: ``_adapters/`` (one
 class per framework behind one protocol) -> ``_request`` (one call's images,
-targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers)
+targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers; ``_pixel``, the pixel-space ones)
 -> ``_methods/`` (one record per CAM method) -> ``_postprocess`` -> ``_result``
 (the Explanation). Beside that flow: ``_layers`` (naming and listing layers),
 ``_edits`` (edits at a layer), ``_loops`` (edits at one iteration of a scanned
@@ -53,6 +53,12 @@ from gradcam_jax._layers import list_layers
 from gradcam_jax._methods import ALL_METHODS
 from gradcam_jax._methods import METHODS
 from gradcam_jax._methods import Method
+from gradcam_jax._pixel import INTEGRATION_METHODS
+from gradcam_jax._pixel import deconvnet
+from gradcam_jax._pixel import deconvnet_relu
+from gradcam_jax._pixel import input_x_gradient
+from gradcam_jax._pixel import integrated_gradients
+from gradcam_jax._pixel import saliency
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._postprocess import upsample
 from gradcam_jax._reshape import channels_last
@@ -80,6 +86,7 @@ __all__ = (
   "LayerShapeError",
   "LayerSpecError",
   "ALL_METHODS",
+  "INTEGRATION_METHODS",
   "METHODS",
   "Method",
   "MethodError",
@@ -91,6 +98,11 @@ __all__ = (
   "UnsupportedError",
   "WeightsError",
   "class_logit",
+  "deconvnet",
+  "deconvnet_relu",
+  "input_x_gradient",
+  "integrated_gradients",
+  "saliency",
   "cam",
   "channels_last",
   "class_probability",

@@ -243,17 +243,27 @@ class Request:
   # -- the result -------------------------------------------------------------------
 
   def explanation(
-    self, output, targets, *, cam=None, cam_raw=None, guided=None, guided_gradcam=None
+    self,
+    output,
+    targets,
+    *,
+    cam=None,
+    cam_raw=None,
+    guided=None,
+    guided_gradcam=None,
+    attribution=None,
+    delta=None,
   ) -> Explanation:
     """The result from (B, T, ...) fields: the T axis dropped where the targets were
     (B,) or the default, and the validity flags computed."""
-    fields = (cam, cam_raw, guided, guided_gradcam, targets)
+    fields = (cam, cam_raw, guided, guided_gradcam, targets, attribution, delta)
     if self.squeeze:
       fields = jax.tree_util.tree_map(lambda x: x[:, 0], fields)
-    cam, cam_raw, guided, guided_gradcam, targets = fields
-    return Explanation(cam, cam_raw, guided, guided_gradcam, output, targets).with_validity(
-      self.images
+    cam, cam_raw, guided, guided_gradcam, targets, attribution, delta = fields
+    out = Explanation(
+      cam, cam_raw, guided, guided_gradcam, output, targets, None, attribution, delta
     )
+    return out.with_validity(self.images)
 
 
 def _output_shape(adapter, variables, images):

@@ -36,6 +36,13 @@ class Explanation(NamedTuple):
       or an Inf. Under ``jax.jit`` non-finite images cannot raise, and they do not
       always show in the maps (a NaN pixel can leave the logits finite and the map
       all zero); check this flag instead.
+    attribution: the pixel-space explainers' attribution (:func:`saliency`,
+      :func:`input_x_gradient`, :func:`deconvnet`, :func:`integrated_gradients`),
+      per pixel and channel in the images' layout, (B, H, W, C); their ``cam`` is
+      its heat map (max over channels of the absolute value, normalised).
+    delta: (B,) :func:`integrated_gradients`' completeness gap,
+      ``sum(attribution) - (score(x) - score(baseline))`` (Captum's
+      ``convergence_delta``).
   """
 
   cam: jax.Array | None
@@ -45,6 +52,8 @@ class Explanation(NamedTuple):
   logits: Any
   targets: jax.Array | None
   valid: jax.Array | None = None
+  attribution: jax.Array | None = None
+  delta: jax.Array | None = None
 
   def with_validity(self, images) -> "Explanation":
     """This explanation with `valid` computed from `images` and every float field."""
@@ -57,7 +66,8 @@ class Explanation(NamedTuple):
         and x.shape[0] == batch
       )
 
-    leaves = [jax.numpy.asarray(x) for x in (images, *jax.tree_util.tree_leaves(self[:5]))]
+    fields = (*self[:5], self.attribution, self.delta)
+    leaves = [jax.numpy.asarray(x) for x in (images, *jax.tree_util.tree_leaves(fields))]
     arrays = tuple(x for x in leaves if per_example(x))
     ok = _all_finite(arrays) if arrays else jax.numpy.ones(batch, bool)
     return self._replace(valid=ok)

@@ -42,6 +42,8 @@ def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
     clean.logits,
     clean.targets,
     valid,
+    avg(stacked.attribution),
+    avg(stacked.delta),
   )
 
 
@@ -232,4 +234,6 @@ def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Ex
     out.logits,
     out.targets,
     out.valid,
+    grads(out.attribution),
+    out.delta,
   )

@@ -141,3 +141,33 @@ def test_guided_backprop_of_resnet50_equals_captum():
   theirs = _nhwc(captum_attr.GuidedBackprop(net).attribute(
       _nchw(x).requires_grad_(), target=torch.from_numpy(t)))
   _close(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "deconvnet"])
+def test_pixel_methods_equal_captum(nets, name):
+  net, params, x, t = nets
+  ours = jax.jit(getattr(gcj, name)(FlaxNet().apply, params))(x, jnp.asarray(t))
+  method = {"saliency": captum_attr.Saliency, "input_x_gradient": captum_attr.InputXGradient,
+            "deconvnet": captum_attr.Deconvolution}[name](net)
+  kwargs = {"abs": True} if name == "saliency" else {}
+  theirs = _nhwc(method.attribute(_nchw(x).requires_grad_(), target=torch.from_numpy(t),
+                                  **kwargs))
+  assert np.abs(theirs).max() > 0
+  _close(ours.attribution, theirs)
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid", "riemann_left"])
+def test_integrated_gradients_equal_captum(nets, method):
+  """Same steps, rule and baseline (a colour); the completeness gap is Captum's
+  convergence delta."""
+  net, params, x, t = nets
+  colour = np.array([0.1, -0.2, 0.3], np.float32)
+  ours = jax.jit(gcj.integrated_gradients(
+      FlaxNet().apply, params, baseline=colour, steps=16, method=method))(x, jnp.asarray(t))
+  baseline = torch.from_numpy(colour).reshape(1, 3, 1, 1).expand(4, 3, 8, 8).contiguous()
+  attr, delta = captum_attr.IntegratedGradients(net).attribute(
+      _nchw(x), baselines=baseline, target=torch.from_numpy(t), n_steps=16,
+      method=method, return_convergence_delta=True)
+  _close(ours.attribution, _nhwc(attr))
+  np.testing.assert_allclose(np.asarray(ours.delta), delta.detach().numpy(),
+                             atol=1e-4 * float(np.abs(_nhwc(attr)).sum(axis=(1, 2, 3)).max()))

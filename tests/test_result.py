@@ -66,8 +66,11 @@ def test_several_targets_are_flagged_per_image(vgg):
 
 
 def test_explanation_fields():
-  # the six original fields keep their places; `valid` came last, with a default,
-  # so Explanation(cam, cam_raw, guided, guided_gradcam, logits, targets) still works
+  # the six original fields keep their places; `valid`, then the pixel-space
+  # explainers' `attribution` and `delta` came last, with defaults, so
+  # Explanation(cam, cam_raw, guided, guided_gradcam, logits, targets) still works
   assert gcj.Explanation._fields == ("cam", "cam_raw", "guided", "guided_gradcam",
-                                     "logits", "targets", "valid")
-  assert gcj.Explanation(*[None] * 6).valid is None
+                                     "logits", "targets", "valid", "attribution",
+                                     "delta")
+  e = gcj.Explanation(*[None] * 6)
+  assert e.valid is None and e.attribution is None and e.delta is None
