@@ -133,7 +133,7 @@ class EditsAt:
     self._applied.append((key, index))
     return _on_first(edit if lane is None else edit.lane(lane), out)
 
-  def _in_loop(self, key: Hashable, out):
+  def _in_loop(self, key: Any, out):
     wanted = sorted(
       ((i, edit) for (k, i), edit in self.wanted.items() if k == key), key=lambda w: w[0]
     )

@@ -9,7 +9,7 @@ untouched. Layers are module paths (``"layer4/1"``, ``"block@1"``).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -34,7 +34,7 @@ def _loop_length(variables, module) -> int | None:
   except Exception:  # an unbound module
     return None
   for collection, tree in inner.items():
-    outer = variables.get(collection) if hasattr(variables, "get") else None
+    outer: Any = variables.get(collection) if hasattr(variables, "get") else None
     for name in module.path:
       outer = outer.get(name) if hasattr(outer, "get") else None
     if outer is None:
