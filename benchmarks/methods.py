@@ -7,6 +7,11 @@ channels of layer4 cost 2048 forward passes per image.
 
     python benchmarks/methods.py                       # batch 1 and 4, 3 rounds
     python benchmarks/methods.py --batches 2 8 --rounds 5 --json out.json
+    python benchmarks/methods.py --only forward gradcam guided_backprop saliency
+
+The pixel-space rows: saliency, input x gradient, deconvnet and Integrated
+Gradients with --ig-steps steps (32 by default), whose target is at most 1.5x the
+time of that many guided backprops (ig_x_guided in the JSON).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--scorecam-top-n", type=int, default=64)
   parser.add_argument("--chunk", type=int, default=16, help="Score/Ablation-CAM batch_size")
+  parser.add_argument("--ig-steps", type=int, default=32)
+  parser.add_argument("--only", nargs="+", help="these rows only (names as printed)")
   parser.add_argument("--json", default="benchmarks/results/methods.json")
   args = parser.parse_args()
 
@@ -39,7 +46,11 @@ def main() -> None:
   jax.block_until_ready(variables)
   methods = ["forward", "gradcam", "hirescam", "gradcam_elementwise", "xgradcam",
              "gradcam++", "layercam", "eigencam", "eigengradcam", "ablationcam",
-             f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam"]
+             f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam",
+             "saliency", "input_x_gradient", "deconvnet",
+             f"integrated_gradients({args.ig_steps})"]
+  if args.only:
+    methods = [m for m in methods if m in args.only or m.split("(")[0] in args.only]
 
   def build(name):
     if name == "forward":
@@ -48,6 +59,10 @@ def main() -> None:
       return jax.jit(gcj.guided_backprop(model.apply))
     if name == "guided_gradcam":
       return jax.jit(gcj.guided_gradcam(model.apply, layer="layer4"))
+    if name in ("saliency", "input_x_gradient", "deconvnet"):
+      return jax.jit(getattr(gcj, name)(model.apply))
+    if name.startswith("integrated_gradients"):
+      return jax.jit(gcj.integrated_gradients(model.apply, steps=args.ig_steps))
     if name.startswith("scorecam"):
       return jax.jit(gcj.cam(model.apply, method="scorecam", layer="layer4",
                              top_n=args.scorecam_top_n, batch_size=args.chunk))
@@ -68,6 +83,15 @@ def main() -> None:
                    "first_call_s": first[name]})
       print(f"batch {batch:3d}  {name:26s} {med:8.3f} s  {batch / med:8.2f} img/s  "
             f"{med / fwd:6.2f}x fwd  first call {first[name]:6.2f} s", flush=True)
+
+  for batch in args.batches:  # Integrated Gradients against as many guided backprops
+    by = {r["method"]: r["median_s"] for r in rows if r["batch"] == batch}
+    ig = by.get(f"integrated_gradients({args.ig_steps})")
+    if ig is not None and "guided_backprop" in by:
+      ratio = ig / (args.ig_steps * by["guided_backprop"])
+      rows.append({"method": "ig_x_guided", "batch": batch, "ratio": ratio})
+      print(f"batch {batch:3d}  integrated_gradients({args.ig_steps}) / "
+            f"{args.ig_steps} guided backprops: {ratio:.2f}x", flush=True)
 
   result = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "rounds": args.rounds,
             "chunk": args.chunk, "scorecam_top_n": args.scorecam_top_n,

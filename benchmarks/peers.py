@@ -44,6 +44,10 @@ sys.path.insert(0, HERE)
 from _common import _xla_setting, measured, run_worker, status_gb, versions, write_json  # noqa: E402
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
+# pixel-space methods both we and Captum have (pytorch-grad-cam has none of them):
+# --methods saliency input_x_gradient deconvnet integrated_gradients
+PIXEL = ("saliency", "input_x_gradient", "deconvnet", "integrated_gradients")
+IG_STEPS = 32
 IMPLS = {"gradcam-jax": "gradcam_jax", "captum": "captum",
          "pytorch-grad-cam": "pytorch_grad_cam"}
 # Score-CAM with every channel costs one forward per channel per image (512 for
@@ -67,7 +71,12 @@ def _ours(model_name, method, batch):
            "guided_backprop": lambda: gcj.guided_backprop(m.apply_fn),
            "guided_gradcam": lambda: gcj.guided_gradcam(m.apply_fn, layer=layer),
            "scorecam": lambda: gcj.cam(m.apply_fn, method="scorecam", layer=layer,
-                                       batch_size=16)}[method]
+                                       batch_size=16),
+           "saliency": lambda: gcj.saliency(m.apply_fn),
+           "input_x_gradient": lambda: gcj.input_x_gradient(m.apply_fn),
+           "deconvnet": lambda: gcj.deconvnet(m.apply_fn),
+           "integrated_gradients": lambda: gcj.integrated_gradients(
+             m.apply_fn, steps=IG_STEPS)}[method]
   explain = jax.jit(build())
   x = jax.numpy.asarray(_inputs(batch, "nhwc"))
   t = jax.numpy.arange(batch) % 1000
@@ -111,10 +120,15 @@ def _captum(model_name, method, batch):
   net, layer = _torch_net(model_name)
   explainer = {"gradcam": lambda: attr.LayerGradCam(net, layer),
                "guided_backprop": lambda: attr.GuidedBackprop(net),
-               "guided_gradcam": lambda: attr.GuidedGradCam(net, layer)}[method]()
+               "guided_gradcam": lambda: attr.GuidedGradCam(net, layer),
+               "saliency": lambda: attr.Saliency(net),
+               "input_x_gradient": lambda: attr.InputXGradient(net),
+               "deconvnet": lambda: attr.Deconvolution(net),
+               "integrated_gradients": lambda: attr.IntegratedGradients(net)}[method]()
   x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
   t = (torch.arange(batch) % 1000).to(_torch_device())
-  kwargs = {"relu_attributions": True} if method == "gradcam" else {}
+  kwargs = {"gradcam": {"relu_attributions": True}, "saliency": {"abs": True},
+            "integrated_gradients": {"n_steps": IG_STEPS}}.get(method, {})
   return _synced(lambda: explainer.attribute(x.clone().requires_grad_(), target=t,
                                              **kwargs).detach())
 
@@ -202,7 +216,8 @@ def main() -> None:
   for r in range(args.rounds):
     for model_name, method, batch, reps in tasks:
       for impl in impls:
-        if impl == "captum" and method == "scorecam":
+        if (impl == "captum" and method == "scorecam") or (
+            impl == "pytorch-grad-cam" and method in PIXEL):
           continue
         row = run_worker(__file__, ["--worker", impl, model_name, method,
                                     "--batch", batch, "--reps", reps], env.get(impl),
