@@ -15,7 +15,7 @@ from tests import models
 from tests.models import assert_close
 
 GRADIENT_METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
-                    "layercam", "eigencam", "eigengradcam"]
+                    "layercam", "eigencam", "eigengradcam", "fem"]
 ALL_METHODS = GRADIENT_METHODS + ["scorecam", "ablationcam"]
 
 
@@ -57,6 +57,11 @@ def _reference(method, a, g):
     proj = rows @ vecs[:, -1]
     ref = x.reshape(h * w, k).mean(1)
     out = (proj if proj @ (ref - ref.mean()) >= 0 else -proj).reshape(h, w)
+  elif method == "fem":  # pytorch-grad-cam's FEM (k = 2), on NCHW as it runs
+    act = a.transpose(2, 0, 1)[None]
+    th = (act.mean(axis=(2, 3)) + 2 * act.std(axis=(2, 3)))[..., None, None]
+    weights = (act > th).mean(axis=(2, 3))
+    out = (weights[..., None, None] * act).sum(axis=1)[0]
   return out
 
 

@@ -17,6 +17,7 @@ from gradcam_jax._methods.gradient import (
   MapFn,
   eigencam_map,
   eigengradcam_map,
+  fem_map,
   gradcam_elementwise_map,
   gradcam_map,
   gradcampp_map,
@@ -63,6 +64,7 @@ ALL_METHODS: dict[str, Method] = {
     Method("layercam", "gradient", layercam_map, "Jiang et al., IEEE TIP 2021"),
     Method("eigencam", "gradient", eigencam_map, "Muhammad & Yeasin, IJCNN 2020"),
     Method("eigengradcam", "gradient", eigengradcam_map, "pytorch-grad-cam's EigenGradCAM"),
+    Method("fem", "gradient", fem_map, "Fuad et al., IPTA 2020"),
     Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
     Method("ablationcam", "perturbation", ablationcam, "Desai & Ramaswamy, WACV 2020"),
   )

@@ -136,3 +136,20 @@ def eigengradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   signed like :func:`eigencam_map`, against the channel-mean of ``dA * A``."""
   prod = a * da
   return _first_component(prod, prod)
+
+
+def fem_map(a: jax.Array, da: jax.Array, k: float = 2.0) -> jax.Array:
+  """FEM (Feature Explanation Method): each channel weighted by the share of its
+  positions above the channel's own ``mean + k * std`` (the k-sigma rule over
+  space, population standard deviation), as pytorch-grad-cam's ``FEM`` computes it
+  (``k = 2`` there and here). Gradient-free: `da` is unused. Another `k`:
+  ``method=functools.partial(gcj.METHODS["fem"], k=3.0)``.
+
+  References:
+    Fuad et al., "Features Understanding in 3D CNNs for Actions Recognition in
+    Video", IPTA 2020.
+  """
+  del da
+  threshold = a.mean(axis=(0, 1), keepdims=True) + k * a.std(axis=(0, 1), keepdims=True)
+  weights = (a > threshold).mean(axis=(0, 1)).astype(a.dtype)
+  return jnp.einsum("hwk,k->hw", a, weights)
