@@ -45,7 +45,7 @@ def main() -> None:
   model, variables = init_resnet50(size=args.size)
   jax.block_until_ready(variables)
   methods = ["forward", "gradcam", "hirescam", "gradcam_elementwise", "xgradcam",
-             "gradcam++", "layercam", "eigencam", "eigengradcam", "fem", "ablationcam",
+             "gradcam++", "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "ablationcam",
              f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam",
              "saliency", "input_x_gradient", "deconvnet",
              f"integrated_gradients({args.ig_steps})"]

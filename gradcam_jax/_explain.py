@@ -93,7 +93,7 @@ def cam(
       targets=None)``; otherwise ``explain(images, targets=None)``.
     method: ``"gradcam"``, ``"hirescam"``, ``"gradcam_elementwise"``,
       ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
-      ``"eigengradcam"``, ``"fem"``, ``"scorecam"``, ``"ablationcam"``, or your own
+      ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``, or your own
       ``map(A, dA) -> (h, w)`` for one example.
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or

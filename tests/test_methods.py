@@ -15,7 +15,7 @@ from tests import models
 from tests.models import assert_close
 
 GRADIENT_METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
-                    "layercam", "eigencam", "eigengradcam", "fem"]
+                    "layercam", "eigencam", "eigengradcam", "fem", "kpcacam"]
 ALL_METHODS = GRADIENT_METHODS + ["scorecam", "ablationcam"]
 
 
@@ -62,6 +62,10 @@ def _reference(method, a, g):
     th = (act.mean(axis=(2, 3)) + 2 * act.std(axis=(2, 3)))[..., None, None]
     weights = (act > th).mean(axis=(2, 3))
     out = (weights[..., None, None] * act).sum(axis=1)[0]
+  elif method == "kpcacam":  # pytorch-grad-cam's KPCA_CAM: scikit-learn's KernelPCA
+    from sklearn.decomposition import KernelPCA
+    rows = a.reshape(h * w, k) - a.reshape(h * w, k).mean(axis=0)
+    out = KernelPCA(n_components=1, kernel="sigmoid").fit_transform(rows).reshape(h, w)
   return out
 
 
@@ -215,3 +219,27 @@ def test_several_layers_average_normalised_maps():
   assert [r.shape for r in smooth.cam_raw] == [(2, 8, 8), (2, 4, 4)]
 
 
+
+
+@pytest.mark.parametrize("kernel, gamma", [("sigmoid", None), ("rbf", 0.3), ("poly", 0.2),
+                                           ("linear", None)])
+@pytest.mark.parametrize("size", [(5, 6), (16, 15)])  # 240 positions: scikit-learn's ARPACK
+def test_kpcacam_equals_scikit_learns_kernel_pca(kernel, gamma, size):
+  """pytorch-grad-cam's KPCA_CAM: per-channel centring, then scikit-learn's
+  KernelPCA(n_components=1) (its sign rule included) on the (h*w, K) rows."""
+  import functools
+  decomposition = pytest.importorskip("sklearn.decomposition")
+  a = _rand(3, (*size, 6), positive=True)
+  rows = a.reshape(-1, 6) - a.reshape(-1, 6).mean(axis=0)
+  want = decomposition.KernelPCA(n_components=1, kernel=kernel, gamma=gamma).fit_transform(
+    rows).reshape(size)
+  fn = functools.partial(m.METHODS["kpcacam"], kernel=kernel, gamma=gamma)
+  got = fn(jnp.asarray(a, jnp.float32), jnp.zeros(a.shape, jnp.float32))
+  assert_close(got, want, atol=2e-4 * np.abs(want).max(), rtol=2e-3)
+
+
+def test_kpcacam_names_a_kernel_it_does_not_know():
+  import functools
+  fn = functools.partial(m.METHODS["kpcacam"], kernel="laplacian")
+  with pytest.raises(gcj.ArgumentError, match=r"kernel: expected one of \('sigmoid'"):
+    fn(jnp.ones((3, 3, 2)), jnp.ones((3, 3, 2)))

@@ -22,6 +22,7 @@ from gradcam_jax._methods.gradient import (
   gradcam_map,
   gradcampp_map,
   hirescam_map,
+  kpcacam_map,
   layercam_map,
   xgradcam_map,
 )
@@ -65,6 +66,7 @@ ALL_METHODS: dict[str, Method] = {
     Method("eigencam", "gradient", eigencam_map, "Muhammad & Yeasin, IJCNN 2020"),
     Method("eigengradcam", "gradient", eigengradcam_map, "pytorch-grad-cam's EigenGradCAM"),
     Method("fem", "gradient", fem_map, "Fuad et al., IPTA 2020"),
+    Method("kpcacam", "gradient", kpcacam_map, "Karmani et al., 2024"),
     Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
     Method("ablationcam", "perturbation", ablationcam, "Desai & Ramaswamy, WACV 2020"),
   )

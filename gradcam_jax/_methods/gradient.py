@@ -8,6 +8,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._errors import ArgumentError
+
 __all__ = [
   "MapFn",
   "gradcam_map",
@@ -153,3 +155,56 @@ def fem_map(a: jax.Array, da: jax.Array, k: float = 2.0) -> jax.Array:
   threshold = a.mean(axis=(0, 1), keepdims=True) + k * a.std(axis=(0, 1), keepdims=True)
   weights = (a > threshold).mean(axis=(0, 1)).astype(a.dtype)
   return jnp.einsum("hwk,k->hw", a, weights)
+
+
+def _kernel(x: jax.Array, kind: str, gamma: float, coef0: float, degree: int) -> jax.Array:
+  """scikit-learn's pairwise kernels of the rows of `x`."""
+  dot = x @ x.T
+  if kind == "linear":
+    return dot
+  if kind == "poly":
+    return (gamma * dot + coef0) ** degree
+  if kind == "sigmoid":
+    return jnp.tanh(gamma * dot + coef0)
+  if kind == "rbf":
+    sq = jnp.sum(x * x, axis=1)
+    return jnp.exp(-gamma * jnp.maximum(sq[:, None] + sq[None, :] - 2 * dot, 0))
+  raise ArgumentError(f"kpcacam: kernel: expected one of {KPCA_KERNELS}; got {kind!r}.")
+
+
+KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear")
+
+
+def kpcacam_map(
+  a: jax.Array,
+  da: jax.Array,
+  kernel: str = "sigmoid",
+  gamma: float | None = None,
+  coef0: float = 1.0,
+  degree: int = 3,
+) -> jax.Array:
+  """KPCA-CAM: the (h*w, K) activations, centred per channel, projected on the
+  first component of kernel PCA, as pytorch-grad-cam's ``KPCA_CAM`` computes it with
+  scikit-learn's ``KernelPCA(n_components=1, kernel="sigmoid", gamma=None)``: the
+  kernel matrix double-centred, its top eigenvector scaled by the square root of its
+  eigenvalue, the sign chosen so the entry of largest magnitude is positive
+  (scikit-learn's ``svd_flip``). ``gamma=None`` is ``1 / K``; ``coef0`` 1. Other
+  settings: ``functools.partial(gcj.METHODS["kpcacam"], kernel="rbf", gamma=...)``.
+  Gradient-free: `da` is unused.
+
+  References:
+    Karmani et al., "KPCA-CAM: Visual Explainability of Deep Computer Vision Models
+    using Kernel PCA", 2024.
+  """
+  del da
+  h, w, k = a.shape
+  x = a.reshape(h * w, k).astype(jnp.float32)
+  x = x - x.mean(axis=0, keepdims=True)
+  gram = _kernel(x, kernel, 1.0 / k if gamma is None else gamma, coef0, degree)
+  n = gram.shape[0]
+  ones = jnp.full((n, n), 1.0 / n, gram.dtype)
+  centred = gram - ones @ gram - gram @ ones + ones @ gram @ ones
+  values, vectors = jnp.linalg.eigh(centred)
+  top, value = vectors[:, -1], jnp.maximum(values[-1], 0.0)
+  top = top * jnp.sign(top[jnp.argmax(jnp.abs(top))])
+  return (top * jnp.sqrt(value)).reshape(h, w).astype(a.dtype)
