@@ -174,7 +174,7 @@ def _equimo():
 
 
 def test_equimo_mobilenetv3_small():
-  pytest.importorskip("equimo")
+  _equimo()
   import equinox as eqx
   from equimo.models.mobilenet import mobilenetv3_small
 
@@ -195,7 +195,7 @@ def test_equimo_mobilenetv3_small():
 
 
 def test_equimo_convnext_has_no_relu_and_gradcam_matches():
-  pytest.importorskip("equimo")
+  _equimo()
   import equinox as eqx
   from equimo.models.convnext import ConvNeXt
 
