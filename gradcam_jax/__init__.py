@@ -13,7 +13,7 @@ targets and layers, checked; the scores' pullback) -> ``_explain`` (the explaine
 ``_edits`` (edits at a layer), ``_loops`` (edits at one iteration of a scanned
 stack), ``_reach`` (``layer=None`` with a reshape: a layer that reaches the output),
 ``_inputs`` and ``_targets`` (checks, target
-scores), ``_guided/`` (the guided-ReLU rewrite), ``_explainer`` (the Explainer
+scores), ``_layout`` (the inputs' layouts: signals, images, volumes, any channel axis), ``_guided/`` (the guided-ReLU rewrite), ``_explainer`` (the Explainer
 value, ``gcj.jit``), ``_smooth`` (noise and augmentation wrappers), ``_reshape``
 (token grids, channels last), ``_errors``, and ``_ranks_blur`` (pixel ranks and
 blur kernels for the metrics). Public edges: ``metrics``, ``sanity``,
@@ -47,6 +47,7 @@ from gradcam_jax._guided import GuidedReport
 from gradcam_jax._guided import guided
 from gradcam_jax._guided import guided_relu
 from gradcam_jax._guided import guided_report
+from gradcam_jax._layout import LAYOUTS
 from gradcam_jax._layers import LayerInfo
 from gradcam_jax._layers import LayerRef
 from gradcam_jax._layers import list_layers
@@ -87,6 +88,7 @@ __all__ = (
   "LayerSpecError",
   "ALL_METHODS",
   "INTEGRATION_METHODS",
+  "LAYOUTS",
   "METHODS",
   "Method",
   "MethodError",

@@ -91,10 +91,17 @@ def model_failure(err: Exception, images, inference_mode: str) -> Exception:
       f"the model's call needs an argument the explainer does not pass ({said}). "
       f"Run it in inference mode with its arguments bound: {inference_mode}."
     )
+  one = (
+    " A rank-3 array is read as a batch of (B, L, C) signals; if it is one image "
+    "(H, W, C), add a batch axis: images[None]."
+    if images.ndim == 3
+    else ""
+  )
   return ImageError(
     f"the model could not run on images of shape {tuple(images.shape)} "
     f"{images.dtype} (expected a batch in the layout the model takes: (B, H, W, C) "
-    f"for image_layout='NHWC', (B, C, H, W) for 'NCHW'); {said}"
+    f"for image_layout='NHWC', (B, C, H, W) for 'NCHW'; (B, L, C) signals for "
+    f"'NWC', (B, D, H, W, C) volumes for 'NDHWC'); {said}{one}"
   )
 
 

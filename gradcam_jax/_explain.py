@@ -26,11 +26,11 @@ from gradcam_jax._guided import guided
 from gradcam_jax._methods import get_method
 from gradcam_jax._methods.perturbation import Perturbation, weighted_sum
 from gradcam_jax._postprocess import normalize, upsample
+from gradcam_jax._layout import check_layout
 from gradcam_jax._request import (
   Request,
   adapt,
   batch_first,
-  check_layout,
   over_t,
   over_targets,
 )
@@ -54,10 +54,11 @@ def _gradient_maps(map_fn, a, das):
 
 
 def _at_input_size(raw, size, eps):
-  """Maps (B, T, h, w) upsampled to the input's (H, W) and min-max normalised, each
-  on its own."""
+  """Maps (B, T, *s) upsampled to the input's spatial `size` and min-max normalised,
+  each on its own."""
   flat = raw.reshape(-1, *raw.shape[2:])
-  return normalize(upsample(flat, size), eps).reshape(*raw.shape[:2], *size)
+  space = tuple(range(1, flat.ndim))
+  return normalize(upsample(flat, size), eps, space).reshape(*raw.shape[:2], *size)
 
 
 def _probability_score(target_fn):
@@ -77,7 +78,7 @@ def cam(
   batch_size: int | None = None,
   top_n: int | None = None,
   reshape: Callable | None = None,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
 ) -> Explainer:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
@@ -93,11 +94,13 @@ def cam(
       targets=None)``; otherwise ``explain(images, targets=None)``.
     method: ``"gradcam"``, ``"hirescam"``, ``"gradcam_elementwise"``,
       ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
-      ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``, or your own
-      ``map(A, dA) -> (h, w)`` for one example.
+      ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
+      or your own ``map(A, dA) -> (h, w)`` for one example (any spatial rank:
+      ``(*s, K) -> (*s)``).
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
-      None for the last spatial (B, h, w, C) activation (with a `reshape`, the
+      None for the last spatial (B, h, w, C) activation ((B, w, C) for signals,
+      (B, d, h, w, C) for volumes: the inputs' spatial rank; with a `reshape`, the
       last one whose reshaped activation reaches the output). A list of layers gives
       one map per layer, each normalised at input size, averaged (``cam`` is the
       normalised average; ``cam_raw`` the tuple of the layers' raw maps, each at
@@ -110,11 +113,14 @@ def cam(
       (Faster Score-CAM); None scores all.
     reshape: turns the layer's activation into (B, h, w, C) before the method sees
       it, e.g. :func:`tokens_to_grid` for a transformer block's (B, 1+N, D) tokens.
-    image_layout: ``"NHWC"`` (channels last, Flax's convention) or ``"NCHW"``
-      (channels first, Equinox's and PyTorch's): the layout of the images, and of
-      the model's activations, which are then read as (B, C, h, w) unless `reshape`
-      says otherwise. Maps are (B, H, W) and input gradients in the images' layout
-      either way. A layer whose grid is larger than the images' raises.
+    image_layout: the layout of the inputs, and of the model's activations, in
+      JAX's dimension names: ``"NWC"``/``"NCW"`` for signals, ``"NHWC"``/``"NCHW"``
+      for images, ``"NDHWC"``/``"NCDHW"`` for volumes and clips (D is depth or
+      time); channels last is Flax's convention, channels first Equinox's and
+      PyTorch's (activations are then read as ``(B, C, *spatial)`` unless `reshape`
+      says otherwise). None (the default) is channels last of the inputs' rank.
+      Maps are ``(B, *spatial)`` and input gradients in the inputs' layout either way.
+      A layer whose grid is larger than the inputs' raises.
 
   Returns:
     ``explain`` returning an :class:`Explanation` with ``cam``, ``cam_raw``,
@@ -179,8 +185,12 @@ def cam(
     # its one meaning: the raw maps at layer resolution, one per layer
     mean = sum(_at_input_size(raw, r.size, eps) for raw in raws) / len(raws)
     flat = mean.reshape(-1, *r.size)
+    space = tuple(range(1, flat.ndim))
     return r.explanation(
-      output, targets, cam=normalize(flat, eps).reshape(mean.shape), cam_raw=tuple(raws)
+      output,
+      targets,
+      cam=normalize(flat, eps, space).reshape(mean.shape),
+      cam_raw=tuple(raws),
     )
 
   cam_explain.__doc__ = cam.__doc__
@@ -205,10 +215,10 @@ def _perturbation_maps(
   def one_target(t):
     w = weights_fn(
       Perturbation(
-        images=r.to_nhwc(r.images),
+        images=r.to_last(r.images),
         a=a,
         base=target_fn(output, t),
-        score_images=lambda x: score(r.adapter(r.variables, r.from_nhwc(x)), t),
+        score_images=lambda x: score(r.adapter(r.variables, r.from_last(x)), t),
         score_head=lambda keep: score_head(keep, t),
         batch_size=batch_size,
         top_n=top_n,
@@ -244,7 +254,7 @@ def gradcam(
   method="gradcam",
   eps: float = 1e-7,
   reshape: Callable | None = None,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
 ) -> Explainer:
   """Build a Grad-CAM explainer: :func:`cam` with ``method="gradcam"``.
 
@@ -267,7 +277,7 @@ def gradcam(
 
 
 def guided_backprop(
-  apply_fn, params=None, *, target=class_logit, image_layout: str = "NHWC"
+  apply_fn, params=None, *, target=class_logit, image_layout: str | None = None
 ) -> Explainer:
   """Build a guided-backpropagation explainer (guided field only; cam fields None).
 
@@ -305,7 +315,7 @@ def guided_gradcam(
   method="gradcam",
   eps: float = 1e-7,
   reshape: Callable | None = None,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
 ) -> Explainer:
   """Build a Guided Grad-CAM explainer: every field of :class:`Explanation`.
 

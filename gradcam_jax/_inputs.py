@@ -7,28 +7,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradcam_jax._errors import ImageError
+from gradcam_jax._layout import Layout, resolve_layout
 
 __all__ = ["check_images"]
 
 
-def check_images(images, layout: str = "NHWC") -> jax.Array:
-  """Images must be a float batch (B, H, W, C) (or (B, C, H, W) for ``"NCHW"``);
-  concrete ones must be finite.
+def check_images(images, image_layout: str | None = None) -> tuple[jax.Array, Layout]:
+  """Images must be a float batch of rank 3, 4 or 5 in `image_layout` ((B, L, C),
+  (B, H, W, C), (B, D, H, W, C) channels last when None); concrete ones must be
+  finite. Returns them with their :class:`Layout`.
 
   Under ``jax.jit`` the values are not known at trace time and are not checked:
   non-finite pixels then give NaN maps.
   """
-  expected = "(B, H, W, C)" if layout == "NHWC" else "(B, C, H, W)"
   if not hasattr(images, "shape") or not hasattr(images, "dtype"):
     raise ImageError(
-      f"images: expected an array of shape {expected}; got {type(images).__name__}."
+      "images: expected an array, (B, H, W, C) images (or (B, L, C) signals, "
+      f"(B, D, H, W, C) volumes); got {type(images).__name__}."
     )
-  if images.ndim != 4:
-    hint = " For one image, add a batch axis: images[None]." if images.ndim == 3 else ""
-    raise ImageError(
-      f"images: expected rank 4, {expected} as the model expects; "
-      f"got shape {tuple(images.shape)}.{hint}"
-    )
+  layout = resolve_layout(image_layout, images)
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ImageError(
       f"images: expected a floating dtype (float32, bfloat16, ...) after "
@@ -42,4 +39,4 @@ def check_images(images, layout: str = "NHWC") -> jax.Array:
       raise ImageError(
         f"images: expected finite values; got NaN or Inf in images {bad[:20]} of the batch."
       )
-  return images
+  return images, layout

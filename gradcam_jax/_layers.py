@@ -162,15 +162,27 @@ def _transformed(info: LayerInfo, transform) -> LayerInfo:
   return info._replace(shape=tuple(out.shape))
 
 
-def is_spatial(info: LayerInfo, batch: int, transform=None) -> bool:
+def is_spatial(info: LayerInfo, batch: int, transform=None, rank: int = 2) -> bool:
+  """Whether `info`'s activation (after `transform`) is a (batch, *spatial, C) grid
+  of `rank` spatial axes, each longer than 1."""
   info = _transformed(info, transform)
   return (
     info.shape is not None
-    and len(info.shape) == 4
+    and len(info.shape) == rank + 2
     and info.shape[0] == batch
-    and info.shape[1] > 1
-    and info.shape[2] > 1
+    and all(n > 1 for n in info.shape[1 : 1 + rank])
   )
+
+
+_GRIDS = {
+  1: "(B={b}, w, C) with w > 1",
+  2: "(B={b}, h, w, C) with h, w > 1",
+  3: "(B={b}, d, h, w, C) with d, h, w > 1",
+}
+
+
+def _grid(rank: int, batch: int) -> str:
+  return _GRIDS[rank].format(b=batch)
 
 
 def _exact_name(infos: Sequence[LayerInfo], layer: LayerRef) -> LayerRef:
@@ -191,22 +203,27 @@ def describe_layers(infos: Sequence[LayerInfo], limit: int | None = 40) -> str:
 
 
 def select_layer(
-  infos: Sequence[LayerInfo], layer: LayerRef | None, batch: int, transform=None
+  infos: Sequence[LayerInfo],
+  layer: LayerRef | None,
+  batch: int,
+  transform=None,
+  rank: int = 2,
 ) -> LayerInfo:
   """The activation `layer` names among `infos`, or the automatic choice.
 
   The automatic choice (``layer=None``) is the last activation, in the order the
   model finished computing them, of shape (batch, h, w, C) with h, w > 1 (after
-  `transform`, e.g. a token-to-grid reshape, when one is given).
+  `transform`, e.g. a token-to-grid reshape, when one is given); for inputs of
+  another spatial `rank`, (batch, w, C) or (batch, d, h, w, C) likewise.
   """
   counts = _call_counts(infos)
   if layer is None:
-    spatial = [i for i in infos if is_spatial(i, batch, transform)]
+    spatial = [i for i in infos if is_spatial(i, batch, transform, rank)]
     if not spatial:
       raise LayerShapeError(
-        "layer=None: expected the model to produce at least one (B, h, w, C) "
-        f"activation with h, w > 1 (B={batch}); got none. The model's layers:\n"
-        + describe_layers(infos)
+        f"layer=None: expected the model to produce at least one activation "
+        f"{_grid(rank, batch)} (spatial rank {rank}, as the inputs'); got none. "
+        "The model's layers:\n" + describe_layers(infos)
       )
     return spatial[-1]
   layer = _exact_name(infos, layer)
@@ -246,15 +263,16 @@ def select_layer(
       + f"; valid indices: 0..{len(matches) - 1}."
     )
   info = matches[index]
-  if not is_spatial(info, batch, transform):
+  if not is_spatial(info, batch, transform, rank):
     raise LayerShapeError(
       f"layer {str(layer)!r} outputs {info.shape if info.shape else 'a non-array'}; "
-      f"a CAM needs a spatial activation of shape (B={batch}, h, w, C) with h, w > 1. "
-      "Spatial layers of this model:\n"
+      f"a CAM of inputs of spatial rank {rank} needs an activation of the same rank, "
+      f"{_grid(rank, batch)} (channels last, or first with a channels-first "
+      "image_layout). Layers of that rank in this model:\n"
       + format_choices(
         i.describe(counts[(i.path, i.method)])
         for i in infos
-        if is_spatial(i, batch, transform)
+        if is_spatial(i, batch, transform, rank)
       )
       + ("" if transform is None else "\n(shapes checked after the reshape)")
     )

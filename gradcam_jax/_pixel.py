@@ -28,7 +28,8 @@ from gradcam_jax._errors import ArgumentError
 from gradcam_jax._explainer import Explainer
 from gradcam_jax._guided import replace_relus
 from gradcam_jax._postprocess import normalize
-from gradcam_jax._request import Request, batch_first, check_layout, over_targets
+from gradcam_jax._layout import Layout, check_layout
+from gradcam_jax._request import Request, batch_first, over_targets
 from gradcam_jax._targets import class_logit, default_targets, score_cotangent
 
 __all__ = [
@@ -69,13 +70,12 @@ deconvnet_relu.defvjp(
 )
 
 
-def _heat(attribution, layout: str, eps: float = 1e-7):
-  """(B, T, ...) attributions -> (B, T, H, W) maps in [0, 1]: max over channels of
-  the absolute value, normalised per image."""
-  axis = -1 if layout == "NHWC" else -3
-  heat = jnp.max(jnp.abs(attribution), axis=axis).astype(jnp.float32)
-  flat = heat.reshape(-1, *heat.shape[-2:])
-  return normalize(flat, eps).reshape(heat.shape)
+def _heat(attribution, layout: Layout, eps: float = 1e-7):
+  """(B, T, ...) attributions -> (B, T, *spatial) maps in [0, 1]: max over channels
+  of the absolute value, normalised per example."""
+  heat = jnp.max(jnp.abs(attribution), axis=layout.channel_index()).astype(jnp.float32)
+  flat = heat.reshape(-1, *heat.shape[2:])
+  return normalize(flat, eps, tuple(range(1, flat.ndim))).reshape(heat.shape)
 
 
 def _gradient_explainer(
@@ -105,7 +105,7 @@ def _gradient_explainer(
     if absolute:
       attribution = jnp.abs(attribution)
     return r.explanation(
-      output, targets, cam=_heat(attribution, image_layout), attribution=attribution
+      output, targets, cam=_heat(attribution, r.layout), attribution=attribution
     )
 
   explain.__doc__ = doc
@@ -117,7 +117,7 @@ def saliency(
   params=None,
   *,
   target=class_logit,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
   absolute: bool = True,
 ) -> Explainer:
   """Build a saliency explainer: the gradient of the target score w.r.t. the input.
@@ -151,7 +151,7 @@ def saliency(
 
 
 def input_x_gradient(
-  apply_fn, params=None, *, target=class_logit, image_layout: str = "NHWC"
+  apply_fn, params=None, *, target=class_logit, image_layout: str | None = None
 ) -> Explainer:
   """Build an input × gradient explainer: ``attribution = x * d score / d x``
   (Captum's ``InputXGradient``); ``cam`` as for :func:`saliency`.
@@ -172,7 +172,7 @@ def input_x_gradient(
 
 
 def deconvnet(
-  apply_fn, params=None, *, target=class_logit, image_layout: str = "NHWC"
+  apply_fn, params=None, *, target=class_logit, image_layout: str | None = None
 ) -> Explainer:
   """Build a deconvnet explainer: the input gradient with every ReLU's backward rule
   replaced by :func:`deconvnet_relu` (``g * [g > 0]``, the forward sign ignored), by
@@ -212,15 +212,15 @@ def _quadrature(method: str, steps: int):
   return np.linspace(start, stop, steps), weights
 
 
-def _baseline(baseline, images, layout: str):
+def _baseline(baseline, images, layout: Layout):
   """`baseline` broadcast to the images: a scalar, a colour (C,), an image or a
   batch of the images' shape."""
   b = jnp.asarray(baseline, images.dtype)
-  c = images.shape[-1] if layout == "NHWC" else images.shape[1]
+  c = images.shape[layout.channel_index()]
   if b.ndim == 0 or b.shape == images.shape:
     return jnp.broadcast_to(b, images.shape)
   if b.shape == (c,):
-    colour = b if layout == "NHWC" else b[:, None, None]
+    colour = b if layout.channels_last else b.reshape(c, *[1] * layout.rank)
     return jnp.broadcast_to(colour, images.shape)
   if b.shape == images.shape[1:]:
     return jnp.broadcast_to(b[None], images.shape)
@@ -240,7 +240,7 @@ def integrated_gradients(
   method: str = "gausslegendre",
   batch_size: int | None = None,
   target=class_logit,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
 ) -> Explainer:
   """Build an Integrated Gradients explainer.
 
@@ -288,7 +288,7 @@ def integrated_gradients(
     if targets is None:
       found = default_targets(output, r.batch, target)
       targets = None if found is None else found[:, None]
-    x0 = _baseline(baseline, images, image_layout)
+    x0 = _baseline(baseline, images, r.layout)
     diff = images - x0
     path = (
       x0[None]
@@ -315,7 +315,7 @@ def integrated_gradients(
     return r.explanation(
       output,
       targets,
-      cam=_heat(attribution, image_layout),
+      cam=_heat(attribution, r.layout),
       attribution=attribution,
       delta=delta,
     )

@@ -1,8 +1,9 @@
 """Post-processing of class activation maps: resize, then normalise (the ReLU before
 them belongs to each method's map, applied by the explainers).
 
-Each step is a small pure jnp function on a batch of maps (B, h, w), so it runs
-inside the same compiled program as the explanation.
+Each step is a small pure jnp function on a batch of maps (B, h, w) (or (B, w),
+(B, d, h, w): any spatial rank), so it runs inside the same compiled program as the
+explanation.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import jax.numpy as jnp
 __all__ = ["upsample", "normalize"]
 
 
-def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Bilinear resize of (B, h, w) maps to (B, H, W).
+def upsample(maps: jax.Array, size: tuple[int, ...]) -> jax.Array:
+  """Linear resize of ``(B, *s)`` maps to ``(B, *size)``: bilinear for (B, h, w) images'
+  maps, linear for signals' (B, w), trilinear for volumes' (B, d, h, w).
 
-  Matches ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (half-pixel centres,
-  no antialiasing) to float32 precision.
+  Separable, with half-pixel centres and no antialiasing: in 2-D it matches
+  ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` to float32 precision, and each
+  axis is that same interpolation in any rank.
   """
   b = maps.shape[0]
-  return jax.image.resize(maps, (b, *size), method="bilinear", antialias=False)
+  return jax.image.resize(maps, (b, *size), method="linear", antialias=False)
 
 
-def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
-  """Per-image min-max normalisation of (B, H, W) maps to [0, 1] (over axes 1 and 2:
-  (B, H, W, K) stacks are normalised per image and channel).
+def normalize(
+  maps: jax.Array, eps: float = 1e-7, axes: tuple[int, ...] = (1, 2)
+) -> jax.Array:
+  """Per-image min-max normalisation of (B, H, W) maps to [0, 1] over `axes` (axes 1
+  and 2 by default: (B, H, W, K) stacks are normalised per image and channel; pass
+  ``axes=(1,)`` for signals' (B, L) maps, ``(1, 2, 3)`` for volumes' (B, D, H, W)).
 
   A map whose range (max - min) is at most `eps` (an all-zero map, say) becomes all
   zero, never NaN; any other map has minimum 0 and maximum exactly 1.
@@ -39,8 +45,8 @@ def normalize(maps: jax.Array, eps: float = 1e-7) -> jax.Array:
            [[0.  , 0.  ],
             [0.  , 0.  ]]], dtype=float32)
   """
-  lo = jnp.min(maps, axis=(1, 2), keepdims=True)
-  hi = jnp.max(maps, axis=(1, 2), keepdims=True)
+  lo = jnp.min(maps, axis=axes, keepdims=True)
+  hi = jnp.max(maps, axis=axes, keepdims=True)
   span = hi - lo
   ok = span > eps
   scaled = (maps - lo) / jnp.where(ok, span, 1)

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 from gradcam_jax._adapters import Adapter, pick
 from gradcam_jax._edits import Edit
 from gradcam_jax._errors import (
-  ArgumentError,
   GradCAMError,
   LayerNotFoundError,
   LayerShapeError,
@@ -26,6 +25,7 @@ from gradcam_jax._errors import (
   model_failure,
 )
 from gradcam_jax._inputs import check_images
+from gradcam_jax._layout import LAYOUTS, check_layout
 from gradcam_jax._layers import LayerInfo, LayerRef, is_spatial, select_layer
 from gradcam_jax._reach import reaching_layer
 from gradcam_jax._reshape import channels_last
@@ -48,17 +48,6 @@ __all__ = [
   "over_t",
   "over_targets",
 ]
-
-LAYOUTS = ("NHWC", "NCHW")
-
-
-def check_layout(image_layout) -> None:
-  if image_layout not in LAYOUTS:
-    raise ArgumentError(
-      f"image_layout: expected one of {LAYOUTS} (channels last, as "
-      f"Flax; channels first, as Equinox and PyTorch); got "
-      f"{image_layout!r}."
-    )
 
 
 def adapt(apply_fn, params, layer) -> tuple[Adapter, Any, Any]:
@@ -109,9 +98,11 @@ class Request:
   """What one call of an explainer asks for, checked: variables, images, targets,
   layers.
 
-  With ``layout="NCHW"`` the images are (B, C, H, W) and the model's activations
-  channels first, (B, C, h, w): they are moved to (B, h, w, C) for the methods (an
-  implicit ``reshape=channels_last``, unless a `reshape` is given).
+  `layout` is the images' (an ``image_layout`` name, or None for channels last of
+  their rank: (B, L, C) signals, (B, H, W, C) images, (B, D, H, W, C) volumes). With a
+  channels-first layout ("NCHW", ...) the model's activations are channels first,
+  (B, C, *spatial): they are moved to (B, *spatial, C) for the methods (an implicit
+  ``reshape=channels_last``, unless a `reshape` is given).
 
   Attributes:
     targets: (B, T) int32, or None for the default (the argmax, found from the
@@ -129,16 +120,16 @@ class Request:
     targets,
     layer,
     reshape=None,
-    layout: str = "NHWC",
+    layout: str | None = None,
     target_fn=class_logit,
   ):
     self.adapter = adapter
     self.target_fn = target_fn
-    self.images = check_images(images, layout)
-    self.layout = layout
-    self.size = tuple(images.shape[1:3] if layout == "NHWC" else images.shape[2:4])
+    self.images, self.layout = check_images(images, layout)
+    self.size = self.layout.spatial(images.shape)
     self.batch = images.shape[0]
-    if reshape is None and layout == "NCHW":
+    rank = self.layout.rank
+    if reshape is None and not self.layout.channels_last:
       reshape = channels_last
     self.reshape = reshape
     self.variables = adapter.variables(params)
@@ -170,19 +161,19 @@ class Request:
     )
     layers = [] if layer is False else (layer if isinstance(layer, list) else [layer])
     self.infos: list[LayerInfo] = [
-      select_layer(infos, l, self.batch, reshape)
+      select_layer(infos, l, self.batch, reshape, rank)
       if l is not None or reshape in (None, channels_last)
       else reaching_layer(
         adapter,
         self.variables,
         images,
-        [i for i in infos if is_spatial(i, self.batch, reshape)],
+        [i for i in infos if is_spatial(i, self.batch, reshape, rank)],
         reshape,
       )
       for l in layers
     ]
     for info in self.infos:
-      _check_fits(info, reshape, self.size, layout)
+      _check_fits(info, reshape, self.size, self.layout)
     self.refs = [LayerRef(i.path, i.call, i.method) for i in self.infos]
 
   # -- running the model ------------------------------------------------------------
@@ -225,20 +216,21 @@ class Request:
   # -- layouts ----------------------------------------------------------------------
 
   def grid(self, x):
-    """An activation (or its gradient) (B, ...) as (B, h, w, C): `reshape` applied
+    """An activation (or its gradient) (B, ...) as (B, *spatial, C): `reshape` applied
     (token grids of transformers, channels first)."""
     return x if self.reshape is None else self.reshape(x)
 
   def channel_axis(self, maps):
-    """Maps (..., H, W) with a unit channel axis where the images have theirs, for
-    products with input gradients."""
-    return maps[..., None] if self.layout == "NHWC" else maps[..., None, :, :]
+    """Maps (..., *spatial) with a unit channel axis where the images have theirs,
+    for products with input gradients."""
+    return self.layout.channel_axis(maps)
 
-  def to_nhwc(self, x):
-    return x if self.layout == "NHWC" else jnp.moveaxis(x, 1, -1)
+  def to_last(self, x):
+    """Images (or their gradients) as (B, *spatial, C)."""
+    return self.layout.to_last(x)
 
-  def from_nhwc(self, x):
-    return x if self.layout == "NHWC" else jnp.moveaxis(x, -1, 1)
+  def from_last(self, x):
+    return self.layout.from_last(x)
 
   # -- the result -------------------------------------------------------------------
 
@@ -281,21 +273,25 @@ def _own_failure(adapter, variables, images) -> Exception | None:
 
 
 def _check_fits(info, reshape, size, layout) -> None:
-  """A layer's (h, w) larger than the images' (H, W) cannot come from them: the
-  layout of the images or of the activations is not what was declared."""
+  """A layer's grid larger than the images' cannot come from them: the layout of
+  the images or of the activations is not what was declared."""
   grid = (
     jax.eval_shape(reshape, jax.ShapeDtypeStruct(info.shape, info.dtype)).shape
     if reshape is not None
     else info.shape
   )
-  if grid[1] > size[0] or grid[2] > size[1]:
-    other = "NCHW" if layout == "NHWC" else "NHWC"
+  spatial = tuple(grid[1 : 1 + layout.rank])
+  if any(g > s for g, s in zip(spatial, size)):
+    n = layout.name
+    other = n[0] + n[-1] + n[1:-1] if layout.channels_last else n[0] + n[2:] + n[1]
     raise LayerShapeError(
       f"layer {str(LayerRef(info.path, info.call, info.method))!r}: its activation "
-      f"{info.shape} read as (B, h, w, C) has a larger grid {tuple(grid[1:3])} than "
-      f"the images' (H, W) = {size} under image_layout={layout!r}. The images or "
+      f"{info.shape} read as {layout.grid_text()} has a larger grid {spatial} than "
+      f"the images' {size} under image_layout={layout.name!r}. The images or "
       f"the activations are in another layout: for channels-first images and "
       f"activations (Equinox, PyTorch style) pass image_layout={other!r}"
-      + ("" if layout == "NHWC" else ", or reshape=... for activations of another layout")
+      + (
+        "" if layout.channels_last else ", or reshape=... for activations of another layout"
+      )
       + "."
     )

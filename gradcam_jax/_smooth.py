@@ -16,26 +16,28 @@ import jax.numpy as jnp
 
 from gradcam_jax._errors import ArgumentError, check_count
 from gradcam_jax._explainer import Explainer, as_explainer
+from gradcam_jax._layout import Layout, check_layout, resolve_layout
 from gradcam_jax._postprocess import normalize
 from gradcam_jax._result import Explanation
 
 __all__ = ["noise_tunnel", "augment"]
 
 
-def _renormalised(cam, eps):
+def _renormalised(cam, eps, rank: int):
+  """(..., *spatial) maps of `rank` spatial axes, each min-max normalised."""
   if cam is None:
     return None
-  flat = cam.reshape(-1, *cam.shape[-2:])
-  return normalize(flat, eps).reshape(cam.shape)
+  flat = cam.reshape(-1, *cam.shape[-rank:])
+  return normalize(flat, eps, tuple(range(1, rank + 1))).reshape(cam.shape)
 
 
-def _mean(stacked: Explanation, clean: Explanation, eps: float) -> Explanation:
+def _mean(stacked: Explanation, clean: Explanation, eps: float, rank: int) -> Explanation:
   def avg(x):  # an array, or a tuple of them (cam_raw of several layers)
     return None if x is None else jax.tree_util.tree_map(lambda v: jnp.mean(v, 0), x)
 
   valid = None if stacked.valid is None else stacked.valid.all(axis=0)
   return Explanation(
-    _renormalised(avg(stacked.cam), eps),
+    _renormalised(avg(stacked.cam), eps, rank),
     avg(stacked.cam_raw),
     avg(stacked.guided),
     avg(stacked.guided_gradcam),
@@ -94,9 +96,8 @@ def noise_tunnel(
     inner_key = jax.random.fold_in(key, 1)
     clean = explain.with_key(jax.random.fold_in(inner_key, n))(params, images, targets)
     targets = clean.targets
-    span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(
-      axis=(1, 2, 3), keepdims=True
-    )
+    every = tuple(range(1, images.ndim))
+    span = images.max(axis=every, keepdims=True) - images.min(axis=every, keepdims=True)
     noise = jax.random.normal(key, (n, *images.shape), images.dtype) * (sigma * span)[None]
 
     def one(sample):
@@ -109,7 +110,7 @@ def noise_tunnel(
       if batch_size is None or batch_size >= n
       else jax.lax.map(one, samples, batch_size=batch_size)
     )
-    return _mean(stacked, clean, eps)
+    return _mean(stacked, clean, eps, images.ndim - 2)
 
   return explain.wrap(smoothed, f"noise_tunnel({explain.name})", takes_key=True)
 
@@ -119,25 +120,28 @@ def _flip(x, axis):
 
 
 def _resize_maps(x, size):
-  """Resize (..., h, w) maps or (B[, T], H, W, C) gradients along their spatial axes."""
-  return jax.image.resize(x, (*x.shape[:-2], *size), "bilinear", antialias=True)
+  """Resize (..., *spatial) maps along their last len(size) axes."""
+  return jax.image.resize(x, (*x.shape[: -len(size)], *size), "linear", antialias=True)
 
 
 def augment(
   explain: Callable,
   *,
-  flips: bool = True,
+  flips: bool | str = True,
   scales: Sequence[float] = (1.0,),
   eps: float = 1e-7,
-  image_layout: str = "NHWC",
+  image_layout: str | None = None,
 ) -> Explainer:
-  """Test-time augmentation of any explainer: horizontal flips and rescalings.
+  """Test-time augmentation of any explainer: flips and rescalings.
 
   Each augmented batch is explained, and each map is transformed back (unflipped,
-  resized to the original size) before averaging. Every (flip, scale) pair is one
-  extra explanation; scales change the input shape, so each compiles once.
-  `image_layout` is the images' layout, as given to the explainer. Returns an
-  explainer of the same form as `explain`.
+  resized to the original size) before averaging. ``flips=True`` flips the last
+  spatial axis (horizontal flips of images; time reversal of signals); a string of
+  the layout's spatial axis names flips each of them in turn (``"HW"``, ``"DHW"``);
+  False none. Every (flip, scale) pair is one extra explanation; scales change the
+  input shape, so each compiles once (the model must accept the other sizes).
+  `image_layout` is the inputs' layout, as given to the explainer (None: channels
+  last of their rank). Returns an explainer of the same form as `explain`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -147,12 +151,12 @@ def augment(
     >>> tta(jnp.ones((1, 4, 4, 3))).cam.shape
     (1, 4, 4)
   """
-
-  if image_layout not in ("NHWC", "NCHW"):
+  check_layout(image_layout)
+  if not isinstance(flips, (bool, str)):
     raise ArgumentError(
-      f"augment: image_layout: expected 'NHWC' or 'NCHW'; got {image_layout!r}."
+      f"augment: flips: expected True, False or a string of spatial axis names "
+      f"('HW', 'DHW', ...); got {flips!r}."
     )
-  last = image_layout == "NHWC"  # channels last: spatial axes 1, 2; else 2, 3
   scales = tuple(scales)
   if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
     raise ArgumentError(
@@ -168,6 +172,8 @@ def augment(
         f"augment({explain.name}): the explainer inside takes a PRNG key; expected "
         "key=, e.g. tta(images, key=jax.random.key(0)); got none."
       )
+    layout = resolve_layout(image_layout, images)
+    flipped = _flip_axes(flips, layout)
 
     def inner(i, x, t):  # sample i of the augmentation, with its own key if needed
       return explain.with_key(None if key is None else jax.random.fold_in(key, i))(
@@ -176,55 +182,74 @@ def augment(
 
     clean = inner(0, images, targets)
     targets = clean.targets
-    h, w = images.shape[1:3] if last else images.shape[2:4]
-    raw_hw = _layer_sizes(clean.cam_raw)
+    size = layout.spatial(images.shape)
+    raw_sizes = _layer_sizes(clean.cam_raw, layout.rank)
     samples = []
     for scale in scales:
-      for flip in (False, True) if flips else (False,):
-        if scale == 1.0 and not flip:
+      for flip in (None, *flipped):
+        if scale == 1.0 and flip is None:
           out = clean
         else:
-          x = _flip(images, 2 if last else 3) if flip else images
-          size = (max(1, round(h * scale)), max(1, round(w * scale)))
-          if size != (h, w):
-            shape = (x.shape[0], *size, x.shape[3]) if last else (*x.shape[:2], *size)
-            x = jax.image.resize(x, shape, "bilinear")
+          x = images if flip is None else _flip(images, layout.spatial_axes[flip])
+          scaled = tuple(max(1, round(n * scale)) for n in size)
+          if scaled != size:
+            shape = list(x.shape)
+            for axis, n in zip(layout.spatial_axes, scaled):
+              shape[axis] = n
+            x = jax.image.resize(x, tuple(shape), "linear")
           out = inner(len(samples), x, targets)
-        samples.append(_back(out, flip, (h, w), raw_hw, last))
+        samples.append(_back(out, flip, size, raw_sizes, layout))
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *samples)
-    return _mean(stacked, clean, eps)
+    return _mean(stacked, clean, eps, layout.rank)
 
   return explain.wrap(augmented, f"augment({explain.name})")
 
 
-def _layer_sizes(cam_raw):
-  """(h, w) of cam_raw, or a tuple of them for several layers' maps."""
+def _flip_axes(flips: bool | str, layout: Layout) -> tuple[int, ...]:
+  """The spatial axes (0 = first) `flips` names for `layout`."""
+  if flips is True or flips is False:
+    return (layout.rank - 1,) if flips else ()
+  names = layout.name[1:-1] if layout.channels_last else layout.name[2:]
+  bad = [c for c in flips if c not in names]
+  if bad or len(set(flips)) != len(flips):
+    raise ArgumentError(
+      f"augment: flips: expected distinct spatial axis names of layout "
+      f"{layout.name!r}, from {names!r}; got {flips!r}."
+    )
+  return tuple(names.index(c) for c in flips)
+
+
+def _layer_sizes(cam_raw, rank: int):
+  """The spatial sizes of cam_raw, or a tuple of them for several layers' maps."""
   if cam_raw is None:
     return None
   if isinstance(cam_raw, tuple):
-    return tuple(r.shape[-2:] for r in cam_raw)
-  return cam_raw.shape[-2:]
+    return tuple(r.shape[-rank:] for r in cam_raw)
+  return cam_raw.shape[-rank:]
 
 
-def _back(out: Explanation, flip: bool, size, raw_hw, channels_last: bool) -> Explanation:
+def _back(
+  out: Explanation, flip: int | None, size, raw_sizes, layout: Layout
+) -> Explanation:
   """Map an augmented explanation back to the original frame."""
+  rank = layout.rank
 
-  def maps(x, target):
+  def maps(x, target):  # (..., *spatial)
     if x is None:
       return None
-    x = _resize_maps(x, target) if x.shape[-2:] != tuple(target) else x
-    return _flip(x, -1) if flip else x
+    x = _resize_maps(x, target) if x.shape[-rank:] != tuple(target) else x
+    return x if flip is None else _flip(x, flip - rank)
 
-  def grads(x):
-    if x is None or not channels_last:  # channels first: spatial axes already last
-      return maps(x, size)
-    moved = jnp.moveaxis(x, -1, 0)
-    return jnp.moveaxis(maps(moved, size), 0, -1)
+  def grads(x):  # in the inputs' layout, with leading (B[, T]) axes
+    if x is None:
+      return None
+    moved = jnp.moveaxis(x, layout.channel_index(), 0)
+    return jnp.moveaxis(maps(moved, size), 0, layout.channel_index())
 
   raw = (
-    tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_hw))
+    tuple(maps(r, hw) for r, hw in zip(out.cam_raw, raw_sizes))
     if isinstance(out.cam_raw, tuple)
-    else maps(out.cam_raw, raw_hw)
+    else maps(out.cam_raw, raw_sizes)
   )
   return Explanation(
     maps(out.cam, size),

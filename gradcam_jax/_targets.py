@@ -190,22 +190,32 @@ def score_cotangent(target_fn: TargetFn, output, targets, batch: int):
 
 def segmentation_target(mask) -> TargetFn:
   """Target for segmentation models: the sum of class ``targets[b]``'s logits over
-  the pixels of `mask`.
+  the pixels of `mask`. Any spatial rank: a region of a signal's (B, L, C) output,
+  of an image's (B, H, W, C), of a volume's (B, D, H, W, C).
 
   Args:
-    mask: (H, W) or (B, H, W) bool/float weights over the output's pixels.
+    mask: ``(*spatial)`` or ``(B, *spatial)`` bool/float weights over the output's
+      positions, as (H, W) or (B, H, W) for images.
 
   Returns:
-    ``target_fn(output (B, H, W, C), targets (B,)) -> (B,)``.
+    ``target_fn(output (B, *spatial, C), targets (B,)) -> (B,)``.
   """
   mask = jnp.asarray(mask, jnp.float32)
 
   def target_fn(output, targets):
-    m = mask if mask.ndim == 3 else mask[None]
+    spatial = output.shape[1:-1]
+    if mask.shape not in (spatial, (output.shape[0], *spatial)):
+      raise TargetError(
+        f"segmentation_target: expected a mask of shape {spatial} or "
+        f"{(output.shape[0], *spatial)} (the output's positions, (B, *spatial, C) "
+        f"without its class axis); got shape {tuple(mask.shape)}."
+      )
+    m = mask if mask.ndim == len(spatial) + 1 else mask[None]
+    one_hot = _one_hot(targets, output.shape[-1], output.dtype)
     per_pixel = jnp.sum(
-      output * _one_hot(targets, output.shape[-1], output.dtype)[:, None, None, :], axis=-1
+      output * one_hot.reshape(one_hot.shape[0], *[1] * len(spatial), -1), axis=-1
     )
-    return jnp.sum(per_pixel * m, axis=(1, 2))
+    return jnp.sum(per_pixel * m, axis=tuple(range(1, m.ndim)))
 
   return target_fn
 

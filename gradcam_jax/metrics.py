@@ -3,7 +3,9 @@
 Jittable where the maths allows (deletion/insertion, Average Drop/Increase, ROAD,
 pointing game); box localisation uses OpenCV's connected components on the host.
 All functions take a batch: images (B, H, W, C) as the model expects them, maps
-(B, H, W) (higher = more important) and targets (B,).
+(B, H, W) (higher = more important) and targets (B,). Signals (B, L, C) with maps
+(B, L) and volumes (B, D, H, W, C) with maps (B, D, H, W) work the same way (images
+channels last); box localisation is 2-D only and says so.
 
 ``score_fn(images) -> (B, num_classes)`` probabilities is what the metrics query;
 :func:`probabilities` builds it from an ``apply_fn`` and variables.
@@ -63,34 +65,49 @@ def auc(fractions: jax.Array, scores: jax.Array) -> jax.Array:
 
 
 def blurred(images: jax.Array, sigma: float = 5.0) -> jax.Array:
-  """A Gaussian-blurred copy of the images (the "blur" baseline of Petsiuk et al.)."""
+  """A Gaussian-blurred copy of the images (the "blur" baseline of Petsiuk et al.):
+  channels last, any spatial rank ((B, L, C), (B, H, W, C), (B, D, H, W, C)), blurred
+  along every spatial axis, the kernel renormalised at the borders."""
   k = gaussian_kernel(sigma, max(1, int(3 * sigma)))
-  c = images.shape[-1]
-  x = jnp.moveaxis(images.astype(jnp.float32), -1, 1).reshape(-1, 1, *images.shape[1:3])
-  x = jax.lax.conv_general_dilated(x, k.reshape(1, 1, -1, 1), (1, 1), "SAME")
-  x = jax.lax.conv_general_dilated(x, k.reshape(1, 1, 1, -1), (1, 1), "SAME")
-  norm = jax.lax.conv_general_dilated(
-    jnp.ones((1, 1, *images.shape[1:3])), k.reshape(1, 1, -1, 1), (1, 1), "SAME"
-  )
-  norm = jax.lax.conv_general_dilated(norm, k.reshape(1, 1, 1, -1), (1, 1), "SAME")
-  x = (x / norm).reshape(images.shape[0], c, *images.shape[1:3])
-  return jnp.moveaxis(x, 1, -1).astype(images.dtype)
+  x = images.astype(jnp.float32)
+  for axis in range(1, images.ndim - 1):
+    x = _blur_axis(x, k, axis) / _blur_axis(jnp.ones_like(x[:1, ..., :1]), k, axis)
+  return x.astype(images.dtype)
+
+
+def _blur_axis(x: jax.Array, k: jax.Array, axis: int) -> jax.Array:
+  """`x` convolved with the 1-D kernel `k` along `axis` ("SAME", zero padded)."""
+  moved = jnp.moveaxis(x, axis, -1)
+  flat = moved.reshape(-1, 1, moved.shape[-1])
+  out = jax.lax.conv_general_dilated(flat, k.reshape(1, 1, -1), (1,), "SAME")
+  return jnp.moveaxis(out.reshape(moved.shape), -1, axis)
+
+
+def _check_maps(images, maps, where: str) -> None:
+  """Maps must be (B, *spatial) of channels-last images (B, *spatial, C)."""
+  if tuple(maps.shape) != tuple(images.shape[:-1]):
+    raise ArgumentError(
+      f"{where}: expected maps of shape {tuple(images.shape[:-1])}, the images' "
+      f"(B, *spatial) without their channel axis (images channels last: (B, L, C), "
+      f"(B, H, W, C) or (B, D, H, W, C)); got maps {tuple(maps.shape)} for images "
+      f"{tuple(images.shape)}."
+    )
 
 
 def _ranks(maps: jax.Array) -> jax.Array:
-  """Rank of each pixel in descending map order (0 = most important), (B, H*W)."""
+  """Rank of each pixel in descending map order (0 = most important), (B, positions)."""
   return ranks(-maps.reshape(maps.shape[0], -1))
 
 
 def _perturbation_curve(
   score_fn, images, maps, targets, baseline, steps, insert, batch_size
 ):
-  b, h, w, _ = images.shape
-  ranks = _ranks(maps).reshape(b, h, w, 1)
+  _check_maps(images, maps, "insertion" if insert else "deletion")
+  ranks = _ranks(maps).reshape(*maps.shape, 1)
   if isinstance(baseline, (int, float)):
     baseline = jnp.full_like(images, baseline)
   fractions = jnp.linspace(0.0, 1.0, steps + 1)
-  counts = jnp.round(fractions * h * w).astype(jnp.int32)
+  counts = jnp.round(fractions * ranks[0].size).astype(jnp.int32)
 
   def at(count):
     chosen = ranks < count  # the `count` most important pixels
@@ -170,6 +187,7 @@ def average_drop_increase(score_fn, images, maps, targets) -> tuple[jax.Array, j
   References:
     Chattopadhay et al., "Grad-CAM++", WACV 2018, section 5.
   """
+  _check_maps(images, maps, "average_drop_increase")
   take = lambda p: jnp.take_along_axis(p, targets[:, None], axis=1)[:, 0]
   y = take(score_fn(images))
   o = take(score_fn(images * maps[..., None].astype(images.dtype)))
@@ -180,20 +198,28 @@ def average_drop_increase(score_fn, images, maps, targets) -> tuple[jax.Array, j
 def _impute(
   images: jax.Array, removed: jax.Array, key, noise: float, iterations: int
 ) -> jax.Array:
-  """Noisy linear imputation: each removed pixel becomes the average of its four
-  neighbours (a discrete Laplace equation with the kept pixels as boundary), solved
-  on the device by Jacobi iterations, plus Gaussian noise of std `noise`."""
+  """Noisy linear imputation: each removed pixel becomes the average of its 2 * rank
+  neighbours (four in an image; two in a signal, six in a volume: a discrete Laplace
+  equation with the kept pixels as boundary), solved on the device by Jacobi
+  iterations, plus Gaussian noise of std `noise`."""
   mask = removed[..., None].astype(images.dtype)
   kept = images * (1 - mask)
-  fill = jnp.sum(kept, axis=(1, 2), keepdims=True) / jnp.maximum(
-    jnp.sum(1 - mask, axis=(1, 2), keepdims=True), 1
+  space = tuple(range(1, images.ndim - 1))
+  fill = jnp.sum(kept, axis=space, keepdims=True) / jnp.maximum(
+    jnp.sum(1 - mask, axis=space, keepdims=True), 1
   )
   x = kept + mask * fill
+  inner = tuple(slice(1, -1) for _ in space)
 
   def step(x, _):
-    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    avg = (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
-    return kept + mask * avg, None
+    p = jnp.pad(x, ((0, 0), *[(1, 1)] * len(space), (0, 0)), mode="edge")
+    total = jnp.zeros_like(x)
+    for i in range(len(space)):
+      for lo, hi in ((None, -2), (2, None)):
+        index = list(inner)
+        index[i] = slice(lo, hi)
+        total = total + p[(slice(None), *index)]
+    return kept + mask * total / (2 * len(space)), None
 
   x, _ = jax.lax.scan(step, x, None, length=iterations)
   return x + mask * noise * jax.random.normal(key, images.shape, images.dtype)
@@ -227,12 +253,12 @@ def road(
   """
   if order not in ("morf", "lerf"):
     raise ArgumentError(f"road: order must be 'morf' or 'lerf'; got {order!r}.")
-  b, h, w, _ = images.shape
-  ranks = _ranks(maps if order == "morf" else -maps).reshape(b, h, w)
+  _check_maps(images, maps, "road")
+  ranks = _ranks(maps if order == "morf" else -maps).reshape(maps.shape)
   keys = jax.random.split(key, len(percentiles))
   out = []
   for p, k in zip(percentiles, keys):
-    removed = ranks < round(p * h * w)
+    removed = ranks < round(p * ranks[0].size)
     x = _impute(images, removed, k, noise, iterations)
     out.append(jnp.take_along_axis(score_fn(x), targets[:, None], axis=1)[:, 0])
   return jnp.stack(out, axis=1)
@@ -242,9 +268,12 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> jax.Array:
   """Hit (1.0) when the map's maximum lies in the ground-truth box, miss (0.0) else.
 
   Args:
-    maps: (B, H, W).
+    maps: (B, H, W); or (B, L) for signals, (B, D, H, W) for volumes.
     boxes: (B, 4) ``(x0, y0, x1, y1)`` with exclusive ends, or (B, N, 4) for several
-      boxes of the explained class (rows of -1 are ignored).
+      boxes of the explained class (rows of -1 are ignored). In any rank the
+      coordinates are the starts then the ends, innermost axis first: ``(x0, x1)``
+      intervals for signals, ``(x0, y0, z0, x1, y1, z1)`` boxes for volumes (z the
+      depth axis D).
     tolerance: pixels by which every box is grown on each side.
 
   References:
@@ -252,28 +281,37 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> jax.Array:
   """
   boxes = jnp.asarray(boxes)
   boxes = boxes[:, None] if boxes.ndim == 2 else boxes
-  b, h, w = maps.shape
-  flat = jnp.argmax(maps.reshape(b, -1), axis=1)
-  y, x = flat // w, flat % w
-  x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
-  valid = x1 > x0
-  inside = (
-    (x[:, None] >= x0 - tolerance)
-    & (x[:, None] < x1 + tolerance)
-    & (y[:, None] >= y0 - tolerance)
-    & (y[:, None] < y1 + tolerance)
-    & valid
-  )
+  rank = maps.ndim - 1
+  if boxes.shape[-1] != 2 * rank:
+    raise ArgumentError(
+      f"pointing_game: expected boxes of {2 * rank} coordinates for maps of spatial "
+      f"rank {rank} (starts then ends, innermost axis first); got boxes of shape "
+      f"{tuple(boxes.shape)} for maps {tuple(maps.shape)}."
+    )
+  flat = jnp.argmax(maps.reshape(maps.shape[0], -1), axis=1)
+  where = jnp.unravel_index(flat, maps.shape[1:])[::-1]  # innermost axis first
+  inside = boxes[..., rank] > boxes[..., 0]  # rows of -1 are not boxes
+  for i, at in enumerate(where):
+    inside &= (at[:, None] >= boxes[..., i] - tolerance) & (
+      at[:, None] < boxes[..., rank + i] + tolerance
+    )
   return jnp.any(inside, axis=1).astype(jnp.float32)
 
 
 def box_from_map(cam, threshold: float = 0.15) -> np.ndarray:
   """The Grad-CAM paper's box: threshold the map at `threshold` times its maximum and
   box the largest connected component (8-connectivity). Returns (x0, y0, x1, y1),
-  exclusive ends; all -1 for an all-zero map. Runs on the host (OpenCV)."""
+  exclusive ends; all -1 for an all-zero map. Runs on the host (OpenCV); 2-D maps
+  only."""
   import cv2
 
   cam = np.asarray(cam, np.float32)
+  if cam.ndim != 2:
+    raise ArgumentError(
+      f"box_from_map: expected one 2-D (H, W) map (boxes of connected components are "
+      f"defined for images here); got shape {cam.shape}. For signals and volumes "
+      "use pointing_game, deletion, insertion or road, which take any rank."
+    )
   if cam.max() <= 0:
     return np.full(4, -1, np.int32)
   mask = (cam >= threshold * cam.max()).astype(np.uint8)

@@ -142,10 +142,10 @@ class SanityRow(NamedTuple):
   hog: float
 
 
-def _as_maps(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Signed and absolute 2-D maps of a field: cams as they are, gradients summed
-  over channels."""
-  if x.ndim == 4:
+def _as_maps(x: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Signed and absolute maps of a field: cams as they are, input gradients (the
+  images' shape, channels last) summed over channels."""
+  if x.shape == images.shape:
     return x.sum(-1), jnp.abs(x).sum(-1)
   return x, jnp.abs(x)
 
@@ -179,6 +179,9 @@ def randomisation_table(
 
   Returns:
     One row for the original model (similarity 1) and one per randomisation step.
+    Any spatial rank (images channels last): for signals and volumes the rank
+    correlations are computed as for images, and ``ssim`` and ``hog``, defined here
+    for 2-D maps only, are NaN.
 
   References:
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
@@ -187,19 +190,21 @@ def randomisation_table(
     raise ArgumentError(f"mode: expected 'cascading' or 'independent'; got {mode!r}.")
   layers = list(top_down_layers(apply_fn, variables, images) if layers is None else layers)
   ref = getattr(make_explainer(variables)(images, targets), field)
-  ref_signed, ref_abs = _as_maps(ref)
-  rows = [SanityRow("none", 1.0, 1.0, 1.0, 1.0)]
+  ref_signed, ref_abs = _as_maps(ref, images)
+  planar = ref_abs.ndim == 3  # SSIM and HOG are defined for 2-D maps
+  same = 1.0 if planar else float("nan")
+  rows = [SanityRow("none", 1.0, 1.0, same, same)]
   for i, layer in enumerate(layers):
     chosen = layers[: i + 1] if mode == "cascading" else [layer]
     v = randomise(variables, chosen, jax.random.fold_in(key, i))
-    signed, absolute = _as_maps(getattr(make_explainer(v)(images, targets), field))
+    signed, absolute = _as_maps(getattr(make_explainer(v)(images, targets), field), images)
     rows.append(
       SanityRow(
         "/".join(layer) if mode == "independent" else f"down to {'/'.join(layer)}",
         float(spearman(signed, ref_signed).mean()),
         float(spearman(absolute, ref_abs).mean()),
-        float(ssim(absolute, ref_abs).mean()),
-        float(hog_correlation(absolute, ref_abs, cell).mean()),
+        float(ssim(absolute, ref_abs).mean()) if planar else float("nan"),
+        float(hog_correlation(absolute, ref_abs, cell).mean()) if planar else float("nan"),
       )
     )
   return rows

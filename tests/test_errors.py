@@ -39,7 +39,7 @@ def test_bad_layer_spec():
 
 
 @pytest.mark.parametrize("images, match", [
-    (jnp.ones((8, 8, 3)), "rank 4.*images\\[None\\]"),
+    (jnp.ones((8, 8, 3)), "read as a batch of \\(B, L, C\\) signals.*images\\[None\\]"),
     (jnp.ones((2, 8, 8, 3), jnp.uint8), "floating dtype.*uint8"),
     (jnp.ones((2, 8, 8, 5)), "could not run on images of shape \\(2, 8, 8, 5\\)"),
     (jnp.ones((2, 8, 8, 3)).at[1, 0, 0, 0].set(jnp.nan), "NaN or Inf in images \\[1\\]"),

@@ -1,7 +1,8 @@
 """CAM methods, one :class:`Method` record each in :data:`ALL_METHODS`.
 
 A gradient method (``gradient.py``) maps ``A`` (h, w, K) and ``dA = dy/dA`` (h, w, K)
-of one example to a map (h, w) before the final ReLU; the explainers batch it with
+of one example to a map (h, w) before the final ReLU (any spatial rank:
+``(*spatial, K)`` to ``(*spatial)``); the explainers batch it with
 ``vmap`` and apply the ReLU. A perturbation method (``perturbation.py``: Score-CAM,
 Ablation-CAM) weighs the channels by extra forward passes. Adding a method is one
 function plus one :class:`Method` record below; the explainers dispatch through the

@@ -1,5 +1,10 @@
 """Gradient CAM methods: ``map(A, dA) -> (h, w)`` for one example, before the final
-ReLU (the explainers batch them with ``vmap`` and apply the ReLU)."""
+ReLU (the explainers batch them with ``vmap`` and apply the ReLU).
+
+Every method takes activations of any spatial rank, ``(*spatial, K)``: (w, K) for
+signals, (h, w, K) for images, (d, h, w, K) for volumes; sums and means over space
+run over all spatial axes, and the map is ``(*spatial)``.
+"""
 
 from __future__ import annotations
 
@@ -27,22 +32,31 @@ _EPS = 1e-7  # XGrad-CAM's, as pytorch-grad-cam
 _GRADCAMPP_EPS = 1e-6  # Grad-CAM++'s, as pytorch-grad-cam
 
 
+def _space(a: jax.Array) -> tuple[int, ...]:
+  """The spatial axes of one example's (*spatial, K) activation."""
+  return tuple(range(a.ndim - 1))
+
+
+def _weighted(a: jax.Array, alpha: jax.Array) -> jax.Array:
+  """``sum_k alpha_k A_k``: (*spatial, K), (K,) -> (*spatial)."""
+  return jnp.einsum("...k,k->...", a, alpha)
+
+
 def gradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   """Grad-CAM: ``sum_k alpha_k A_k`` with ``alpha_k = mean_ij dy/dA_ijk``.
 
   Args:
-    a: activations of one image, shape (h, w, K).
-    da: gradient of the target score w.r.t. `a`, shape (h, w, K).
+    a: activations of one image, shape (h, w, K) (any spatial rank: ``(*spatial, K)``).
+    da: gradient of the target score w.r.t. `a`, of the same shape.
 
   Returns:
-    The (h, w) weighted sum, before the ReLU.
+    The (h, w) (or ``(*spatial)``) weighted sum, before the ReLU.
 
   References:
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017, eq. (1)-(2).
   """
-  alpha = jnp.mean(da, axis=(0, 1))
-  return jnp.einsum("hwk,k->hw", a, alpha)
+  return _weighted(a, jnp.mean(da, axis=_space(da)))
 
 
 def hirescam_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -53,7 +67,7 @@ def hirescam_map(a: jax.Array, da: jax.Array) -> jax.Array:
     Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
     convolutional neural networks", 2020.
   """
-  return jnp.einsum("hwk,hwk->hw", a, da)
+  return jnp.sum(a * da, axis=-1)
 
 
 def gradcam_elementwise_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -69,9 +83,9 @@ def xgradcam_map(a: jax.Array, da: jax.Array) -> jax.Array:
     Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation
     of CNNs", BMVC 2020.
   """
-  total = jnp.sum(a, axis=(0, 1))
-  alpha = jnp.sum(a * da, axis=(0, 1)) / (total + _EPS)
-  return jnp.einsum("hwk,k->hw", a, alpha)
+  total = jnp.sum(a, axis=_space(a))
+  alpha = jnp.sum(a * da, axis=_space(a)) / (total + _EPS)
+  return _weighted(a, alpha)
 
 
 def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -88,11 +102,11 @@ def gradcampp_map(a: jax.Array, da: jax.Array) -> jax.Array:
     for Deep Convolutional Networks", WACV 2018, eq. (19).
   """
   g2, g3 = da**2, da**3
-  total = jnp.sum(a, axis=(0, 1), keepdims=True)
+  total = jnp.sum(a, axis=_space(a), keepdims=True)
   denom = 2 * g2 + total * g3 + _GRADCAMPP_EPS
   coeff = jnp.where(da != 0, g2 / denom, 0.0)
-  alpha = jnp.sum(coeff * jax.nn.relu(da), axis=(0, 1))
-  return jnp.einsum("hwk,k->hw", a, alpha)
+  alpha = jnp.sum(coeff * jax.nn.relu(da), axis=_space(a))
+  return _weighted(a, alpha)
 
 
 def layercam_map(a: jax.Array, da: jax.Array) -> jax.Array:
@@ -106,22 +120,22 @@ def layercam_map(a: jax.Array, da: jax.Array) -> jax.Array:
 
 
 def _first_component(x: jax.Array, a: jax.Array) -> jax.Array:
-  """Projection of the (h*w, K) rows of `x` (centred) on their first principal
+  """Projection of the (positions, K) rows of `x` (centred) on their first principal
   direction, signed to correlate positively with the channel-mean of `a`."""
-  h, w, k = x.shape
-  rows = x.reshape(h * w, k)
+  k = x.shape[-1]
+  rows = x.reshape(-1, k)
   rows = rows - rows.mean(axis=0, keepdims=True)
   _, _, vt = jnp.linalg.svd(rows, full_matrices=False)
   proj = rows @ vt[0]
-  ref = a.reshape(h * w, k).mean(axis=1)
+  ref = a.reshape(-1, k).mean(axis=1)
   ref = ref - ref.mean()
   sign = jnp.where(jnp.dot(proj, ref) < 0, -1.0, 1.0)
-  return (sign * proj).reshape(h, w)
+  return (sign * proj).reshape(x.shape[:-1])
 
 
 def eigencam_map(a: jax.Array, da: jax.Array) -> jax.Array:
   """Eigen-CAM: the activations projected on their first principal component
-  (SVD of the centred (h*w, K) matrix, batched on the device). Gradient-free: `da`
+  (SVD of the centred (positions, K) matrix, batched on the device). Gradient-free: `da`
   is unused. The sign of a singular vector is arbitrary; we choose it so the map
   correlates positively with the mean activation over channels.
 
@@ -152,9 +166,10 @@ def fem_map(a: jax.Array, da: jax.Array, k: float = 2.0) -> jax.Array:
     Video", IPTA 2020.
   """
   del da
-  threshold = a.mean(axis=(0, 1), keepdims=True) + k * a.std(axis=(0, 1), keepdims=True)
-  weights = (a > threshold).mean(axis=(0, 1)).astype(a.dtype)
-  return jnp.einsum("hwk,k->hw", a, weights)
+  space = _space(a)
+  threshold = a.mean(axis=space, keepdims=True) + k * a.std(axis=space, keepdims=True)
+  weights = (a > threshold).mean(axis=space).astype(a.dtype)
+  return _weighted(a, weights)
 
 
 def _kernel(x: jax.Array, kind: str, gamma: float, coef0: float, degree: int) -> jax.Array:
@@ -197,8 +212,8 @@ def kpcacam_map(
     using Kernel PCA", 2024.
   """
   del da
-  h, w, k = a.shape
-  x = a.reshape(h * w, k).astype(jnp.float32)
+  k = a.shape[-1]
+  x = a.reshape(-1, k).astype(jnp.float32)
   x = x - x.mean(axis=0, keepdims=True)
   gram = _kernel(x, kernel, 1.0 / k if gamma is None else gamma, coef0, degree)
   n = gram.shape[0]
@@ -207,4 +222,4 @@ def kpcacam_map(
   values, vectors = jnp.linalg.eigh(centred)
   top, value = vectors[:, -1], jnp.maximum(values[-1], 0.0)
   top = top * jnp.sign(top[jnp.argmax(jnp.abs(top))])
-  return (top * jnp.sqrt(value)).reshape(h, w).astype(a.dtype)
+  return (top * jnp.sqrt(value)).reshape(a.shape[:-1]).astype(a.dtype)

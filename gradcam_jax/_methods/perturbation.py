@@ -31,8 +31,8 @@ class Perturbation(NamedTuple):
   (the explainer builds it; a method calls what it needs, the rest is never traced).
 
   Attributes:
-    images: (B, H, W, C) model inputs.
-    a: (B, h, w, K) the layer's activations.
+    images: (B, H, W, C) model inputs, channels last (any spatial rank: (B, *S, C)).
+    a: (B, h, w, K) the layer's activations (any spatial rank: (B, *s, K)).
     base: (B,) the target scores of the unperturbed images.
     score_images: ``(B, H, W, C) images -> (B,)`` target scores of other images
       (Score-CAM's: the softmax probability when the target is the default logit).
@@ -60,11 +60,12 @@ def _over_channels(
   return jax.lax.map(fn, channels, batch_size=batch_size)
 
 
-def _channel_masks(a: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Each channel upsampled to the input size and min-max normalised: (B, H, W, K)."""
-  b, _, _, k = a.shape
-  up = jax.image.resize(a.astype(jnp.float32), (b, *size, k), "bilinear", antialias=False)
-  return normalize(up, eps=0.0)  # min-max over (H, W), per image and channel
+def _channel_masks(a: jax.Array, size: tuple[int, ...]) -> jax.Array:
+  """Each channel upsampled to the input size and min-max normalised: (B, *S, K)."""
+  b, k = a.shape[0], a.shape[-1]
+  up = jax.image.resize(a.astype(jnp.float32), (b, *size, k), "linear", antialias=False)
+  space = tuple(range(1, a.ndim - 1))
+  return normalize(up, eps=0.0, axes=space)  # min-max over space, per image and channel
 
 
 def scorecam_weights(
@@ -87,17 +88,17 @@ def scorecam_weights(
     Neural Networks", CVPR Workshops 2020; Faster Score-CAM (Desai & Ramaswamy's
     Ablation-CAM repo notes; pytorch-grad-cam) for the top-N variance selection.
   """
-  masks = _channel_masks(a, images.shape[1:3])
+  masks = _channel_masks(a, images.shape[1:-1])
   k = a.shape[-1]
   if top_n is None or top_n >= k:
     chosen = jnp.broadcast_to(jnp.arange(k), (a.shape[0], k))
   else:
-    variance = jnp.var(a.astype(jnp.float32), axis=(1, 2))
+    variance = jnp.var(a.astype(jnp.float32), axis=tuple(range(1, a.ndim - 1)))
     chosen = jax.lax.top_k(variance, top_n)[1]  # (B, N)
 
   def score(j):  # j: position in `chosen`
     idx = chosen[:, j]
-    mask = jnp.take_along_axis(masks, idx[:, None, None, None], axis=-1)
+    mask = jnp.take_along_axis(masks, idx.reshape(-1, *[1] * (masks.ndim - 1)), axis=-1)
     return score_fn(images * mask.astype(images.dtype))
 
   scores = _over_channels(score, jnp.arange(chosen.shape[1]), batch_size).T  # (B, N)
@@ -145,5 +146,6 @@ def ablationcam(p: Perturbation) -> jax.Array:
 
 
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:
-  """``sum_k w_k A_k`` per image: (B, h, w, K), (B, K) -> (B, h, w)."""
-  return jnp.einsum("bhwk,bk->bhw", a.astype(weights.dtype), weights)
+  """``sum_k w_k A_k`` per image: (B, h, w, K), (B, K) -> (B, h, w) (any spatial
+  rank)."""
+  return jnp.einsum("b...k,bk->b...", a.astype(weights.dtype), weights)
