@@ -1,7 +1,11 @@
 """Pictures of explanations (NumPy + OpenCV, at the I/O edge, outside jit).
 
 Everything takes and returns NumPy arrays: uint8 RGB images (H, W, 3), maps in
-[0, 1] (H, W), gradients (H, W, C).
+[0, 1] (H, W), gradients (H, W, C). Signals, volumes and clips have their own
+pictures: :func:`signal_overlay` (the signal drawn over its heat as a colour band),
+:func:`volume_view` (three orthogonal slices through the map's maximum),
+:func:`volume_mosaic` (axial slices) and :func:`clip_frames` (a row of frames, or
+frames for :func:`save_animation`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,19 @@ import numpy as np
 
 from gradcam_jax._errors import ImageError
 
-__all__ = ["heatmap", "overlay", "deprocess_gradient", "panel", "grid", "save"]
+__all__ = [
+  "heatmap",
+  "overlay",
+  "deprocess_gradient",
+  "panel",
+  "grid",
+  "save",
+  "signal_overlay",
+  "volume_view",
+  "volume_mosaic",
+  "clip_frames",
+  "save_animation",
+]
 
 
 def heatmap(cam, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
@@ -99,3 +115,144 @@ def save(path, image) -> None:
     raise ImageError(f"save {path}: OpenCV cannot write it: {err}") from None
   if not ok:
     raise ImageError(f"save {path}: could not write it (a folder that does not exist?).")
+
+
+# -- signals, volumes, clips ----------------------------------------------------------
+
+
+def _resample(x: np.ndarray, n: int) -> np.ndarray:
+  """A 1-D array linearly resampled to `n` points (half-pixel centres, as the maps)."""
+  return cv2.resize(
+    np.asarray(x, np.float32)[None], (n, 1), interpolation=cv2.INTER_LINEAR
+  )[0]
+
+
+def signal_overlay(
+  signal,
+  cam,
+  width: int = 512,
+  height: int = 160,
+  band: int = 24,
+  colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+  """A signal (L,) or (L, C) drawn as lines (one per channel, shades of grey) over
+  a white plot, with its [0, 1] map (L,) as a colour band underneath, both stretched
+  to `width` pixels. Returns a uint8 RGB picture (height + band, width, 3)."""
+  x = np.asarray(signal, np.float32)
+  x = x[:, None] if x.ndim == 1 else x
+  cam = np.asarray(cam, np.float32)
+  if x.ndim != 2 or cam.ndim != 1:
+    raise ImageError(
+      f"signal_overlay: expected a signal (L,) or (L, C) and a map (L,); got "
+      f"{x.shape} and {cam.shape}."
+    )
+  canvas = np.full((height, width, 3), 255, np.uint8)
+  lo, hi = float(x.min()), float(x.max())
+  span = hi - lo if hi > lo else 1.0
+  for c in range(x.shape[1]):
+    y = _resample(x[:, c], width)
+    rows = (height - 4) - (y - lo) / span * (height - 8)
+    points = np.stack([np.arange(width), rows], 1).round().astype(np.int32)
+    shade = int(60 * c / max(1, x.shape[1] - 1))
+    cv2.polylines(canvas, [points[:, None]], False, (shade, shade, shade), 1, cv2.LINE_AA)
+  strip = heatmap(np.repeat(_resample(cam, width)[None], band, 0), colormap)
+  return np.concatenate([canvas, strip], 0)
+
+
+def _grey(volume: np.ndarray, window) -> np.ndarray:
+  """A volume (..., ) as uint8 grey in `window` (lo, hi); its own range when None."""
+  v = np.asarray(volume, np.float32)
+  lo, hi = (float(v.min()), float(v.max())) if window is None else window
+  return (
+    (np.clip((v - lo) / (hi - lo if hi > lo else 1.0), 0, 1) * 255).round().astype(np.uint8)
+  )
+
+
+def _rgb(grey: np.ndarray) -> np.ndarray:
+  return np.repeat(grey[..., None], 3, -1)
+
+
+def _volume_and_map(volume, cam, where: str) -> tuple[np.ndarray, np.ndarray]:
+  v = np.asarray(volume)
+  v = v.mean(-1) if v.ndim == 4 else v  # channels last: their mean, for display
+  cam = np.asarray(cam, np.float32)
+  if v.ndim != 3 or cam.shape != v.shape:
+    raise ImageError(
+      f"{where}: expected a volume (D, H, W) or (D, H, W, C) and a map (D, H, W) of "
+      f"its size; got {np.asarray(volume).shape} and {cam.shape}."
+    )
+  return v, cam
+
+
+def volume_view(volume, cam, alpha: float = 0.5, scale: int = 1, window=None) -> np.ndarray:
+  """Three orthogonal slices through the map's maximum, each the volume's slice in
+  grey with the map's overlaid: axial (D fixed: H x W), coronal (H fixed: D x W) and
+  sagittal (W fixed: D x H), side by side with their indices as titles.
+
+  Args:
+    volume: (D, H, W) or (D, H, W, C) (channels averaged for display).
+    cam: (D, H, W) in [0, 1], as ``explanation.cam[i]``.
+    window: (lo, hi) display window of the volume's values (CT: e.g. (-1000, 400));
+      None uses the volume's own range.
+  """
+  v, cam = _volume_and_map(volume, cam, "volume_view")
+  grey = _grey(v, window)
+  d, h, w = np.unravel_index(int(np.argmax(cam)), cam.shape)
+  views = [
+    (grey[d], cam[d], f"axial d={d}"),
+    (grey[:, h], cam[:, h], f"coronal h={h}"),
+    (grey[:, :, w], cam[:, :, w], f"sagittal w={w}"),
+  ]
+  return panel(
+    [overlay(_rgb(g), c, alpha) for g, c, _ in views], [t for *_, t in views], scale
+  )
+
+
+def volume_mosaic(
+  volume, cam, count: int = 12, columns: int = 6, alpha: float = 0.5, window=None
+) -> np.ndarray:
+  """`count` axial slices (evenly spaced along D) of the volume with the map
+  overlaid, in a grid of `columns`, each titled with its index."""
+  v, cam = _volume_and_map(volume, cam, "volume_mosaic")
+  grey = _grey(v, window)
+  picks = np.unique(
+    np.linspace(0, v.shape[0] - 1, min(count, v.shape[0])).round().astype(int)
+  )
+  tiles = [overlay(_rgb(grey[i]), cam[i], alpha) for i in picks]
+  rows = [
+    panel(tiles[i : i + columns], [f"d={j}" for j in picks[i : i + columns]])
+    for i in range(0, len(tiles), columns)
+  ]
+  return grid(rows)
+
+
+def clip_frames(clip, cam, alpha: float = 0.5, every: int = 1) -> list[np.ndarray]:
+  """Each frame of a uint8 RGB clip (T, H, W, 3) with its map (T, H, W) overlaid
+  (every `every`-th frame): :func:`panel` them for a row, or write them with
+  :func:`save_animation`."""
+  clip, cam = np.asarray(clip), np.asarray(cam, np.float32)
+  if clip.ndim != 4 or cam.ndim != 3 or cam.shape[0] != clip.shape[0]:
+    raise ImageError(
+      f"clip_frames: expected a clip (T, H, W, 3) and maps (T, H, W) of as many "
+      f"frames; got {clip.shape} and {cam.shape}."
+    )
+  return [overlay(clip[t], cam[t], alpha) for t in range(0, clip.shape[0], every)]
+
+
+def save_animation(path, frames: Sequence[np.ndarray], fps: float = 8.0) -> None:
+  """Write uint8 RGB frames as an animated GIF or WebP (by `path`'s suffix), looping."""
+  from PIL import Image
+
+  pictures = [Image.fromarray(np.asarray(f)) for f in frames]
+  if not pictures:
+    raise ImageError(f"save_animation {path}: expected at least one frame; got none.")
+  try:
+    pictures[0].save(
+      str(path),
+      save_all=True,
+      append_images=pictures[1:],
+      duration=int(round(1000 / fps)),
+      loop=0,
+    )
+  except (OSError, ValueError) as err:
+    raise ImageError(f"save_animation {path}: could not write it: {err}") from None

@@ -100,6 +100,8 @@ def test_readme_blocks_run_in_order(monkeypatch, tmp_path):
     except Exception as err:  # noqa: BLE001 (name the block that failed)
       pytest.fail(f"{where} failed: {type(err).__name__}: {err}\n{code}")
   assert (tmp_path / "overlay.png").exists() and (tmp_path / "guided_gradcam.png").exists()
+  for picture in ("ecg.png", "ct.png", "clip.gif", "clip.png"):  # signals, volumes, video
+    assert (tmp_path / picture).stat().st_size > 0, picture
   assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
                                      "--xla_cpu_experimental_ynn_fusion_type=")
   # the loss block's gradient is a real one: finite everywhere, not all zero
