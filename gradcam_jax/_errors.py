@@ -13,7 +13,8 @@ class LayerNotFoundError(GradCAMError):
 
 
 class LayerShapeError(GradCAMError):
-  """The target layer's output is not a spatial (B, h, w, C) activation."""
+  """The target layer's output is not a spatial (B, h, w, C) activation (or one of
+  the inputs' spatial rank: (B, w, C) for signals, (B, d, h, w, C) for volumes)."""
 
 
 class ImageError(GradCAMError):

@@ -19,7 +19,8 @@ class Explanation(NamedTuple):
   ``guided``, ``guided_gradcam``, ``targets``) has a T axis after the batch axis:
   ``cam`` (B, T, H, W), ``guided`` (B, T, H, W, C). With ``image_layout="NCHW"``
   the input gradients are in the images' layout, (B, C, H, W) (or (B, T, C, H, W));
-  maps are (B, H, W) either way.
+  maps are (B, H, W) either way. Signals and volumes likewise: ``cam`` (B, L) or
+  (B, D, H, W), input gradients in the inputs' layout.
 
   Attributes:
     cam: (B, H, W) float32 in [0, 1], Grad-CAM at input resolution.

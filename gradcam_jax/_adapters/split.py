@@ -17,7 +17,9 @@ class Split(NamedTuple):
   """A model given as two pure functions split at the target layer.
 
   Attributes:
-    features: ``features(params, x) -> A`` with ``A`` of shape (B, h, w, C).
+    features: ``features(params, x) -> A`` with ``A`` of shape (B, h, w, C) (for
+      signals (B, w, C), for volumes (B, d, h, w, C); channels first with a
+      channels-first ``image_layout``).
     head: ``head(params, A) -> output`` (logits of shape (B, num_classes) usually).
 
   Example:

@@ -1,5 +1,5 @@
 """Faster backward rules than XLA's CPU defaults, for operations that guided backprop
-differentiates through: max pools and strided convolutions.
+differentiates through: max pools and strided convolutions, of any spatial rank.
 
 :func:`fast_backward` looks at one jaxpr equation and returns a drop-in function for it
 (forward bit-identical: it binds the same primitive) whose ``custom_vjp`` gives the same
@@ -14,6 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["bind", "fast_backward"]
@@ -117,57 +118,76 @@ def _max_pool(eqn) -> Callable:
 # XLA differentiates a stride-s convolution with respect to its input as a convolution
 # over the cotangent dilated with s-1 zeros between elements: s*s times the work, and
 # off the CPU backend's fast path (4-5x the forward's time for ResNet-50's 7x7 stem and
-# 3x3 stride-2 convolutions). Split by output phase instead: the input positions
-# congruent to (a, b) modulo the strides receive only the kernel taps w[a::s, b::s], so
-# each phase is a stride-1 convolution of the undilated cotangent with that flipped
-# sub-kernel, and the phases interleave into the input gradient.
-
-_NHWC_HWIO = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+# 3x3 stride-2 convolutions; in 3-D far worse: 200x for a 7x7x7 stride-2 stem on 64^3
+# volumes, benchmarks/HISTORY.md "Volumes"). Split by output phase instead: the input
+# positions congruent to (a, b) modulo the strides receive only the kernel taps
+# w[a::s, b::s], so each phase is a stride-1 convolution of the undilated cotangent
+# with that flipped sub-kernel, and the phases interleave into the input gradient.
+# The same holds along every spatial axis, so the rule covers 1-D, 2-D and 3-D
+# convolutions of any dimension numbers (moved to channels last for the phases).
 
 
 def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
-  """The cotangent of x for ``y = conv(x, w)`` (NHWC/HWIO, no dilation, one group)."""
-  n, h, wd, c = x_shape
-  (sh, sw), ((plh, phh), (plw, phw)) = strides, padding
-  rows, cols = -(-(h + plh + phh) // sh), -(-(wd + plw + phw) // sw)
-  ho, wo = g.shape[1:3]
+  """The cotangent of x for ``y = conv(x, w)``: x (N, *S, C) channels last, w
+  (*K, I, O), any spatial rank, no dilation, one group."""
+  rank = len(strides)
+  n, c = x_shape[0], x_shape[-1]
+  spatial = x_shape[1:-1]
+  rows = [
+    -(-(size + lo + hi) // st) for size, (lo, hi), st in zip(spatial, padding, strides)
+  ]
+  outs = g.shape[1:-1]
+  letters = "DHW"[3 - rank :] if rank <= 3 else None
+  dn = (f"N{letters}C", f"{letters}IO", f"N{letters}C") if letters else None
   phases = []
-  for a in range(sh):
-    row = []
-    for b in range(sw):
-      sub = w[a::sh, b::sw]
-      qa, qb = sub.shape[:2]
-      if qa == 0 or qb == 0:  # kernel smaller than the stride: no tap reaches here
-        row.append(jnp.zeros((n, rows, cols, c), g.dtype))
-        continue
-      kernel = jnp.flip(sub, (0, 1)).transpose(0, 1, 3, 2)
-      row.append(
-        lax.conv_general_dilated(
-          g,
-          kernel,
-          (1, 1),
-          [(qa - 1, rows - ho), (qb - 1, cols - wo)],
-          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          precision=precision,
-        )
+  for phase in itertools.product(*(range(st) for st in strides)):
+    sub = w[tuple(slice(a, None, st) for a, st in zip(phase, strides))]
+    taps = sub.shape[:rank]
+    if 0 in taps:  # kernel smaller than the stride: no tap reaches here
+      phases.append(jnp.zeros((n, *rows, c), g.dtype))
+      continue
+    kernel = jnp.swapaxes(jnp.flip(sub, tuple(range(rank))), -1, -2)
+    phases.append(
+      lax.conv_general_dilated(
+        g,
+        kernel,
+        (1,) * rank,
+        [(q - 1, r - o) for q, r, o in zip(taps, rows, outs)],
+        dimension_numbers=dn,
+        precision=precision,
       )
-    phases.append(jnp.stack(row, 3))  # (n, rows, cols, sw, c)
-  full = jnp.stack(phases, 2).reshape(n, rows * sh, cols * sw, c)
-  return full[:, plh : plh + h, plw : plw + wd]
+    )
+  # (*strides, n, *rows, c) -> (n, rows_1, s_1, ..., rows_k, s_k, c) -> interleaved
+  stacked = jnp.stack(phases).reshape(*strides, n, *rows, c)
+  order = [rank] + [i for d in range(rank) for i in (rank + 1 + d, d)] + [2 * rank + 1]
+  full = stacked.transpose(order).reshape(n, *[r * st for r, st in zip(rows, strides)], c)
+  return full[
+    (slice(None), *[slice(lo, lo + size) for (lo, _), size in zip(padding, spatial)])
+  ]
+
+
+def _last_perms(dn) -> tuple[tuple, tuple, tuple]:
+  """Permutations taking x, w and y of dimension numbers `dn` to channels last:
+  x (N, *S, C), w (*K, I, O), y (N, *S, O)."""
+  lhs, rhs, out = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+  return (
+    (lhs[0], *lhs[2:], lhs[1]),
+    (*rhs[2:], rhs[1], rhs[0]),
+    (out[0], *out[2:], out[1]),
+  )
 
 
 def _is_strided_conv(eqn) -> bool:
   if eqn.primitive.name != "conv_general_dilated":
     return False
   p = eqn.params
-  dn = p["dimension_numbers"]
+  rank = len(eqn.invars[0].aval.shape) - 2
   return (
-    len(eqn.invars[0].aval.shape) == 4
+    1 <= rank <= 3
     and is_float(eqn.invars[0].aval)
-    and (dn.lhs_spec, dn.rhs_spec, dn.out_spec) == _NHWC_HWIO
     and max(p["window_strides"]) > 1
-    and p["lhs_dilation"] == (1, 1)
-    and p["rhs_dilation"] == (1, 1)
+    and all(d == 1 for d in p["lhs_dilation"])
+    and all(d == 1 for d in p["rhs_dilation"])
     and p["feature_group_count"] == 1
     and p["batch_group_count"] == 1
     and p.get("preferred_element_type") is None
@@ -190,11 +210,17 @@ def _strided_conv(eqn) -> Callable:
 
   def conv_bwd(res, g):
     x, w = res
+    px, pw, py = _last_perms(p["dimension_numbers"])
     dx = _conv_input_transpose(
-      g, w, x.shape, p["window_strides"], p["padding"], p["precision"]
+      g.transpose(py),
+      w.transpose(pw),
+      tuple(x.shape[i] for i in px),
+      p["window_strides"],
+      p["padding"],
+      p["precision"],
     )
     dw = jax.vjp(lambda w: bind(eqn, [x, w])[0], w)[1](g)[0]
-    return dx.astype(x.dtype), dw
+    return dx.transpose(np.argsort(px)).astype(x.dtype), dw
 
   conv.defvjp(conv_fwd, conv_bwd)
   return conv
