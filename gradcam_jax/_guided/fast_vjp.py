@@ -10,6 +10,7 @@ it while re-evaluating a jaxpr.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Callable
 
 import jax
@@ -129,7 +130,13 @@ def _max_pool(eqn) -> Callable:
 
 def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
   """The cotangent of x for ``y = conv(x, w)``: x (N, *S, C) channels last, w
-  (*K, I, O), any spatial rank, no dilation, one group."""
+  (*K, I, O), any spatial rank, no dilation, one group.
+
+  The phases' sub-kernels, flipped and zero-padded at their start to one tap count
+  (a zero tap adds an exact zero), are stacked on the output channels: one stride-1
+  convolution computes every phase that has taps (one wide GEMM, not prod(strides)
+  narrow ones; a stem's input gradient has C = 1 to 3 channels per phase); phases
+  no tap reaches (a 1x1 stride-2 shortcut's three of four) are zeros."""
   rank = len(strides)
   n, c = x_shape[0], x_shape[-1]
   spatial = x_shape[1:-1]
@@ -137,29 +144,30 @@ def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
     -(-(size + lo + hi) // st) for size, (lo, hi), st in zip(spatial, padding, strides)
   ]
   outs = g.shape[1:-1]
-  letters = "DHW"[3 - rank :] if rank <= 3 else None
-  dn = (f"N{letters}C", f"{letters}IO", f"N{letters}C") if letters else None
-  phases = []
-  for phase in itertools.product(*(range(st) for st in strides)):
+  taps = [-(-k // st) for k, st in zip(w.shape[:rank], strides)]  # the most per phase
+  kernels = {}  # phase index -> its flipped sub-kernel (*taps, O, C); none if no tap
+  for i, phase in enumerate(itertools.product(*(range(st) for st in strides))):
     sub = w[tuple(slice(a, None, st) for a, st in zip(phase, strides))]
-    taps = sub.shape[:rank]
-    if 0 in taps:  # kernel smaller than the stride: no tap reaches here
-      phases.append(jnp.zeros((n, *rows, c), g.dtype))
+    if 0 in sub.shape[:rank]:  # kernel smaller than the stride: no tap reaches here
       continue
-    kernel = jnp.swapaxes(jnp.flip(sub, tuple(range(rank))), -1, -2)
-    phases.append(
-      lax.conv_general_dilated(
-        g,
-        kernel,
-        (1,) * rank,
-        [(q - 1, r - o) for q, r, o in zip(taps, rows, outs)],
-        dimension_numbers=dn,
-        precision=precision,
-      )
-    )
-  # (*strides, n, *rows, c) -> (n, rows_1, s_1, ..., rows_k, s_k, c) -> interleaved
-  stacked = jnp.stack(phases).reshape(*strides, n, *rows, c)
-  order = [rank] + [i for d in range(rank) for i in (rank + 1 + d, d)] + [2 * rank + 1]
+    sub = jnp.flip(sub, tuple(range(rank)))
+    lead = [(q - sub.shape[d], 0) for d, q in enumerate(taps)]  # zero taps first
+    kernels[i] = jnp.swapaxes(jnp.pad(sub, [*lead, (0, 0), (0, 0)]), -1, -2)
+  letters = "DHW"[3 - rank :]
+  merged = lax.conv_general_dilated(
+    g,
+    jnp.concatenate(list(kernels.values()), -1),
+    (1,) * rank,
+    [(q - 1, r - o) for q, r, o in zip(taps, rows, outs)],
+    dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+    precision=precision,
+  )  # (n, *rows, len(kernels) * c)
+  parts = dict(zip(kernels, jnp.split(merged, len(kernels), axis=-1)))
+  zeros = jnp.zeros((n, *rows, c), g.dtype)
+  phases = jnp.stack([parts.get(i, zeros) for i in range(math.prod(strides))], -2)
+  # (n, *rows, *strides, c) -> (n, rows_1, s_1, ..., rows_k, s_k, c) -> interleaved
+  stacked = phases.reshape(n, *rows, *strides, c)
+  order = [0] + [i for d in range(rank) for i in (1 + d, 1 + rank + d)] + [1 + 2 * rank]
   full = stacked.transpose(order).reshape(n, *[r * st for r, st in zip(rows, strides)], c)
   return full[
     (slice(None), *[slice(lo, lo + size) for (lo, _), size in zip(padding, spatial)])
