@@ -2,8 +2,9 @@
 inputs, channels last and first. Closed forms; each method's map by hand (pure-JAX
 activations and gradients, the formula on NumPy, a NumPy separable linear
 interpolation); eager == jit == vmap, batch == per example, sharded == one device,
-several targets == separate runs; channels first == channels last; the guided
-backward rules in 1-D and 3-D; the errors."""
+several targets == separate runs; channels first == channels last; the max-pool
+backward rule in 1-D and 3-D (the strided-convolution rule's cases of every rank are
+in test_guided_fast_vjp.py); the errors."""
 
 import functools
 
@@ -326,41 +327,6 @@ def test_fast_max_pool_is_bit_equal_to_xla_with_ties(rank):
   got = jax.vjp(fast, x)[1](g)[0]
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   np.testing.assert_array_equal(np.asarray(fast(x)), np.asarray(pool(x)))
-
-
-@pytest.mark.parametrize("dn, kernel, strides, padding", [
-  (("NWC", "WIO", "NWC"), (7,), (2,), ((3, 3),)),
-  (("NWC", "WIO", "NWC"), (2,), (3,), ((0, 1),)),                 # kernel < stride
-  (("NCW", "OIW", "NCW"), (3,), (2,), ((1, 1),)),
-  (("NDHWC", "DHWIO", "NDHWC"), (7, 7, 7), (2, 2, 2), ((3, 3),) * 3),  # 3-D stem
-  (("NDHWC", "DHWIO", "NDHWC"), (3, 1, 2), (2, 1, 3), ((1, 0), (0, 0), (2, 1))),
-  (("NCDHW", "OIDHW", "NCDHW"), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3),
-  (("NCHW", "OIHW", "NCHW"), (3, 3), (2, 2), ((1, 1),) * 2),     # channels first, 2-D
-])
-def test_strided_convolutions_of_any_rank_and_layout_give_xlas_gradient(
-    dn, kernel, strides, padding):
-  """The phase-split input gradient covers 1-D and 3-D convolutions and channels-first
-  dimension numbers: with small integers every sum is exact, so it equals XLA's
-  gradient bit for bit, and XLA's dilated convolution is gone from the backward pass
-  (on this CPU it took 200x the forward for a 7^3 stride-2 stem on 64^3 volumes)."""
-  ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)  # noqa: E731
-  rank = len(kernel)
-  spatial = {1: (13,), 2: (9, 8), 3: (7, 9, 8)}[rank]
-  x_shape = (2, *spatial, 3) if dn[0].endswith("C") else (2, 3, *spatial)
-  w_shape = (*kernel, 3, 4) if dn[1].endswith("O") else (4, 3, *kernel)
-  x, w = ints(0, x_shape), ints(1, w_shape)
-  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding,  # noqa: E731
-                                                   dimension_numbers=dn)
-  assert fast_vjp.fast_backward(_eqn(conv, x, w)) is not None
-  y, vjp = jax.vjp(conv, x, w)
-  y_fast, vjp_fast = jax.vjp(gcj.guided(conv, require_relu=False), x, w)
-  g = ints(2, y.shape)
-  np.testing.assert_array_equal(y_fast, y)
-  for fast, plain in zip(vjp_fast(g), vjp(g)):
-    np.testing.assert_array_equal(fast, plain)
-  dilated = f"lhs_dilation={tuple(strides)}"
-  assert dilated in str(jax.make_jaxpr(vjp)(g))
-  assert dilated not in str(jax.make_jaxpr(vjp_fast)(g))
 
 
 # -- bad input ------------------------------------------------------------------------
