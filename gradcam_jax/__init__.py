@@ -17,7 +17,8 @@ scores), ``_layout`` (the inputs' layouts: signals, images, volumes, any channel
 value, ``gcj.jit``), ``_smooth`` (noise and augmentation wrappers), ``_reshape``
 (token grids, channels last), ``_errors``, and ``_ranks_blur`` (pixel ranks and
 blur kernels for the metrics). Public edges: ``metrics``, ``sanity``,
-``visualize``, ``io`` and ``zoo/`` (models; ``zoo/training/`` retrains the shipped
+``visualize``, ``io``, ``media`` (signals, volumes and clips: .npy, NIfTI, video) and
+``zoo/`` (models; ``zoo/training/`` retrains the shipped
 one). The command: ``cli/`` (``gradcam-jax``), which the library does not import
 (``io.read_index``, reading a job's index, reaches it on use). Each folder's
 ``__init__`` lists its modules.

@@ -61,15 +61,19 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
     (("NDHWC", "DHWIO", "NDHWC"), (3, 1, 2), (2, 1, 3), ((1, 0), (0, 0), (2, 1))),
     (("NCDHW", "OIDHW", "NCDHW"), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3),
 ])
-def test_strided_conv_rewrite_gives_xlas_input_gradient(dn, kernel, strides, padding):
-  """Any spatial rank and dimension numbers. Small integers everywhere: every sum is
-  exact, so the phase-split gradient must equal XLA's bit for bit, and the kernel
-  gradient (XLA's own rule) too; XLA's dilated convolution is gone from the backward
-  pass (in 3-D it took 200x the forward for a 7^3 stride-2 stem on 64^3 volumes)."""
+@pytest.mark.parametrize("channels", [3, 16], ids=["phases_merged", "phase_by_phase"])
+def test_strided_conv_rewrite_gives_xlas_input_gradient(dn, kernel, strides, padding,
+                                                        channels):
+  """Any spatial rank and dimension numbers, both ways of running the phases (one
+  convolution for inputs of few channels, one per phase otherwise). Small integers
+  everywhere: every sum is exact, so the phase-split gradient must equal XLA's bit
+  for bit, and the kernel gradient (XLA's own rule) too; XLA's dilated convolution is
+  gone from the backward pass (in 3-D it took 200x the forward for a 7^3 stride-2
+  stem on 64^3 volumes)."""
   ints = lambda k, shape: jnp.round(jax.random.normal(jax.random.key(k), shape) * 2)
   spatial = {1: (13,), 2: (13, 12), 3: (7, 9, 8)}[len(kernel)]
-  x_shape = (2, *spatial, 3) if dn[0].endswith("C") else (2, 3, *spatial)
-  w_shape = (*kernel, 3, 4) if dn[1].endswith("O") else (4, 3, *kernel)
+  x_shape = (2, *spatial, channels) if dn[0].endswith("C") else (2, channels, *spatial)
+  w_shape = (*kernel, channels, 4) if dn[1].endswith("O") else (4, channels, *kernel)
   x, w = ints(0, x_shape), ints(1, w_shape)
   conv = lambda x, w: lax.conv_general_dilated(x, w, strides, padding,
                                                dimension_numbers=dn)

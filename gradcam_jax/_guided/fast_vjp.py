@@ -128,15 +128,20 @@ def _max_pool(eqn) -> Callable:
 # convolutions of any dimension numbers (moved to channels last for the phases).
 
 
+_MERGE_BELOW = 16  # input channels under which the phases share one convolution
+
+
 def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
   """The cotangent of x for ``y = conv(x, w)``: x (N, *S, C) channels last, w
   (*K, I, O), any spatial rank, no dilation, one group.
 
-  The phases' sub-kernels, flipped and zero-padded at their start to one tap count
-  (a zero tap adds an exact zero), are stacked on the output channels: one stride-1
-  convolution computes every phase that has taps (one wide GEMM, not prod(strides)
-  narrow ones; a stem's input gradient has C = 1 to 3 channels per phase); phases
-  no tap reaches (a 1x1 stride-2 shortcut's three of four) are zeros."""
+  Each phase is a stride-1 convolution of the cotangent with its flipped sub-kernel;
+  phases no tap reaches (a 1x1 stride-2 shortcut's three of four) are zeros. When the
+  input has few channels (a stem's 1 to 3), per-phase convolutions are narrow GEMMs:
+  the sub-kernels are then zero-padded at their start to one tap count (a zero tap
+  adds an exact zero) and stacked on the output channels, so one convolution computes
+  every phase; otherwise each phase runs with its exact taps (padding them would
+  multiply a 3x3x3 stride-2 kernel's work by 64/27)."""
   rank = len(strides)
   n, c = x_shape[0], x_shape[-1]
   spatial = x_shape[1:-1]
@@ -144,25 +149,34 @@ def _conv_input_transpose(g, w, x_shape, strides, padding, precision):
     -(-(size + lo + hi) // st) for size, (lo, hi), st in zip(spatial, padding, strides)
   ]
   outs = g.shape[1:-1]
+  merge = c < _MERGE_BELOW
   taps = [-(-k // st) for k, st in zip(w.shape[:rank], strides)]  # the most per phase
+  letters = "DHW"[3 - rank :]
+
+  def conv(kernel):  # (*q, O, C') -> (n, *rows, C')
+    q = kernel.shape[:rank]
+    return lax.conv_general_dilated(
+      g,
+      kernel,
+      (1,) * rank,
+      [(k - 1, r - o) for k, r, o in zip(q, rows, outs)],
+      dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+      precision=precision,
+    )
+
   kernels = {}  # phase index -> its flipped sub-kernel (*taps, O, C); none if no tap
   for i, phase in enumerate(itertools.product(*(range(st) for st in strides))):
     sub = w[tuple(slice(a, None, st) for a, st in zip(phase, strides))]
     if 0 in sub.shape[:rank]:  # kernel smaller than the stride: no tap reaches here
       continue
-    sub = jnp.flip(sub, tuple(range(rank)))
-    lead = [(q - sub.shape[d], 0) for d, q in enumerate(taps)]  # zero taps first
-    kernels[i] = jnp.swapaxes(jnp.pad(sub, [*lead, (0, 0), (0, 0)]), -1, -2)
-  letters = "DHW"[3 - rank :]
-  merged = lax.conv_general_dilated(
-    g,
-    jnp.concatenate(list(kernels.values()), -1),
-    (1,) * rank,
-    [(q - 1, r - o) for q, r, o in zip(taps, rows, outs)],
-    dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
-    precision=precision,
-  )  # (n, *rows, len(kernels) * c)
-  parts = dict(zip(kernels, jnp.split(merged, len(kernels), axis=-1)))
+    sub = jnp.swapaxes(jnp.flip(sub, tuple(range(rank))), -1, -2)
+    lead = [(q - sub.shape[d], 0) for d, q in enumerate(taps)] if merge else []
+    kernels[i] = jnp.pad(sub, [*lead, (0, 0), (0, 0)]) if merge else sub
+  if merge:  # (n, *rows, len(kernels) * c), one convolution
+    merged = conv(jnp.concatenate(list(kernels.values()), -1))
+    parts = dict(zip(kernels, jnp.split(merged, len(kernels), axis=-1)))
+  else:
+    parts = {i: conv(k) for i, k in kernels.items()}
   zeros = jnp.zeros((n, *rows, c), g.dtype)
   phases = jnp.stack([parts.get(i, zeros) for i in range(math.prod(strides))], -2)
   # (n, *rows, *strides, c) -> (n, rows_1, s_1, ..., rows_k, s_k, c) -> interleaved
