@@ -47,21 +47,25 @@ def test_max_pool_rewrite_in_bfloat16_and_under_shard_map():
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.mark.parametrize("dn,kernel,strides,padding", [
-    (_NHWC, (7, 7), (2, 2), ((3, 3), (3, 3))),        # ResNet's stem
-    (_NHWC, (3, 3), (2, 2), ((1, 1), (1, 1))),
-    (_NHWC, (1, 1), (2, 2), ((0, 0), (0, 0))),        # ResNet's downsampling shortcut
-    (_NHWC, (3, 2), (3, 2), ((0, 1), (2, 0))),        # uneven strides and padding
-    (_NHWC, (2, 2), (3, 3), ((0, 0), (0, 0))),        # kernel smaller than the stride
-    (("NCHW", "OIHW", "NCHW"), (3, 3), (2, 2), ((1, 1),) * 2),  # channels first
-    (("NWC", "WIO", "NWC"), (7,), (2,), ((3, 3),)),   # signals
-    (("NWC", "WIO", "NWC"), (2,), (3,), ((0, 1),)),
-    (("NCW", "OIW", "NCW"), (3,), (2,), ((1, 1),)),
-    (("NDHWC", "DHWIO", "NDHWC"), (7, 7, 7), (2, 2, 2), ((3, 3),) * 3),  # a 3-D stem
-    (("NDHWC", "DHWIO", "NDHWC"), (3, 1, 2), (2, 1, 3), ((1, 0), (0, 0), (2, 1))),
-    (("NCDHW", "OIDHW", "NCDHW"), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3),
+@pytest.mark.parametrize("dn,kernel,strides,padding,channels", [
+    (_NHWC, (7, 7), (2, 2), ((3, 3), (3, 3)), 3),        # ResNet's stem
+    (_NHWC, (3, 3), (2, 2), ((1, 1), (1, 1)), 3),
+    (_NHWC, (1, 1), (2, 2), ((0, 0), (0, 0)), 3),        # ResNet's downsampling shortcut
+    (_NHWC, (3, 2), (3, 2), ((0, 1), (2, 0)), 3),        # uneven strides and padding
+    (_NHWC, (2, 2), (3, 3), ((0, 0), (0, 0)), 3),        # kernel smaller than the stride
+    (("NCHW", "OIHW", "NCHW"), (3, 3), (2, 2), ((1, 1),) * 2, 3),  # channels first
+    (("NWC", "WIO", "NWC"), (7,), (2,), ((3, 3),), 3),   # signals
+    (("NWC", "WIO", "NWC"), (2,), (3,), ((0, 1),), 3),
+    (("NCW", "OIW", "NCW"), (3,), (2,), ((1, 1),), 3),
+    (("NDHWC", "DHWIO", "NDHWC"), (7, 7, 7), (2, 2, 2), ((3, 3),) * 3, 1),  # a 3-D stem
+    (("NDHWC", "DHWIO", "NDHWC"), (3, 1, 2), (2, 1, 3), ((1, 0), (0, 0), (2, 1)), 3),
+    (("NCDHW", "OIDHW", "NCDHW"), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3, 3),
+    # 16 input channels and more: one convolution per phase, with its exact taps
+    (_NHWC, (3, 3), (2, 2), ((1, 1), (1, 1)), 16),
+    (_NHWC, (2, 2), (3, 3), ((0, 0), (0, 0)), 16),
+    (("NCW", "OIW", "NCW"), (3,), (2,), ((1, 1),), 16),
+    (("NDHWC", "DHWIO", "NDHWC"), (3, 1, 2), (2, 1, 3), ((1, 0), (0, 0), (2, 1)), 16),
 ])
-@pytest.mark.parametrize("channels", [3, 16], ids=["phases_merged", "phase_by_phase"])
 def test_strided_conv_rewrite_gives_xlas_input_gradient(dn, kernel, strides, padding,
                                                         channels):
   """Any spatial rank and dimension numbers, both ways of running the phases (one
