@@ -25,7 +25,6 @@ from gradcam_jax._errors import (
   model_failure,
 )
 from gradcam_jax._inputs import check_images
-from gradcam_jax._layout import LAYOUTS, check_layout
 from gradcam_jax._layers import LayerInfo, LayerRef, is_spatial, select_layer
 from gradcam_jax._reach import reaching_layer
 from gradcam_jax._reshape import channels_last
@@ -40,11 +39,9 @@ from gradcam_jax._targets import (
 )
 
 __all__ = [
-  "LAYOUTS",
   "Request",
   "adapt",
   "batch_first",
-  "check_layout",
   "over_t",
   "over_targets",
 ]
