@@ -80,8 +80,13 @@ def glob_reaches(pattern: str, path) -> bool:
   return True
 
 
-def _walk(folder: Path, notes: list[str], folders: list | None = None) -> Iterable[Path]:
-  """Image files below `folder`, following symlinked folders, each real folder once
+def _walk(
+  folder: Path,
+  notes: list[str],
+  folders: list | None = None,
+  extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> Iterable[Path]:
+  """Files of `extensions` below `folder`, following symlinked folders, each real folder once
   (a link back up the tree is reported in `notes` and not entered again); the real
   path of each folder entered goes to `folders`."""
   seen: set[tuple[int, int]] = set()
@@ -96,15 +101,17 @@ def _walk(folder: Path, notes: list[str], folders: list | None = None) -> Iterab
       folders.append(os.path.realpath(top))
     dirs.sort()
     for name in sorted(files):
-      if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+      if any(name.lower().endswith(e) and len(name) > len(e) for e in extensions):
         yield Path(top) / name
 
 
 def find_images(
-  paths: Iterable[str], folders: list | None = None
+  paths: Iterable[str],
+  folders: list | None = None,
+  extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
 ) -> tuple[list[Source], list[str], list[str]]:
-  """Files, folders (recursive, image extensions only, symlinks followed) and globs
-  -> sources.
+  """Files, folders (recursive, files of `extensions` only, symlinks followed) and
+  globs -> sources.
 
   An argument that exists is taken literally (``scan[1].png`` is that file); only
   arguments that do not exist are expanded as globs. Each real file is explained
@@ -130,7 +137,7 @@ def find_images(
       missing.append(arg)
     for m in matches:
       if m.is_dir():
-        found.extend((f, root) for f in _walk(m, notes, folders))
+        found.extend((f, root) for f in _walk(m, notes, folders, extensions))
       else:
         found.append((m, root))  # named files are kept whatever their extension
   if not found:

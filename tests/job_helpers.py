@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -123,3 +125,45 @@ def named_classes_model():
   return zoo.ZooModel("named", module, module.apply, variables, "conv2",
                       lambda im: np.asarray(im, np.float32)[..., :3] / 255.0,
                       ["tabby", "tiger cat", "Persian cat", "boxer"], (8, 8))
+
+
+def journal_lines(out) -> int:
+  """Lines in process 0's journal part under `out` so far (a claim and a done per
+  input)."""
+  part = out / "index.part-0000.jsonl"
+  try:
+    return part.read_bytes().count(b"\n")
+  except FileNotFoundError:
+    return 0
+
+
+def kill_at(args, out, lines: int, sig, delay: float = 0.0, retry: bool = True,
+            sigint_ignored: bool = False):
+  """Start the command, wait until its journal has `lines` lines (then `delay`
+  seconds), send `sig`; returns the exit code, how far it got, stderr.
+
+  On a loaded machine this test process can be starved long enough for the child to
+  finish before the kill point is seen (CI failed so once: exit 0, nothing to resume).
+  Then (with `retry`, for a run that starts from no folder) the output folder is
+  removed and the run repeated with the kill point halved, up to three times, so the
+  signal always lands on a running job."""
+  for attempt in range(4 if retry else 1):
+    if attempt:
+      shutil.rmtree(out, ignore_errors=True)
+    line = command(*args)
+    if sigint_ignored:  # as a shell starts a background job: SIGINT ignored, then exec
+      line = ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", *line]
+    proc = subprocess.Popen(line, env=CHILD_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while journal_lines(out) < lines and proc.poll() is None:
+      assert time.monotonic() < deadline, "the run never reached the kill point"
+      time.sleep(0.002)
+    time.sleep(delay)
+    if proc.poll() is None:
+      proc.send_signal(sig)
+      _, err = proc.communicate(timeout=120)
+      return proc.returncode, journal_lines(out), err
+    proc.communicate()
+    lines, delay = lines // 2, 0.0  # it ended first: try again, earlier
+  raise AssertionError(f"the run ended before the kill point ({attempt + 1} tries)")

@@ -31,7 +31,7 @@ def test_every_default_is_shown_once_and_readably():
     flat = " ".join(sub.format_help().split())
     assert "(default: None)" not in flat, name
   flat = " ".join(_subparsers()["explain"].format_help().split())
-  assert "(default: input,overlay,guided_gradcam,arrays)" in flat
+  assert "(default: input,overlay,guided_gradcam,arrays,nifti)" in flat
   assert "(default: the predicted class)" in flat and "(default: demo)" in flat
 
 

@@ -1,11 +1,13 @@
 """The job's device pipeline (gradcam_jax/cli/pipeline.py): batch sizes, decoding
 ahead."""
 
+from functools import partial
+
 import numpy as np
 
 from gradcam_jax import io
 from gradcam_jax.cli import job as folder_job
-from gradcam_jax.cli import pipeline
+from gradcam_jax.cli import inputs, pipeline
 from gradcam_jax.cli.pipeline import decoded, job_batch
 
 
@@ -51,7 +53,9 @@ def test_decoding_runs_a_bounded_distance_ahead(tmp_path, monkeypatch):
     return real(path, max_pixels, **kwargs)
 
   monkeypatch.setattr(io, "read_oriented", counting)
-  stream = decoded(sources, (8, 8), "squash", None, workers=2, ahead=4)
+  model = type("M", (), {"media": "image", "input_size": (8, 8)})
+  read = partial(inputs.read_input, model=model, resize="squash", max_pixels=None)
+  stream = decoded(sources, read, workers=2, ahead=4)
   consumed = 0
   for _ in range(10):
     next(stream)

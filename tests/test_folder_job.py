@@ -31,7 +31,7 @@ def test_explain_folder_resume_and_index(folder, tmp_path, capsys, model, refere
   for name in GOOD:
     r = by_name[name]
     assert r["status"] == "ok" and 0 <= r["predicted"] < 10
-    assert set(r["outputs"]) == set(_outputs.KINDS)
+    assert set(r["outputs"]) == set(_outputs.MEDIA_KINDS["image"])
     for rel in r["outputs"].values():
       assert (out / rel).exists(), rel
   for name in BAD:
@@ -115,7 +115,7 @@ def test_same_file_names_in_different_folders_keep_their_own_results(
   records = io.read_index(out)
   assert len(records) == 3
   assert len({r["outputs"]["arrays"] for r in records}) == 3
-  assert len(jh.job_files(out)) == 3 * len(_outputs.KINDS)
+  assert len(jh.job_files(out)) == 3 * len(_outputs.MEDIA_KINDS["image"])
   want = reference(model.preprocess(np.stack(images)))
   for r in records:
     i = paths.index(Path(r["path"]))
@@ -302,7 +302,7 @@ def test_asking_for_fewer_kinds_deletes_nothing(tmp_path, capsys):
   does not write again, so that one name never mixes two computations."""
   jh.write_png(tmp_path / "in" / "a.png", jh.scenes(1)[0])
   out = tmp_path / "out"
-  everything = {"a.png" + _outputs.SUFFIXES[k] for k in _outputs.KINDS}
+  everything = {"a.png" + _outputs.SUFFIXES[k] for k in _outputs.MEDIA_KINDS["image"]}
   assert explain(tmp_path / "in", "--out", out) == 0
   assert jh.job_files(out) == everything
   (first,) = io.read_index(out)

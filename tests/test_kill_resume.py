@@ -7,10 +7,7 @@ folder compared with an uninterrupted run's.
 """
 
 import random
-import shutil
 import signal
-import subprocess
-import time
 
 import pytest
 
@@ -37,46 +34,6 @@ def reference(inputs, tmp_path_factory):
   return out
 
 
-def _journal_lines(out) -> int:
-  part = out / "index.part-0000.jsonl"
-  try:
-    return part.read_bytes().count(b"\n")
-  except FileNotFoundError:
-    return 0
-
-
-def _kill_at(args, out, lines: int, sig, delay: float = 0.0, retry: bool = True,
-             sigint_ignored: bool = False):
-  """Start the command, wait until its journal has `lines` lines (then `delay`
-  seconds), send `sig`; returns the exit code, how far it got, stderr.
-
-  On a loaded machine this test process can be starved long enough for the child to
-  finish before the kill point is seen (CI failed so once: exit 0, nothing to resume).
-  Then (with `retry`, for a run that starts from no folder) the output folder is
-  removed and the run repeated with the kill point halved, up to three times, so the
-  signal always lands on a running job."""
-  for attempt in range(4 if retry else 1):
-    if attempt:
-      shutil.rmtree(out, ignore_errors=True)
-    command = jh.command(*args)
-    if sigint_ignored:  # as a shell starts a background job: SIGINT ignored, then exec
-      command = ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", *command]
-    proc = subprocess.Popen(command, env=jh.CHILD_ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while _journal_lines(out) < lines and proc.poll() is None:
-      assert time.monotonic() < deadline, "the run never reached the kill point"
-      time.sleep(0.002)
-    time.sleep(delay)
-    if proc.poll() is None:
-      proc.send_signal(sig)
-      _, err = proc.communicate(timeout=120)
-      return proc.returncode, _journal_lines(out), err
-    proc.communicate()
-    lines, delay = lines // 2, 0.0  # it ended first: try again, earlier
-  raise AssertionError(f"the run ended before the kill point ({attempt + 1} tries)")
-
-
 def test_sigkill_at_random_points_then_resume(inputs, reference, tmp_path):
   rng = random.Random(20261128)
   # a claim and a done line per image: 2N lines in all; 0 kills during start-up
@@ -84,7 +41,7 @@ def test_sigkill_at_random_points_then_resume(inputs, reference, tmp_path):
   for k, lines in enumerate(points):
     out = tmp_path / f"out{k}"
     args = (inputs, "--out", out, "--quiet", "--batch-size", 8)
-    code, reached, _ = _kill_at(args, out, lines, signal.SIGKILL,
+    code, reached, _ = jh.kill_at(args, out, lines, signal.SIGKILL,
                                 delay=rng.uniform(0, 0.02) if lines else rng.uniform(0, 3))
     assert code == -signal.SIGKILL, f"kill point {lines}: exit {code}"
     assert reached < 2 * N
@@ -97,7 +54,7 @@ def test_sigkill_at_random_points_then_resume(inputs, reference, tmp_path):
 def test_sigterm_and_sigint_stop_cleanly_then_resume(inputs, reference, tmp_path, sig):
   out = tmp_path / "out"
   args = (inputs, "--out", out, "--quiet", "--batch-size", 8)
-  code, reached, err = _kill_at(args, out, random.Random(sig).randrange(50, 400), sig)
+  code, reached, err = jh.kill_at(args, out, random.Random(sig).randrange(50, 400), sig)
   assert code == 130 and "run the same command again to resume" in err, err
   assert reached < 2 * N
   done = jh.run(*args)
@@ -111,7 +68,7 @@ def test_sigint_stops_cleanly_even_when_inherited_ignored(inputs, reference, tmp
   nothing and the job ran on. The command installs its own handler."""
   out = tmp_path / "out"
   args = (inputs, "--out", out, "--quiet", "--batch-size", 8)
-  code, reached, err = _kill_at(args, out, 120, signal.SIGINT, sigint_ignored=True)
+  code, reached, err = jh.kill_at(args, out, 120, signal.SIGINT, sigint_ignored=True)
   assert code == 130 and "run the same command again to resume" in err, err
   assert reached < 2 * N
   assert jh.run(*args).returncode == 0
@@ -127,9 +84,9 @@ def test_killed_overwrite_with_new_target_then_resume(inputs, tmp_path):
                 "--target", 3).returncode == 0
   out = tmp_path / "out"
   assert jh.run(inputs, "--out", out, "--quiet", "--batch-size", 8).returncode == 0
-  before = _journal_lines(out)
+  before = jh.journal_lines(out)
   args = (inputs, "--out", out, "--quiet", "--batch-size", 8, "--target", 3)
-  code, _, _ = _kill_at((*args, "--overwrite"), out, before + 301, signal.SIGKILL,
+  code, _, _ = jh.kill_at((*args, "--overwrite"), out, before + 301, signal.SIGKILL,
                         retry=False)
   assert code == -signal.SIGKILL
   done = jh.run(*args)  # resume: redoes what still has the old target

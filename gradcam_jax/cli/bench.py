@@ -30,15 +30,13 @@ def worker(args) -> dict:
   import jax
   import numpy as np
   from gradcam_jax._adapters import pick
+  from gradcam_jax.cli.inputs import sample_batch
   from gradcam_jax.cli.job import Job, build_explainer
   from gradcam_jax.cli.model_options import load_model
 
   model, _ = load_model(args.model, args.weights, args.random_weights, args.output)
   job = Job(layer=args.layer or model.layer, method=args.method)
-  h, w = model.input_size
-  pixels = np.random.default_rng(0).integers(
-    0, 256, (args.batch_size, h, w, 3), dtype=np.uint8
-  )
+  pixels = sample_batch(model, args.batch_size)
   images = jax.device_put(np.asarray(model.preprocess(pixels)))
   adapter, _ = pick(model.apply_fn, model.variables)  # any model form the command takes
   calls = {

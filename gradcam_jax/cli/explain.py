@@ -125,8 +125,10 @@ def cmd_explain(args) -> int:
 
   # the header check refuses such images with its own message (--max-pixels)
   warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-  folders: list = []
-  sources, missing, notes = io.find_images(args.paths, folders)
+  from gradcam_jax.cli.inputs import ALL_EXTENSIONS
+
+  folders: list = []  # --out is checked against inputs of every kind the job reads
+  sources, missing, notes = io.find_images(args.paths, folders, ALL_EXTENSIONS)
   _check_out(args.out, args.paths, sources, folders)
   process = _distributed()  # before JAX runs anything
   with holding_out(args.out, process):  # one job at a time on --out
@@ -136,16 +138,19 @@ def cmd_explain(args) -> int:
 def _held(args, sources, missing, notes, process) -> int:
   """The job, with --out held: the model, the folder job, the index and report."""
   from gradcam_jax import io
+  from gradcam_jax.cli.inputs import extensions
 
   model, job = _checked_job(args)
+  sources, missing, notes = io.find_images(args.paths, None, extensions(model.media))
   for m in missing:
     print(f"warning: {m}: no such file, folder or glob match", file=sys.stderr)
   for n in notes:
     print(f"note: {n}", file=sys.stderr)
   if not sources:
     print(
-      f"gradcam-jax explain: no image found in {' '.join(args.paths)} (image "
-      f"extensions: {' '.join(io.IMAGE_EXTENSIONS)}); nothing explained.",
+      f"gradcam-jax explain: no {model.media} found in {' '.join(args.paths)} "
+      f"({model.media} extensions: {' '.join(extensions(model.media))}); nothing "
+      "explained.",
       file=sys.stderr,
     )
     return EXIT_INPUTS
@@ -183,6 +188,7 @@ def _checked_job(args):
     weights=identity,
     max_pixels=args.max_pixels,
     exif_orientation=not args.no_exif_orientation,
+    max_elements=args.max_elements,
   )
   try:
     jax.eval_shape(
@@ -219,15 +225,17 @@ def _automatic_layer(model) -> str:
 
 def _print_start(args, model, job) -> None:
   import gradcam_jax as gcj
+  from gradcam_jax.cli.outputs import MEDIA_KINDS
 
-  h, w = model.input_size
+  size = "x".join(map(str, model.input_size))
+  saving = [k for k in job.save if k in MEDIA_KINDS[model.media]]
   target = "the predicted class" if job.target is None else model.class_names[job.target]
   print(
     f"gradcam-jax {gcj.__version__}: model {model.name}: {model.about or 'no description'}"
   )
   print(
-    f"  input {h}x{w} ({job.resize}), layer {job.layer}, method {job.method}, "
-    f"target {target}, saving {','.join(job.save)} to {args.out}"
+    f"  {model.media} {size} ({job.resize}), layer {job.layer}, method {job.method}, "
+    f"target {target}, saving {','.join(saving)} to {args.out}"
   )
 
 

@@ -1,5 +1,5 @@
-"""``gradcam-jax explain``'s folder job: explain every image of files, folders and
-globs into an output folder.
+"""``gradcam-jax explain``'s folder job: explain every input (images, signals,
+volumes or clips: ``inputs.py``) of files, folders and globs into an output folder.
 
 :func:`explain_files` runs three stages: the plan (``plan.py``: what is left to do),
 the device pipeline (``pipeline.py``: decode ahead, explain batch k+1 while batch k
@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,9 +22,9 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import gradcam_jax as gcj
-from gradcam_jax import io
+from gradcam_jax import io, media
 from gradcam_jax._methods import ALL_METHODS
-from gradcam_jax.cli import outputs
+from gradcam_jax.cli import inputs, outputs
 from gradcam_jax.cli.atomic import work_dir
 from gradcam_jax.cli.journal import Journal, read_state
 from gradcam_jax.cli.pipeline import device_batch, explained_batches, job_batch
@@ -44,8 +45,11 @@ class Job(NamedTuple):
     save: output kinds to write (``outputs.KINDS``).
     arrays_dtype: ``"float32"`` or ``"float16"`` for the arrays in the ``.npz``.
     weights: an identity of the weights (a hash), recorded with each result.
-    max_pixels: inputs with more pixels are refused before decoding.
+    max_pixels: images (and video frames) with more pixels are refused before
+      decoding.
     exif_orientation: apply each photo's EXIF orientation (as viewers do).
+    max_elements: ``.npy`` arrays and NIfTI volumes with more values are refused
+      before reading.
   """
 
   layer: str
@@ -57,6 +61,7 @@ class Job(NamedTuple):
   weights: str = ""
   max_pixels: int | None = io.MAX_PIXELS
   exif_orientation: bool = True
+  max_elements: int = media.MAX_ELEMENTS
 
 
 class Summary(NamedTuple):
@@ -151,7 +156,13 @@ def explain_files(
   settings = settings_of(model, job)
   state = read_state(out_dir)
   todo, skipped = plan(
-    sources, out_dir, settings, state.latest, overwrite=overwrite, process=process
+    sources,
+    out_dir,
+    settings,
+    state.latest,
+    overwrite=overwrite,
+    process=process,
+    media=model.media,
   )
   if on_start:
     on_start(len(todo), skipped)
@@ -171,14 +182,20 @@ def explain_files(
         explain,
         model.preprocess,
         todo,
-        size=model.input_size,
-        resize=job.resize,
-        max_pixels=job.max_pixels,
+        read=partial(
+          inputs.read_input,
+          model=model,
+          resize=job.resize,
+          max_pixels=job.max_pixels,
+          max_elements=job.max_elements,
+          exif_orientation=job.exif_orientation,
+        ),
+        shape=(*model.input_size, model.channels),
+        dtype=inputs.input_dtype(model.media),
         target=job.target,
         batch=batch,
         sharding=sharding,
         workers=workers,
-        exif_orientation=job.exif_orientation,
       ):
         if b.out is not None and not first_batch_seconds:
           first_batch_seconds = time.perf_counter() - start

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
   from gradcam_jax import __version__
   from gradcam_jax.cli.outputs import KINDS
   from gradcam_jax.io import MAX_PIXELS, RESIZE_POLICIES
+  from gradcam_jax.media import MAX_ELEMENTS
   from gradcam_jax.cli.model_options import add_model_options
 
   fmt = _Help
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--save",
     type=_parse_save,
     default=KINDS,
-    help=f"comma-separated outputs to write: {', '.join(KINDS)}",
+    help=f"comma-separated outputs to write: {', '.join(KINDS)} (signals and clips "
+    "get overlay and arrays; volumes also nifti, the map over a NIfTI input's scan)",
   )
   ex.add_argument(
     "--arrays-dtype",
@@ -187,7 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     "--max-pixels",
     type=_positive,
     default=MAX_PIXELS,
-    help="refuse images with more pixels (read from the header, before decoding)",
+    help="refuse images and video frames with more pixels (read from the header, "
+    "before decoding)",
+  )
+  ex.add_argument(
+    "--max-elements",
+    type=_positive,
+    default=MAX_ELEMENTS,
+    help="refuse .npy arrays and NIfTI volumes with more values (read from the "
+    "header, before reading)",
   )
   ex.add_argument(
     "--no-exif-orientation",

@@ -86,14 +86,16 @@ def weights_digest(variables) -> str:
 
 def input_spec(model):
   """The shape and dtype of a batch of one of `model`'s inputs, preprocessed (its
-  preprocessing is run on one black image: it may be plain NumPy, which shapes alone
-  cannot trace)."""
+  preprocessing is run on one input of zeros: it may be plain NumPy, which shapes
+  alone cannot trace)."""
   import jax
   import numpy as np
 
-  h, w = model.input_size
-  dtype = np.asarray(model.preprocess(np.zeros((1, h, w, 3), np.uint8))).dtype
-  return jax.ShapeDtypeStruct((1, h, w, 3), dtype)
+  from gradcam_jax.cli.inputs import input_dtype
+
+  shape = (1, *model.input_size, model.channels)
+  x = np.asarray(model.preprocess(np.zeros(shape, input_dtype(model.media))))
+  return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
 def load_model(
@@ -138,6 +140,7 @@ def load_model(
           f"--model {spec}: expected the factory to return a "
           f"gradcam_jax.zoo.ZooModel; it lacks {missing}."
         )
+      _check_media(spec, model)
       if getattr(model, "output", "logits") not in OUTPUTS:
         raise UsageError(
           f"--model {spec}: the factory's ZooModel has output={model.output!r}; "
@@ -177,6 +180,32 @@ def load_model(
   if random_weights:
     identity = f"random (seed {RANDOM_SEED}) {identity}"
   return model, identity
+
+
+def _check_media(spec: str, model) -> None:
+  """A factory's ZooModel says what it explains, consistently: a known media, an
+  input size of that media's rank, a whole number of channels (3 for RGB media)."""
+  from gradcam_jax.zoo._zoo_model import MEDIA
+
+  media, size = getattr(model, "media", "image"), tuple(model.input_size)
+  channels = getattr(model, "channels", 3)
+  if media not in MEDIA:
+    raise UsageError(
+      f"--model {spec}: the factory's ZooModel has media={media!r}; expected one of "
+      f"{', '.join(MEDIA)}."
+    )
+  if len(size) != MEDIA[media] or not all(isinstance(n, int) and n > 0 for n in size):
+    raise UsageError(
+      f"--model {spec}: media {media!r} needs an input_size of {MEDIA[media]} sizes > 0; "
+      f"the factory's ZooModel has input_size={size!r}."
+    )
+  rgb = media in ("image", "video")
+  if not isinstance(channels, int) or channels < 1 or (rgb and channels != 3):
+    raise UsageError(
+      f"--model {spec}: media {media!r} needs channels="
+      f"{'3 (RGB)' if rgb else 'a whole number >= 1'}; the factory's ZooModel has "
+      f"channels={channels!r}."
+    )
 
 
 def _load_keras(spec: str, weights, random_weights: bool, output=None):

@@ -1,4 +1,4 @@
-"""Where a batch job's outputs go, and their encodings (PNG, NPZ).
+"""Where a batch job's outputs go, and their encodings (PNG, NPZ, NIfTI).
 
 An input's outputs share one *name*: its path relative to the arguments' common
 root (``sub/cat.jpg``), mirrored under ``--out``, plus one suffix per kind
@@ -28,6 +28,9 @@ __all__ = [
   "output_paths",
   "encode_png",
   "encode_npz",
+  "encode_nifti",
+  "MEDIA_KINDS",
+  "kinds_for",
 ]
 
 SUFFIXES = {
@@ -35,8 +38,18 @@ SUFFIXES = {
   "overlay": ".overlay.png",
   "guided_gradcam": ".guided_gradcam.png",
   "arrays": ".npz",
+  "nifti": ".cam.nii.gz",
 }
 KINDS = tuple(SUFFIXES)
+# what each kind of input gets (of the kinds asked for): pictures of the input,
+# of the map over it, of Guided Grad-CAM where it is an image; the map as a NIfTI
+# volume over the scan where the input was one
+MEDIA_KINDS = {
+  "image": ("input", "overlay", "guided_gradcam", "arrays"),
+  "signal": ("overlay", "arrays"),
+  "volume": ("overlay", "arrays", "nifti"),
+  "video": ("overlay", "arrays"),
+}
 
 NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, APFS, NTFS)
 PATH_MAX = 4000  # bytes in a whole path, with room below Linux's 4096
@@ -142,3 +155,21 @@ def encode_npz(arrays: dict) -> bytes:
   buffer = _io.BytesIO()
   np.savez(buffer, **arrays)
   return buffer.getvalue()
+
+
+def encode_nifti(volume: np.ndarray, affine: np.ndarray) -> bytes:
+  """A gzipped NIfTI-1 file (``.nii.gz``) of `volume` with `affine` (nibabel)."""
+  import gzip
+
+  import nibabel
+
+  image = nibabel.Nifti1Image(np.asarray(volume, np.float32), np.asarray(affine))
+  return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
+def kinds_for(save, media_kind: str, path) -> list[str]:
+  """The kinds of `save` the input at `path` of a `media_kind` model gets
+  (``MEDIA_KINDS``; a NIfTI map only for a NIfTI input)."""
+  own = MEDIA_KINDS[media_kind]
+  scan = os.fspath(path).lower().endswith((".nii", ".nii.gz"))
+  return [k for k in save if k in own and (k != "nifti" or scan)]

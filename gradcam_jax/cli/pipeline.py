@@ -1,4 +1,4 @@
-"""The job's device pipeline: a thread pool decodes images a few batches ahead, and
+"""The job's device pipeline: a thread pool reads inputs a few batches ahead, and
 the device explains batch k+1 while batch k goes back to the host.
 
 Every batch has the same shape (the last one is padded), so the explainer compiles
@@ -16,7 +16,6 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gradcam_jax import io
 from gradcam_jax.io import Source
 
 __all__ = ["Batch", "decoded", "device_batch", "explained_batches", "job_batch"]
@@ -26,42 +25,27 @@ class Batch(NamedTuple):
   """One batch's outcome, on the host.
 
   Attributes:
-    failed: ``(source, reason)`` for the inputs that could not be decoded.
-    good: ``(source, image)`` for the decoded ones, in the batch's order.
-    orientations: the EXIF orientation applied to each of `good` (None: not read).
+    failed: ``(source, reason)`` for the inputs that could not be read.
+    good: ``(source, input)`` for the read ones, in the batch's order.
     out: the Explanation of `good` (padded rows after them), or None if none.
+    extras: how each of `good` was read (``inputs.Read.extra``: the EXIF
+      orientation applied to a photo; a scan's affine and voxel grid).
   """
 
   failed: list
   good: list
   out: Any
-  orientations: list
+  extras: list
 
 
-def decoded(
-  sources,
-  size,
-  resize: str,
-  max_pixels,
-  workers: int,
-  ahead: int,
-  exif_orientation: bool = True,
-) -> Iterator[tuple]:
-  """(source, image or None, error or None, EXIF orientation applied) in order,
-  decoded by a thread pool at most `ahead` images in advance (memory stays bounded
-  whatever the folder size)."""
-
-  def load(source):
-    image, error, orientation = io.read_oriented(
-      source.path, max_pixels, exif_orientation=exif_orientation
-    )
-    fitted = None if image is None else io.resize_to(image, size, resize, max_pixels)
-    return source, fitted, error, orientation
-
+def decoded(sources, read: Callable, workers: int, ahead: int) -> Iterator[tuple]:
+  """(source, ``Read``) in order, each ``read(path)`` (``inputs.read_input``) run by
+  a thread pool at most `ahead` inputs in advance (memory stays bounded whatever the
+  folder size)."""
   pending: deque = deque()
   with ThreadPoolExecutor(workers) as pool:
     for source in sources:
-      pending.append(pool.submit(load, source))
+      pending.append(pool.submit(lambda s: (s, read(s.path)), source))
       if len(pending) >= ahead:
         yield pending.popleft().result()
     while pending:
@@ -105,33 +89,32 @@ def explained_batches(
   preprocess: Callable,
   todo: list[Source],
   *,
-  size: tuple[int, int],
-  resize: str,
-  max_pixels,
+  read: Callable,
+  shape: tuple[int, ...],
+  dtype,
   target,
   batch: int,
   sharding,
   workers: int,
-  exif_orientation: bool = True,
 ) -> Iterator[Batch]:
-  """Decode, preprocess and explain `todo` batch by batch; each batch is yielded
-  once its results are on the host, while the next one computes."""
-  h, w = size
+  """Read, preprocess and explain `todo` batch by batch (`read(path)` gives an
+  ``inputs.Read`` of `shape` and `dtype`); each batch is yielded once its results
+  are on the host, while the next one computes."""
   in_flight = None  # the previous batch, computing while this one is prepared
 
-  def landed(failed, good, out, orientations) -> Batch:
-    return Batch(failed, good, None if out is None else jax.device_get(out), orientations)
+  def landed(failed, good, out, extras) -> Batch:
+    return Batch(failed, good, None if out is None else jax.device_get(out), extras)
 
-  stream = decoded(todo, size, resize, max_pixels, workers, 2 * batch, exif_orientation)
+  stream = decoded(todo, read, workers, 2 * batch)
   for chunk in _chunks(stream, batch):
-    failed = [(s, err) for s, _, err, _ in chunk if err is not None]
-    good = [(s, im) for s, im, _, _ in chunk if im is not None]
-    orientations = [o for _, im, _, o in chunk if im is not None]
+    failed = [(s, r.error) for s, r in chunk if r.data is None]
+    good = [(s, r.data) for s, r in chunk if r.data is not None]
+    extras = [r.extra for _, r in chunk if r.data is not None]
     out = None
     if good:
-      images = np.zeros((batch, h, w, 3), np.uint8)
-      images[: len(good)] = np.stack([im for _, im in good])
-      x = preprocess(images)
+      inputs = np.zeros((batch, *shape), dtype)
+      inputs[: len(good)] = np.stack([x for _, x in good])
+      x = preprocess(inputs)
       targets = None if target is None else np.full(batch, target, np.int32)
       if sharding is not None:
         x = jax.device_put(x, sharding)
@@ -139,6 +122,6 @@ def explained_batches(
       out = explain(x, targets)  # dispatched: runs while the previous batch lands
     if in_flight is not None:
       yield landed(*in_flight)
-    in_flight = (failed, good, out, orientations)
+    in_flight = (failed, good, out, extras)
   if in_flight is not None:
     yield landed(*in_flight)

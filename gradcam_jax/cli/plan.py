@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from gradcam_jax.cli.outputs import kinds_for
 from gradcam_jax.io import Source
 
 __all__ = ["Plan", "done_alike", "input_identity", "plan", "same_computation"]
@@ -48,12 +49,13 @@ def done_alike(entry, settings: dict) -> bool:
   )
 
 
-def _finished(entry, settings: dict, identity, out_dir: Path) -> bool:
+def _finished(entry, settings: dict, kinds, identity, out_dir: Path) -> bool:
   """`entry` is a finished result of `settings` for the file `identity` describes,
-  with every kind asked for among its outputs and every output in place."""
+  with every kind asked for (of those it gets: `kinds`) among its outputs and every
+  output in place."""
   return (
     done_alike(entry, settings)
-    and set(settings["save"]) <= set(entry.kinds)
+    and set(kinds) <= set(entry.kinds)
     and identity is not None
     and entry.input == (identity["size"], identity["mtime_ns"])
     and all((out_dir / rel).exists() for rel in entry.outputs.values())
@@ -68,15 +70,20 @@ def plan(
   *,
   overwrite: bool = False,
   process: tuple[int, int] = (0, 1),
+  media: str = "image",
 ) -> Plan:
   """This process's share of `sources` (every count-th), less those finished with
   `settings` according to `latest` (the journal's Entry of each input's latest
-  line)."""
+  line); `media` is what the model explains (the kinds of files each input gets)."""
   index, count = process
   todo, skipped = [], 0
   for s in sources[index::count]:
     if not overwrite and _finished(
-      latest.get(str(s.path)), settings, input_identity(s.path), out_dir
+      latest.get(str(s.path)),
+      settings,
+      kinds_for(settings["save"], media, s.path),
+      input_identity(s.path),
+      out_dir,
     ):
       skipped += 1
     else:

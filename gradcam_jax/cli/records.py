@@ -1,4 +1,4 @@
-"""The job's records: each explained image gets an output name (claimed in the
+"""The job's records: each explained input gets an output name (claimed in the
 journal before any of its files is written), its files written by a writer pool,
 and a finished record once they are in place; an input that could not be explained
 gets an error record. The counts of both are kept here."""
@@ -17,6 +17,7 @@ import numpy as np
 from gradcam_jax import visualize as vis
 from gradcam_jax.cli import outputs
 from gradcam_jax.cli.atomic import write_atomically
+from gradcam_jax.cli.inputs import fit_array
 from gradcam_jax.cli.journal import Journal
 from gradcam_jax.cli.pipeline import Batch
 from gradcam_jax.cli.plan import done_alike, input_identity
@@ -41,8 +42,8 @@ def probabilities(scores, output: str) -> np.ndarray:
   return scores
 
 
-def _payload(image, out, i, meta: dict) -> dict:
-  """What the writer encodes for image i of a batch (views into the batch)."""
+def _payload(image, out, i, meta: dict, media_kind: str, extra: dict) -> dict:
+  """What the writer encodes for input i of a batch (views into the batch)."""
   return {
     "image": image,
     "cam": out.cam[i],
@@ -52,7 +53,34 @@ def _payload(image, out, i, meta: dict) -> dict:
     "logits": out.logits[i],
     "target": out.targets[i],
     "meta": meta,
+    "media": media_kind,
+    "extra": extra,
   }
+
+
+def _overlay(p: dict) -> np.ndarray:
+  """The map over its input, as the input's kind is looked at: the image; the
+  signal with a colour band; three slices through the map's maximum; a row of at
+  most 16 frames (slices and frames enlarged to about 128 and 96 pixels)."""
+  image, cam, kind = p["image"], p["cam"], p["media"]
+  if kind == "signal":
+    return vis.signal_overlay(image, cam)
+  if kind == "volume":
+    return vis.volume_view(image, cam, scale=max(1, 128 // max(cam.shape)))
+  if kind == "video":
+    every = -(-len(cam) // 16)
+    frames = vis.clip_frames(image, cam, every=every)
+    titles = [f"t={t}" for t in range(0, len(cam), every)]
+    return vis.panel(frames, titles, scale=max(1, 96 // max(cam.shape[1:])))
+  return vis.overlay(image, cam)
+
+
+def _nifti(p: dict) -> bytes:
+  """The map resampled to the scan's voxel grid, with the scan's affine."""
+  shape, cam = p["extra"]["shape"], p["cam"]
+  return outputs.encode_nifti(
+    fit_array(cam[..., None], shape)[..., 0], p["extra"]["affine"]
+  )
 
 
 def _encode(p: dict, save, arrays_dtype: str) -> dict[str, bytes]:
@@ -60,11 +88,13 @@ def _encode(p: dict, save, arrays_dtype: str) -> dict[str, bytes]:
   if "input" in save:
     files["input"] = outputs.encode_png(p["image"])
   if "overlay" in save:
-    files["overlay"] = outputs.encode_png(vis.overlay(p["image"], p["cam"]))
+    files["overlay"] = outputs.encode_png(_overlay(p))
   if "guided_gradcam" in save:
     files["guided_gradcam"] = outputs.encode_png(
       vis.deprocess_gradient(p["guided_gradcam"])
     )
+  if "nifti" in save:
+    files["nifti"] = _nifti(p)
   if "arrays" in save:
     dt = np.dtype(arrays_dtype)
     files["arrays"] = outputs.encode_npz(
@@ -88,7 +118,7 @@ def write_outputs(
   Files of this name of other kinds are removed unless the record keeps them (an
   earlier result of the same computation): a name never mixes two computations."""
   try:
-    files = _encode(p, job.save, job.arrays_dtype)
+    files = _encode(p, record["outputs"], job.arrays_dtype)
     paths = outputs.output_paths(out_dir, name)
     write_atomically({paths[k]: data for k, data in files.items()}, tmp_dir)
     for kind, path in paths.items():  # an earlier computation's kinds not redone:
@@ -172,7 +202,8 @@ class Recorder:
     kind = getattr(self.model, "output", "logits")
     probs = probabilities(out.logits, kind)
     names = self.model.class_names
-    for i, ((s, image), orientation) in enumerate(zip(batch.good, batch.orientations)):
+    media_kind = getattr(self.model, "media", "image")
+    for i, ((s, image), extra) in enumerate(zip(batch.good, batch.extras)):
       path = str(s.path)
       name = outputs.assign_name(s.rel, path, self.out_dir, self.owners)
       if name is None:
@@ -183,7 +214,10 @@ class Recorder:
       self.owners[name] = path
       pred, tgt = int(np.argmax(probs[i])), int(out.targets[i])
       rid = uuid.uuid4().hex
-      kinds = {k: name + outputs.SUFFIXES[k] for k in self.job.save}
+      kinds = {
+        k: name + outputs.SUFFIXES[k]
+        for k in outputs.kinds_for(self.job.save, media_kind, path)
+      }
       kinds = {**self._kept(path, name), **kinds}
       problem = self._record(
         "claim", {"path": path, "id": rid, "name": name, "outputs": kinds}
@@ -206,8 +240,9 @@ class Recorder:
         "target_name": names[tgt],
         "target_probability": float(probs[i, tgt]),
         "probability_from": PROBABILITY_FROM[kind],
-        "exif_orientation": orientation,
       }
+      if media_kind == "image":
+        record["exif_orientation"] = extra["exif_orientation"]
       meta = {"path": path, "id": rid, "settings": self.settings}
       self.writing.append(
         self.pool.submit(
@@ -215,7 +250,7 @@ class Recorder:
           self.out_dir,
           self.tmp_dir,
           name,
-          _payload(image, out, i, meta),
+          _payload(image, out, i, meta, media_kind, extra),
           self.job,
           record,
         )

@@ -1,0 +1,125 @@
+"""3-D Grad-CAM against pytorch-grad-cam's (its 3-D support, contributed for medical
+volumes): a small Conv3d network with the same weights in Flax and in PyTorch, the raw
+maps compared before pytorch-grad-cam's resize (``scipy.ndimage.zoom``, a cubic spline:
+not our trilinear upsampling, so the resized maps are not compared).
+
+Runs where pytorch-grad-cam and torch import; skipped with the reason elsewhere (the
+test environment has torch but not pytorch-grad-cam, which pulls torchvision). To run
+it beside the test environment (as ``.ci/run`` does, with
+``GRADCAM_JAX_REQUIRE_PEERS=1`` so that a missing peer fails instead of skipping)::
+
+    pip install --target /tmp/pgc --no-deps grad-cam==1.5.7 ttach
+    PYTHONPATH=/tmp/pgc python -m pytest tests/test_parity_pytorch_grad_cam.py
+
+pytorch-grad-cam imports torchvision at import time for its image utilities and its
+detection targets, none of which Grad-CAM uses; where torchvision cannot be imported
+(PyPI's build for torch 2.13 fails to load beside it), an import stand-in whose every
+function raises is put in its place while pytorch-grad-cam is imported, then removed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+import gradcam_jax as gcj
+from tests import media_models
+
+if importlib.util.find_spec("pytorch_grad_cam") is None:
+  if os.environ.get("GRADCAM_JAX_REQUIRE_PEERS"):  # CI: installed, so it must run
+    raise ImportError("GRADCAM_JAX_REQUIRE_PEERS is set but pytorch_grad_cam is missing")
+  pytest.skip("pytorch-grad-cam is not installed (see this file's docstring to run it)",
+              allow_module_level=True)
+torch = pytest.importorskip("torch", reason="needs torch")
+
+
+def _unavailable(*args, **kwargs):
+  raise RuntimeError("torchvision stand-in: not part of the Grad-CAM path")
+
+
+def _import_pytorch_grad_cam():
+  """pytorch_grad_cam, with a torchvision stand-in only while it is imported and only
+  where the real one does not import."""
+  try:
+    import torchvision  # noqa: F401
+    stand_in = {}
+  except Exception:  # noqa: BLE001 (missing, or a build that fails to load)
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
+             "torchvision.ops")
+    stand_in = {n: types.ModuleType(n) for n in names}
+    for module in stand_in.values():
+      for attr in ("resize", "Compose", "Normalize", "ToTensor", "box_iou"):
+        setattr(module, attr, _unavailable)
+    stand_in["torchvision"].transforms = stand_in["torchvision.transforms"]
+    stand_in["torchvision"].ops = stand_in["torchvision.ops"]
+    stand_in["torchvision.transforms"].functional = stand_in[
+      "torchvision.transforms.functional"]
+    for n in names:
+      sys.modules.pop(n, None)
+    sys.modules.update(stand_in)
+  try:
+    pgc = importlib.import_module("pytorch_grad_cam")
+    base = importlib.import_module("pytorch_grad_cam.base_cam")
+    targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
+  finally:
+    for n in stand_in:
+      sys.modules.pop(n, None)
+  return pgc, base, targets
+
+
+class _TorchNet(torch.nn.Module):
+  """media_models.Net(rank=3) in PyTorch, channels first."""
+
+  def __init__(self, variables, channels):
+    super().__init__()
+    p = jax.tree.map(np.asarray, variables["params"])
+    self.conv1 = torch.nn.Conv3d(channels, 4, 3, padding=1)
+    self.conv2 = torch.nn.Conv3d(4, 5, 3, padding=1)
+    self.fc = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+      for name in ("conv1", "conv2"):  # DHWIO -> OIDHW
+        getattr(self, name).weight.copy_(
+          torch.from_numpy(p[name]["kernel"].transpose(4, 3, 0, 1, 2).copy()))
+        getattr(self, name).bias.copy_(torch.from_numpy(p[name]["bias"].copy()))
+      self.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
+      self.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"].copy()))
+
+  def forward(self, x):
+    x = torch.relu(self.conv1(x))
+    x = torch.relu(self.conv2(x))
+    return self.fc(x.mean(dim=(2, 3, 4)))
+
+
+def test_3d_gradcam_raw_maps_equal_pytorch_grad_cams(monkeypatch):
+  pgc, base, targets = _import_pytorch_grad_cam()
+  model = media_models.video()  # a (4, 16, 16) clip of 3 channels: a 3-D CNN
+  x = np.asarray(jax.random.normal(jax.random.key(5), (2, 4, 16, 16, 3)), np.float32)
+  net = _TorchNet(model.variables, 3).eval()
+  want_logits = net(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).detach().numpy()
+  ours = gcj.gradcam(model.apply_fn, model.variables, layer="conv2")(
+    x, np.array([0, 2]))
+  np.testing.assert_allclose(ours.logits, want_logits, atol=1e-5)  # one network
+
+  raw = []
+  real = base.scale_cam_image
+
+  def keep(cam, target_size=None):
+    if target_size is not None:  # the per-layer call: the ReLU'd map, before resizing
+      raw.append(np.array(cam))
+    return real(cam, target_size)
+
+  monkeypatch.setattr(base, "scale_cam_image", keep)
+  with pgc.GradCAM(model=net, target_layers=[net.conv2]) as cam:
+    resized = cam(torch.from_numpy(x.transpose(0, 4, 1, 2, 3)),
+                  [targets.ClassifierOutputTarget(0), targets.ClassifierOutputTarget(2)])
+  assert resized.shape == (2, 4, 16, 16) and len(raw) == 1
+  assert raw[0].shape == ours.cam_raw.shape == (2, 4, 16, 16)
+  assert raw[0].max() > 0  # a map, not zeros
+  np.testing.assert_allclose(np.asarray(ours.cam_raw), raw[0], rtol=1e-4, atol=1e-6)
