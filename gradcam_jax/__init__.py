@@ -7,7 +7,8 @@
 The tree says who each part is for. The library is this namespace (``gcj.*``) and
 the private modules beside it; data flows one way through them: ``_adapters/`` (one
 class per framework behind one protocol) -> ``_request`` (one call's images,
-targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers; ``_pixel``, the pixel-space ones)
+targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers; ``_pixel``, the pixel-space ones;
+``_factorization``, Deep Feature Factorization)
 -> ``_methods/`` (one record per CAM method) -> ``_postprocess`` -> ``_result``
 (the Explanation). Beside that flow: ``_layers`` (naming and listing layers),
 ``_edits`` (edits at a layer), ``_loops`` (edits at one iteration of a scanned
@@ -43,6 +44,9 @@ from gradcam_jax._explain import gradcam
 from gradcam_jax._explain import guided_backprop
 from gradcam_jax._explain import guided_gradcam
 from gradcam_jax._explainer import Explainer
+from gradcam_jax._factorization import Factorization
+from gradcam_jax._factorization import feature_factorization
+from gradcam_jax._factorization import nmf
 from gradcam_jax._explainer import jit
 from gradcam_jax._guided import GuidedReport
 from gradcam_jax._guided import guided
@@ -80,6 +84,9 @@ __all__ = (
   "ArgumentError",
   "Explainer",
   "Explanation",
+  "Factorization",
+  "feature_factorization",
+  "nmf",
   "GradCAMError",
   "ImageError",
   "LayerInfo",
