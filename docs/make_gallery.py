@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gradcam_jax as gcj  # noqa: E402
@@ -28,9 +29,10 @@ def gallery() -> np.ndarray:
   pixels = load_samples()[0][list(SCENES)]
   x = model.preprocess(pixels)
   maps = {}
-  for method in gcj.ALL_METHODS:
+  for method, record in gcj.ALL_METHODS.items():
     cam = gcj.jit(gcj.cam(model.apply_fn, model.variables, layer=model.layer, method=method))
-    maps[method] = np.asarray(cam(x).cam)
+    key = {"key": jax.random.key(0)} if record.keyed else {}
+    maps[method] = np.asarray(cam(x, **key).cam)
   ggc = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables, layer=model.layer))(x)
   rows = []
   for i, image in enumerate(pixels):

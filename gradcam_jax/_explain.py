@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gradcam_jax._edits import Edit, replace, tap, tap_add
-from gradcam_jax._errors import LayerNotFoundError, check_count
+from gradcam_jax._errors import ArgumentError, LayerNotFoundError, check_count
 from gradcam_jax._explainer import Explainer
 from gradcam_jax._guided import guided
 from gradcam_jax._methods import get_method
@@ -45,12 +45,26 @@ def _at_least_f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _gradient_maps(map_fn, a, das):
+def _gradient_maps(map_fn, a, das, key=None):
   """A gradient method's ReLU'd maps (B, T, h, w) from the activation `a` (B, h, w,
-  K) and its gradients `das` (T, B, h, w, K), one per target."""
+  K) and its gradients `das` (T, B, h, w, K), one per target. A keyed method gets one
+  key per image (the same for each target)."""
   a = _at_least_f32(a)
-  raw = over_t(lambda da: jax.vmap(map_fn)(a, _at_least_f32(da)), das)
+  if key is None:
+    raw = over_t(lambda da: jax.vmap(map_fn)(a, _at_least_f32(da)), das)
+  else:
+    keys = jax.random.split(key, a.shape[0])
+    raw = over_t(lambda da: jax.vmap(map_fn)(a, _at_least_f32(da), keys), das)
   return jax.nn.relu(batch_first(raw))
+
+
+def _check_key(record, key, where: str):
+  """A keyed method needs a key; the others take none (the Explainer says so)."""
+  if record.keyed and key is None:
+    raise ArgumentError(
+      f"{where}(method={record.name!r}): this method draws at random; expected a PRNG "
+      "key, e.g. explain(images, key=jax.random.key(0)); got none."
+    )
 
 
 def _at_input_size(raw, size, eps):
@@ -95,8 +109,12 @@ def cam(
     method: ``"gradcam"``, ``"hirescam"``, ``"gradcam_elementwise"``,
       ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
       ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
-      or your own ``map(A, dA) -> (h, w)`` for one example (any spatial rank:
-      ``(*s, K) -> (*s)``).
+      ``"sscam"``, ``"iscam"``, ``"randomcam"``; a :class:`Method` record (one of
+      ``ALL_METHODS`` with other options, e.g.
+      ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
+      num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any
+      spatial rank: ``(*s, K) -> (*s)``). ``"sscam"`` and ``"randomcam"`` draw at
+      random: the explainer is then called with ``key=`` (a PRNG key).
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
       None for the last spatial (B, h, w, C) activation ((B, w, C) for signals,
@@ -153,7 +171,8 @@ def cam(
   record = get_method(method, where="cam")
   perturbation = record.kind == "perturbation"
 
-  def cam_explain(params, images, targets=None):
+  def cam_explain(params, images, targets=None, *, key=None):
+    _check_key(record, key, "cam")
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
     zeros = [r.zeros(i) for i in range(len(r.refs))]
     output, targets, cts, pullback = r.scores_vjp(
@@ -168,14 +187,15 @@ def cam(
     for i, (da, a_layer) in enumerate(zip(das, acts)):
       a_layer = a_layer[0]  # the activation: the same for every target
       a = r.grid(a_layer)
+      layer_key = None if key is None else jax.random.fold_in(key, i)
       if perturbation:
         raws.append(
           _perturbation_maps(
-            r, i, record.fn, output, a, a_layer, targets, batch_size, top_n
+            r, i, record.fn, output, a, a_layer, targets, batch_size, top_n, layer_key
           )
         )
       else:
-        raws.append(_gradient_maps(record.fn, a, over_t(r.grid, da)))
+        raws.append(_gradient_maps(record.fn, a, over_t(r.grid, da), layer_key))
     if len(raws) == 1:
       return r.explanation(
         output, targets, cam=_at_input_size(raws[0], r.size, eps), cam_raw=raws[0]
@@ -194,11 +214,11 @@ def cam(
     )
 
   cam_explain.__doc__ = cam.__doc__
-  return Explainer(cam_explain, params, record.name)
+  return Explainer(cam_explain, params, record.name, takes_key=record.keyed)
 
 
 def _perturbation_maps(
-  r: Request, i: int, weights_fn, output, a, a_layer, targets, batch_size, top_n
+  r: Request, i: int, weights_fn, output, a, a_layer, targets, batch_size, top_n, key
 ):
   """A perturbation method's ReLU'd maps (B, T, h, w) from `a` (B, h, w, K). Masking
   a channel of the head's input acts on `a_layer`, the activation in the layer's own
@@ -222,6 +242,8 @@ def _perturbation_maps(
         score_head=lambda keep: score_head(keep, t),
         batch_size=batch_size,
         top_n=top_n,
+        score_raw=lambda x: target_fn(r.adapter(r.variables, r.from_last(x)), t),
+        key=key,
       )
     )
     return weighted_sum(a, w)
@@ -349,9 +371,10 @@ def guided_gradcam(
     )
   check_layout(image_layout)
   adapter, params, layer = adapt(apply_fn, params, layer)
-  map_fn = get_method(method, kinds=("gradient",), where="guided_gradcam").fn
+  record = get_method(method, kinds=("gradient",), where="guided_gradcam")
 
-  def guided_gradcam_explain(params, images, targets=None):
+  def guided_gradcam_explain(params, images, targets=None, *, key=None):
+    _check_key(record, key, "guided_gradcam")
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
     guided_run = guided(
       lambda v, x, probe: adapter.run_with_edits(v, x, [(r.refs[0], Edit(tap, (probe,)))])
@@ -367,7 +390,8 @@ def guided_gradcam(
       lambda act: r.run_with_edits(images, {0: Edit(replace, (act,))}), a
     )
     (da,) = over_t(head_vjp, cts)
-    raw = _gradient_maps(map_fn, r.grid(a), over_t(r.grid, da))
+    layer_key = None if key is None else jax.random.fold_in(key, 0)  # as gcj.cam's
+    raw = _gradient_maps(record.fn, r.grid(a), over_t(r.grid, da), layer_key)
     cam_ = _at_input_size(raw, r.size, eps)
     grad = batch_first(grad)
     return r.explanation(
@@ -380,4 +404,4 @@ def guided_gradcam(
     )
 
   guided_gradcam_explain.__doc__ = guided_gradcam.__doc__
-  return Explainer(guided_gradcam_explain, params, "guided_gradcam")
+  return Explainer(guided_gradcam_explain, params, "guided_gradcam", takes_key=record.keyed)

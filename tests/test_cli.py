@@ -24,6 +24,8 @@ from tests.conftest import explain
     (["--model", "nomod:f"], "cannot import module 'nomod'"),
     (["--target", "99"], "0..9"),
     (["--method", "nope"], "--method"),
+    (["--method", "sscam"], "sscam draws at random"),
+    (["--method", "randomcam"], "gcj.cam(..., method='randomcam')(images, key=...)"),
     (["--save", "overlay,nope"], "--save"),
     (["--model", "vgg16"], "--random-weights"),
     (["--weights", "missing.safetensors"], "no such file"),

@@ -1,4 +1,6 @@
-"""Score-CAM and Ablation-CAM (gradcam_jax/_methods/perturbation.py) on a tiny split model with hand-computed answers; chunking and Faster Score-CAM."""
+"""Score-CAM, Ablation-CAM, IS-CAM, SS-CAM (gradcam_jax/_methods/perturbation.py)
+and Random-CAM on a tiny split model with hand-computed answers; chunking and Faster
+Score-CAM."""
 
 
 import cv2
@@ -95,3 +97,94 @@ def test_faster_scorecam_top_n():
     pos = np.asarray(two.cam_raw[b]).ravel() > 0
     resid = a_kept.reshape(-1, 4)[:, top2[b]][pos] @ coeffs - np.asarray(two.cam_raw[b]).ravel()[pos]
     assert np.abs(resid).max() < 1e-4
+
+
+def _torchcam_mask(a_bk: np.ndarray) -> np.ndarray:
+  """torch-cam's mask of one channel (h, w): min-max at the layer's resolution with
+  its 1e-8, then bilinear (half-pixel, as cv2.INTER_LINEAR) to 8x8."""
+  norm = (a_bk - a_bk.min()) / (a_bk.max() - a_bk.min() + 1e-8)
+  return cv2.resize(norm.astype(np.float32), (8, 8),
+                    interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+
+def _softmax(z):
+  e = np.exp(z - z.max())
+  return e / e.sum()
+
+
+def test_iscam_matches_hand_computation():
+  """Weights softmax_k(mean_i y(c_i M_k x) - y(x)), c_i = (1 + ... + i) / N (torch-cam's
+  code), y the raw logit; the map ReLU(sum_k w_k A_k)."""
+  split, params = _split_model()
+  x, t, n = _images(), jnp.array([1, 2, 0]), 4
+  out = gcj.cam(split, params, method=gcj.ALL_METHODS["iscam"]._replace(
+    fn=lambda p: gcj.ALL_METHODS["iscam"].fn(p, num_samples=n)))(x, t)
+  a = np.asarray(split.features(params, x), np.float64)
+  coeffs = np.cumsum(np.arange(1, n + 1)) / n
+  for b in range(3):
+    y = float(split(params, x[b:b + 1])[0, int(t[b])])
+    gains = []
+    for k in range(4):
+      m = _torchcam_mask(a[b, :, :, k])[..., None]
+      ys = [float(split(params, (c * m * np.asarray(x[b]))[None].astype(np.float32))[
+        0, int(t[b])]) for c in coeffs]
+      gains.append(np.mean(ys) - y)
+    expected = np.maximum(np.einsum("hwk,k->hw", a[b], _softmax(np.array(gains))), 0)
+    assert_close(out.cam_raw[b], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_sscam_matches_hand_computation_with_its_noise():
+  """Weights softmax_k(mean_i y(x (M_k + n_ik)) - y(x)), n_ik ~ N(0, std^2) per
+  position (shared by the input's channels) from fold_in(fold_in(key, k), i); the
+  noise is really there (the map differs from the noiseless one) and comes from the
+  key (another key, another map; the same key, the same map)."""
+  split, params = _split_model()
+  x, t, n, std = _images(), jnp.array([0, 2, 1]), 3, 0.5
+  record = gcj.ALL_METHODS["sscam"]
+  explain = gcj.cam(split, params, method=record._replace(
+    fn=lambda p: record.fn(p, num_samples=n, std=std)))
+  key = jax.random.key(11)
+  out = explain(x, t, key=key)
+  layer_key = jax.random.fold_in(key, 0)  # the first (only) layer's key
+  a = np.asarray(split.features(params, x), np.float64)
+  for b in range(3):
+    y = float(split(params, x[b:b + 1])[0, int(t[b])])
+    gains = []
+    for k in range(4):
+      m = _torchcam_mask(a[b, :, :, k])[..., None]
+      ys = []
+      for i in range(n):
+        draw = jax.random.fold_in(jax.random.fold_in(layer_key, k), i)
+        noise = std * np.asarray(jax.random.normal(draw, (3, 8, 8, 1)), np.float64)[b]
+        ys.append(float(split(params, (np.asarray(x[b]) * (m + noise))[None].astype(
+          np.float32))[0, int(t[b])]))
+      gains.append(np.mean(ys) - y)
+    expected = np.maximum(np.einsum("hwk,k->hw", a[b], _softmax(np.array(gains))), 0)
+    assert_close(out.cam_raw[b], expected, atol=1e-5, rtol=1e-4)
+  quiet = gcj.cam(split, params, method=record._replace(
+    fn=lambda p: record.fn(p, num_samples=n, std=0.0)))(x, t, key=key)
+  assert not np.allclose(out.cam_raw, quiet.cam_raw, atol=1e-6)
+  assert_close(explain(x, t, key=key).cam_raw, out.cam_raw, atol=0)
+  assert not np.allclose(explain(x, t, key=jax.random.key(12)).cam_raw, out.cam_raw)
+
+
+def test_randomcam_weights_are_uniform_draws_from_the_key():
+  """ReLU(sum_k w_k A_k) with w ~ U(-1, 1)^K drawn per image from split(key, B)."""
+  split, params = _split_model()
+  x = _images()
+  key = jax.random.key(4)
+  out = gcj.cam(split, params, method="randomcam")(x, key=key)
+  a = np.asarray(split.features(params, x), np.float64)
+  keys = jax.random.split(jax.random.fold_in(key, 0), 3)
+  for b in range(3):
+    w = np.asarray(jax.random.uniform(keys[b], (4,), minval=-1.0, maxval=1.0))
+    assert np.all(np.abs(w) <= 1)
+    expected = np.maximum(np.einsum("hwk,k->hw", a[b], w), 0)
+    assert_close(out.cam_raw[b], expected, atol=1e-5, rtol=1e-4)
+  with pytest.raises(gcj.ArgumentError, match="draws at random; expected a PRNG key"):
+    gcj.cam(split, params, method="randomcam")(x)
+  with pytest.raises(gcj.ArgumentError, match="draws nothing at random"):
+    gcj.cam(split, params, method="iscam")(x, key=key)
+  guided = gcj.guided_gradcam(split, params, method="randomcam")
+  assert guided.takes_key
+  assert_close(guided(x, key=key).cam_raw, out.cam_raw, atol=1e-6)  # the same draws

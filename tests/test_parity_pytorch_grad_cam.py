@@ -75,34 +75,12 @@ def _import_pytorch_grad_cam():
   return pgc, base, targets
 
 
-class _TorchNet(torch.nn.Module):
-  """media_models.Net(rank=3) in PyTorch, channels first."""
-
-  def __init__(self, variables, channels):
-    super().__init__()
-    p = jax.tree.map(np.asarray, variables["params"])
-    self.conv1 = torch.nn.Conv3d(channels, 4, 3, padding=1)
-    self.conv2 = torch.nn.Conv3d(4, 5, 3, padding=1)
-    self.fc = torch.nn.Linear(5, 3)
-    with torch.no_grad():
-      for name in ("conv1", "conv2"):  # DHWIO -> OIDHW
-        getattr(self, name).weight.copy_(
-          torch.from_numpy(p[name]["kernel"].transpose(4, 3, 0, 1, 2).copy()))
-        getattr(self, name).bias.copy_(torch.from_numpy(p[name]["bias"].copy()))
-      self.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
-      self.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"].copy()))
-
-  def forward(self, x):
-    x = torch.relu(self.conv1(x))
-    x = torch.relu(self.conv2(x))
-    return self.fc(x.mean(dim=(2, 3, 4)))
-
-
 def test_3d_gradcam_raw_maps_equal_pytorch_grad_cams(monkeypatch):
   pgc, base, targets = _import_pytorch_grad_cam()
   model = media_models.video()  # a (4, 16, 16) clip of 3 channels: a 3-D CNN
   x = np.asarray(jax.random.normal(jax.random.key(5), (2, 4, 16, 16, 3)), np.float32)
-  net = _TorchNet(model.variables, 3).eval()
+  from tests.torch_reference import TorchNet
+  net = TorchNet(model.variables).eval()
   want_logits = net(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).detach().numpy()
   ours = gcj.gradcam(model.apply_fn, model.variables, layer="conv2")(
     x, np.array([0, 2]))

@@ -113,8 +113,9 @@ def test_gradcam_at_each_iteration_equals_the_model_split_by_hand(framework, k):
 def test_every_method_at_a_middle_iteration(framework, method):
   """Iteration 1 of 3: a scan before the edited step and one after it."""
   model, params, arrays = CASES[framework]
-  want = gcj.cam(_split_after(arrays, 1), {}, method=method)(X, T)
-  got = gcj.cam(model, params, layer="blocks@1", method=method)(X, T)
+  key = {"key": jax.random.key(0)} if gcj.ALL_METHODS[method].keyed else {}
+  want = gcj.cam(_split_after(arrays, 1), {}, method=method)(X, T, **key)
+  got = gcj.cam(model, params, layer="blocks@1", method=method)(X, T, **key)
   assert_close(got.cam_raw, want.cam_raw, atol=1e-5)
 
 

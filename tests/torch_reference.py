@@ -86,3 +86,36 @@ def torch_resnet50():
       m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
       m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
   return model
+
+
+class TorchNet(tnn.Module):
+  """``tests.media_models.Net`` in PyTorch, channels first, with its weights: two
+  conv blocks (the first and second ReLU'd), a global average pool and a Linear, in
+  1-D, 2-D or 3-D as the Flax variables are."""
+
+  def __init__(self, variables):
+    super().__init__()
+    import jax
+    import numpy as np
+    p = jax.tree.map(np.asarray, variables["params"])
+    rank = p["conv1"]["kernel"].ndim - 2
+    conv = {1: tnn.Conv1d, 2: tnn.Conv2d, 3: tnn.Conv3d}[rank]
+    cin = p["conv1"]["kernel"].shape[-2]
+    self.conv1 = conv(cin, p["conv1"]["kernel"].shape[-1], 3, padding=1)
+    self.conv2 = conv(p["conv2"]["kernel"].shape[-2], p["conv2"]["kernel"].shape[-1], 3,
+                      padding=1)
+    self.fc = tnn.Linear(*p["fc"]["kernel"].shape)
+    self.space = tuple(range(2, 2 + rank))
+    order = (rank + 1, rank, *range(rank))  # (*spatial, I, O) -> (O, I, *spatial)
+    with torch.no_grad():
+      for name in ("conv1", "conv2"):
+        getattr(self, name).weight.copy_(
+          torch.from_numpy(p[name]["kernel"].transpose(order).copy()))
+        getattr(self, name).bias.copy_(torch.from_numpy(p[name]["bias"].copy()))
+      self.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
+      self.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"].copy()))
+
+  def forward(self, x):
+    x = torch.relu(self.conv1(x))
+    x = torch.relu(self.conv2(x))
+    return self.fc(x.mean(dim=self.space))

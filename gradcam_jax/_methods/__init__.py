@@ -25,9 +25,10 @@ from gradcam_jax._methods.gradient import (
   hirescam_map,
   kpcacam_map,
   layercam_map,
+  randomcam_map,
   xgradcam_map,
 )
-from gradcam_jax._methods.perturbation import ablationcam, scorecam
+from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
 
 __all__ = ["ALL_METHODS", "METHODS", "Method", "get_method"]
 
@@ -42,12 +43,16 @@ class Method(NamedTuple):
       ``gradcam_jax._methods.perturbation``).
     fn: the method.
     paper: where it comes from.
+    keyed: whether it draws at random: ``fn`` then takes a PRNG key (a gradient
+      method as ``map(A, dA, key)``; a perturbation method as ``Perturbation.key``)
+      and the explainer is called with ``key=``.
   """
 
   name: str
   kind: str
   fn: Callable
   paper: str
+  keyed: bool = False
 
 
 ALL_METHODS: dict[str, Method] = {
@@ -70,6 +75,9 @@ ALL_METHODS: dict[str, Method] = {
     Method("kpcacam", "gradient", kpcacam_map, "Karmani et al., 2024"),
     Method("scorecam", "perturbation", scorecam, "Wang et al., CVPR Workshops 2020"),
     Method("ablationcam", "perturbation", ablationcam, "Desai & Ramaswamy, WACV 2020"),
+    Method("sscam", "perturbation", sscam, "Wang et al., arXiv:2006.14255 (2020)", True),
+    Method("iscam", "perturbation", iscam, "Naidu et al., arXiv:2010.03023 (2020)"),
+    Method("randomcam", "gradient", randomcam_map, "pytorch-grad-cam's RandomCAM", True),
   )
 }
 
@@ -87,10 +95,23 @@ _WHY_NOT = {
 
 
 def get_method(
-  method: str | MapFn, *, kinds=("gradient", "perturbation"), where: str = "cam"
+  method: str | MapFn | Method,
+  *,
+  kinds=("gradient", "perturbation"),
+  where: str = "cam",
 ) -> Method:
-  """The record of a method name, or a user's own ``map(A, dA) -> (h, w)`` function
-  as a gradient method. `kinds` are the kinds the caller (`where`) runs."""
+  """The record of a method name; a :class:`Method` record as it is (a method with
+  other options: ``ALL_METHODS["sscam"]._replace(fn=functools.partial(...))``); or a
+  user's own ``map(A, dA) -> (h, w)`` function as a gradient method. `kinds` are
+  the kinds the caller (`where`) runs."""
+  if isinstance(method, Method):
+    if method.kind not in kinds:
+      why = _WHY_NOT.get(method.kind, "the kinds are 'gradient' and 'perturbation'")
+      raise MethodError(
+        f"{where}: method: {method.name!r} is a {method.kind} method: "
+        + why.format(name=method.name)
+      )
+    return method
   if callable(method):
     return Method(getattr(method, "__name__", "custom"), "gradient", method, "")
   valid = [name for name, m in ALL_METHODS.items() if m.kind in kinds]

@@ -25,6 +25,7 @@ __all__ = [
   "layercam_map",
   "eigencam_map",
   "eigengradcam_map",
+  "randomcam_map",
 ]
 
 MapFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -169,6 +170,17 @@ def fem_map(a: jax.Array, da: jax.Array, k: float = 2.0) -> jax.Array:
   space = _space(a)
   threshold = a.mean(axis=space, keepdims=True) + k * a.std(axis=space, keepdims=True)
   weights = (a > threshold).mean(axis=space).astype(a.dtype)
+  return _weighted(a, weights)
+
+
+def randomcam_map(a: jax.Array, da: jax.Array, key: jax.Array) -> jax.Array:
+  """Random-CAM: channel weights drawn uniformly from [-1, 1] (one draw per image,
+  from its key), as pytorch-grad-cam's ``RandomCAM``: the baseline a method's
+  faithfulness scores are compared against. Gradient-free: `da` is unused. Keyed:
+  the explainer is called with ``key=``.
+  """
+  del da
+  weights = jax.random.uniform(key, (a.shape[-1],), a.dtype, minval=-1.0, maxval=1.0)
   return _weighted(a, weights)
 
 

@@ -1,6 +1,8 @@
-"""Gradient-free channel weights: Score-CAM and Ablation-CAM.
+"""Gradient-free channel weights: Score-CAM, Ablation-CAM, and torch-cam's Smoothed
+and Integrated Score-CAM (SS-CAM, IS-CAM).
 
-Both score one forward pass per channel of the target layer. The channels go
+Each scores one forward pass per channel of the target layer (SS-CAM and IS-CAM
+`num_samples` of them). The channels go
 through ``jax.lax.map`` in chunks of ``batch_size`` (each chunk one vmapped forward of
 ``batch_size * B`` inputs), so memory is bounded by the chunk, not by K; with
 ``batch_size=None`` every channel runs in one vmapped pass. The result does not depend
@@ -23,6 +25,8 @@ __all__ = [
   "scorecam_weights",
   "ablation_weights",
   "weighted_sum",
+  "sscam",
+  "iscam",
 ]
 
 
@@ -40,6 +44,9 @@ class Perturbation(NamedTuple):
       multiplied by `keep` (only the model after the layer runs).
     batch_size: channels per chunk of masked passes (None: all in one pass).
     top_n: score only the `top_n` channels of highest spatial variance (None: all).
+    score_raw: ``(B, H, W, C) images -> (B,)`` the target function's own scores of
+      other images (the logit by default: torch-cam's methods score that).
+    key: a PRNG key for a method that draws at random (None otherwise).
   """
 
   images: jax.Array
@@ -49,6 +56,8 @@ class Perturbation(NamedTuple):
   score_head: Callable
   batch_size: int | None
   top_n: int | None
+  score_raw: Callable | None = None
+  key: jax.Array | None = None
 
 
 def _over_channels(
@@ -143,6 +152,78 @@ def scorecam(p: Perturbation) -> jax.Array:
 def ablationcam(p: Perturbation) -> jax.Array:
   """Ablation-CAM's channel weights (B, K): :func:`ablation_weights`."""
   return ablation_weights(p.score_head, p.a.shape[-1], p.base, p.batch_size)
+
+
+def _torchcam_masks(a: jax.Array, size: tuple[int, ...]) -> jax.Array:
+  """torch-cam's masks: each channel min-max normalised over space at the layer's
+  resolution, ``(A - min) / (max - min + 1e-8)``, then upsampled linearly to the
+  input's `size` (half-pixel centres, as ``F.interpolate(align_corners=False)``):
+  (B, *S, K)."""
+  space = tuple(range(1, a.ndim - 1))
+  a = a.astype(jnp.float32)
+  low = a.min(axis=space, keepdims=True)
+  norm = (a - low) / (a.max(axis=space, keepdims=True) - low + 1e-8)
+  b, k = a.shape[0], a.shape[-1]
+  return jax.image.resize(norm, (b, *size, k), "linear", antialias=False)
+
+
+def _mean_gain_softmax(p: Perturbation, masked: Callable, num_samples: int) -> jax.Array:
+  """``softmax_k(mean_i score(masked(mask_k, i, k)) - base)`` (B, K): torch-cam's
+  weights, the masked inputs of channel k's `num_samples` passes from `masked`."""
+  masks = _torchcam_masks(p.a, p.images.shape[1:-1])
+  assert p.score_raw is not None
+
+  def channel(k):
+    mask = jnp.take(masks, k, axis=-1)[..., None]  # (B, *S, 1)
+
+    def sample(i, total):
+      x = masked(mask, i, k).astype(p.images.dtype)
+      return total + p.score_raw(x).astype(jnp.float32) - p.base.astype(jnp.float32)
+
+    zero = jnp.zeros(p.base.shape, jnp.float32)
+    return jax.lax.fori_loop(0, num_samples, sample, zero) / num_samples
+
+  gains = _over_channels(channel, jnp.arange(p.a.shape[-1]), p.batch_size).T
+  return jax.nn.softmax(gains, axis=-1)
+
+
+def sscam(p: Perturbation, num_samples: int = 35, std: float = 2.0) -> jax.Array:
+  """SS-CAM's channel weights (B, K), as torch-cam's ``SSCAM`` computes them:
+  ``softmax_k(mean_i y(x * (M_k + n_ik)) - y(x))`` with ``M_k`` torch-cam's mask
+  (:func:`_torchcam_masks`) and ``n_ik ~ N(0, std^2)`` drawn at input resolution
+  (one draw per position, shared by the input's channels), ``y`` the target's raw
+  score (the logit, not a probability). Keyed: the noise comes from ``key=``.
+  torch-cam's defaults: 35 samples, std 2.
+
+  References:
+    Wang et al., "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature
+    Localization", arXiv:2006.14255, 2020.
+  """
+  assert p.key is not None
+
+  def masked(mask, i, k):
+    draw = jax.random.fold_in(jax.random.fold_in(p.key, k), i)
+    return p.images * (mask + std * jax.random.normal(draw, mask.shape, mask.dtype))
+
+  return _mean_gain_softmax(p, masked, num_samples)
+
+
+def iscam(p: Perturbation, num_samples: int = 10) -> jax.Array:
+  """IS-CAM's channel weights (B, K), as torch-cam's ``ISCAM`` code computes them:
+  ``softmax_k(mean_i y(c_i * M_k * x) - y(x))`` with ``c_i = sum_{j<=i} j / N``
+  for i = 1..N (N = `num_samples`, 10 by default): the coefficient accumulates, so
+  it runs from 1/N up to (N + 1) / 2. torch-cam's docstring (and the paper's
+  integral) describe ``sum_{j<i} j / N`` times the mask instead; we follow its code,
+  which is what its users get.
+
+  References:
+    Naidu et al., "IS-CAM: Integrated Score-CAM for axiomatic-based explanations",
+    arXiv:2010.03023, 2020.
+  """
+  coeffs = jnp.cumsum(jnp.arange(1, num_samples + 1, dtype=jnp.float32)) / num_samples
+  return _mean_gain_softmax(
+    p, lambda mask, i, k: coeffs[i] * (mask * p.images), num_samples
+  )
 
 
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:

@@ -7,6 +7,7 @@ command-line words."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import os
@@ -55,10 +56,21 @@ def add_model_options(parser) -> None:
     "Grad-CAM layer, else the last spatial activation; the start-up line names it; "
     "gradcam-jax layers --model ... lists them all)",
   )
-  methods = list(ALL_METHODS)
+  methods = [name for name, m in ALL_METHODS.items() if not m.keyed]
+
+  def method(name: str) -> str:
+    if name in ALL_METHODS and ALL_METHODS[name].keyed:
+      raise argparse.ArgumentTypeError(
+        f"{name} draws at random, and the command gives each input one result "
+        "whatever batch it lands in (a resumed job equals an uninterrupted one); "
+        f"run it from Python: gcj.cam(..., method={name!r})(images, key=...)"
+      )
+    return name
+
   parser.add_argument(
     "--method",
     default="gradcam",
+    type=method,
     choices=methods,
     metavar="METHOD",
     help="CAM method: " + ", ".join(methods),

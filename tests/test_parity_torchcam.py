@@ -1,0 +1,64 @@
+"""IS-CAM and SS-CAM against torch-cam 0.5's ``ISCAM`` and ``SSCAM`` on a small CNN
+with the same weights in Flax and PyTorch (``tests.torch_reference.TorchNet``): the
+raw maps (before torch-cam's normalisation) equal to float tolerance. SS-CAM's noise
+cannot be the same draws (torch's generator against JAX's), so it is compared at a
+noise scale of 1e-6, where both are deterministic to float precision; the noise
+itself (its scale, one draw per position shared by the input's channels, its key)
+is checked against a NumPy reference in tests/test_methods_perturbation.py."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+import gradcam_jax as gcj
+from tests import media_models
+
+pytestmark = pytest.mark.slow  # the fast loop is pytest -m "not slow"
+
+torch = pytest.importorskip("torch")
+methods = pytest.importorskip("torchcam.methods", reason="needs torchcam")
+
+
+@pytest.fixture(scope="module")
+def twins():
+  from tests.torch_reference import TorchNet
+  model = media_models._model("image", "image", (8, 8), 3, lambda x: x)
+  x = np.asarray(jax.random.normal(jax.random.key(3), (2, 8, 8, 3)), np.float32)
+  return model, TorchNet(model.variables).eval(), x
+
+
+def _theirs(cls, net, x, targets, **options):
+  with cls(net, target_layer="conv2", input_shape=(3, 8, 8), **options) as extractor:
+    scores = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    (cam,) = extractor(class_idx=list(targets), scores=scores, normalized=False)
+  return cam.detach().numpy()
+
+
+def _ours(model, x, targets, name, **options):
+  record = gcj.ALL_METHODS[name]
+  if options:
+    record = record._replace(fn=functools.partial(record.fn, **options))
+  explain = gcj.cam(model.apply_fn, model.variables, layer="conv2", method=record)
+  key = {"key": jax.random.key(0)} if record.keyed else {}
+  return np.asarray(explain(x, np.asarray(targets), **key).cam_raw)
+
+
+def test_iscam_equals_torchcams(twins):
+  model, net, x = twins
+  for n in (10, 3):
+    want = _theirs(methods.ISCAM, net, x, [0, 2], num_samples=n)
+    got = _ours(model, x, [0, 2], "iscam", **({} if n == 10 else {"num_samples": n}))
+    assert want.max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
+
+
+def test_sscam_equals_torchcams_without_noise(twins):
+  model, net, x = twins
+  want = _theirs(methods.SSCAM, net, x, [1, 0], num_samples=3, std=1e-6)
+  got = _ours(model, x, [1, 0], "sscam", num_samples=3, std=1e-6)
+  assert want.max() > 0
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
