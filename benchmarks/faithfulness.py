@@ -9,6 +9,9 @@ Deletion/insertion replace pixels by 0 (black); ROAD uses noisy linear imputatio
 
     python benchmarks/faithfulness.py                  # 200 scenes, 400 explanations
     python benchmarks/faithfulness.py --scenes 100 --json out.json
+    python benchmarks/faithfulness.py --only iscam randomcam --json out.json  # rows only
+
+Random-CAM (random channel weights) is drawn with key 0; SS-CAM's noise likewise.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import versions, write_json  # noqa: E402
 
 METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
-           "layercam", "eigencam", "eigengradcam", "scorecam", "ablationcam"]
+           "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "scorecam",
+           "ablationcam", "iscam", "sscam", "randomcam"]
+OTHERS = ["guided_backprop", "input_gradient", "random", "centre_gaussian"]
 
 
 def main() -> None:
@@ -35,7 +40,10 @@ def main() -> None:
   parser.add_argument("--sanity-scenes", type=int, default=32)
   parser.add_argument("--chunk", type=int, default=40, help="images per explainer call")
   parser.add_argument("--json", default="benchmarks/results/faithfulness.json")
+  parser.add_argument("--only", nargs="+", choices=METHODS + OTHERS,
+                      help="these rows only (and no sanity table)")
   args = parser.parse_args()
+  wanted = args.only or METHODS + OTHERS
 
   import jax
   import jax.numpy as jnp
@@ -63,10 +71,11 @@ def main() -> None:
     return chunked(lambda x, t: gcj.normalize(jnp.abs(explain(x, t).guided).sum(-1)))
 
   maps = {}
-  for m in METHODS:
+  for m in [m for m in METHODS if m in wanted]:
     explain = gcj.jit(gcj.cam(model.apply_fn, model.variables, method=m,
                               layer=model.layer, batch_size=16))
-    maps[m] = chunked(lambda x, t: explain(x, t).cam)
+    key = {"key": jax.random.key(0)} if gcj.ALL_METHODS[m].keyed else {}
+    maps[m] = chunked(lambda x, t: explain(x, t, **key).cam)
   maps["guided_backprop"] = gradient_map(
       jax.jit(gcj.guided_backprop(model.apply_fn, model.variables)))
 
@@ -81,6 +90,7 @@ def main() -> None:
   maps["centre_gaussian"] = jnp.broadcast_to(
       jnp.exp(-((yy - 31.5) ** 2 + (xx - 31.5) ** 2) / (2 * 16.0 ** 2)), (n, 64, 64))
 
+  maps = {name: cam for name, cam in maps.items() if name in wanted}
   rows = []
   for name, cam in maps.items():
     parts = {k: [] for k in ("del", "ins", "drop", "inc", "morf", "lerf")}
@@ -113,10 +123,10 @@ def main() -> None:
           f"AD {r['average_drop']:5.1f}  IC {r['increase_in_confidence']:5.1f}  "
           f"MoRF {r['road_morf']:.3f}  LeRF {r['road_lerf']:.3f}", flush=True)
 
-  k = args.sanity_scenes
+  k = 0 if args.only else args.sanity_scenes
   sx, st = x[:k], targets[:k]
   table = {}
-  for field, make in (("cam", lambda v: gcj.gradcam(model.apply_fn, v, layer=model.layer)),
+  for field, make in () if args.only else (("cam", lambda v: gcj.gradcam(model.apply_fn, v, layer=model.layer)),
                       ("guided", lambda v: gcj.guided_backprop(model.apply_fn, v)),
                       ("guided_gradcam",
                        lambda v: gcj.guided_gradcam(model.apply_fn, v, layer=model.layer))):

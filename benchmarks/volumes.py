@@ -8,6 +8,7 @@ added to the process (RSS high-water mark, reset before the call).
 
     python benchmarks/volumes.py                      # 64^3, batch 2, 3 rounds
     python benchmarks/volumes.py --size 32 --rounds 2 --json /tmp/v.json
+    python benchmarks/volumes.py --gradients-only --json /tmp/v.json
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def main() -> None:
   parser.add_argument("--scorecam-top-n", type=int, default=32)
   parser.add_argument("--chunk", type=int, default=8, help="Score/Ablation-CAM batch_size")
   parser.add_argument("--json", default="benchmarks/results/volumes.json")
+  parser.add_argument("--gradients-only", action="store_true",
+                      help="skip Score-CAM and Ablation-CAM")
   args = parser.parse_args()
 
   import jax
@@ -85,6 +88,10 @@ def main() -> None:
     "forward": jax.jit(net.apply),
     "gradcam": jax.jit(gcj.gradcam(net.apply, layer="layer4")),
     "guided_gradcam": jax.jit(gcj.guided_gradcam(net.apply, layer="layer4")),
+    # context for Guided Grad-CAM: its guided half alone, and XLA's own input
+    # gradient through the same network (plain ReLUs, no fast rules)
+    "guided_backprop": jax.jit(gcj.guided_backprop(net.apply)),
+    "saliency": jax.jit(gcj.saliency(net.apply)),
   }
   first, times, *_ = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
                                  args.rounds)
@@ -104,7 +111,7 @@ def main() -> None:
     "ablationcam": gcj.cam(net.apply, method="ablationcam", layer="layer4",
                            batch_size=args.chunk),
   }
-  for name, explain in chunked.items():
+  for name, explain in {} if args.gradients_only else chunked.items():
     fn = jax.jit(explain)
     jax.block_until_ready(fn(variables, x))  # compile outside the measurement
     m = measured(lambda: jax.block_until_ready(fn(variables, x)))

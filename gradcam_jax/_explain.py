@@ -93,6 +93,7 @@ def cam(
   top_n: int | None = None,
   reshape: Callable | None = None,
   image_layout: str | None = None,
+  head_weights=None,
 ) -> Explainer:
   """Build a class-activation-map explainer (cam fields only; guided fields None).
 
@@ -109,7 +110,8 @@ def cam(
     method: ``"gradcam"``, ``"hirescam"``, ``"gradcam_elementwise"``,
       ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
       ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
-      ``"sscam"``, ``"iscam"``, ``"randomcam"``; a :class:`Method` record (one of
+      ``"sscam"``, ``"iscam"``, ``"randomcam"``, ``"cam"`` (the original CAM: the
+      classifier's weights after a global average pool); a :class:`Method` record (one of
       ``ALL_METHODS`` with other options, e.g.
       ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
       num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any
@@ -139,6 +141,8 @@ def cam(
       says otherwise). None (the default) is channels last of the inputs' rank.
       Maps are ``(B, *spatial)`` and input gradients in the inputs' layout either way.
       A layer whose grid is larger than the inputs' raises.
+    head_weights: ``method="cam"`` only: the classifier's weights (K, classes) to use
+      instead of those it finds after a global average pool.
 
   Returns:
     ``explain`` returning an :class:`Explanation` with ``cam``, ``cam_raw``,
@@ -170,6 +174,11 @@ def cam(
   adapter, params, layer = adapt(apply_fn, params, layer)
   record = get_method(method, where="cam")
   perturbation = record.kind == "perturbation"
+  if head_weights is not None and record.name != "cam":
+    raise ArgumentError(
+      f"cam: head_weights: only method 'cam' (the original CAM) uses them; got "
+      f"method {record.name!r}."
+    )
 
   def cam_explain(params, images, targets=None, *, key=None):
     _check_key(record, key, "cam")
@@ -191,7 +200,17 @@ def cam(
       if perturbation:
         raws.append(
           _perturbation_maps(
-            r, i, record.fn, output, a, a_layer, targets, batch_size, top_n, layer_key
+            r,
+            i,
+            record.fn,
+            output,
+            a,
+            a_layer,
+            targets,
+            batch_size,
+            top_n,
+            layer_key,
+            _checked_head_weights(head_weights, a, output),
           )
         )
       else:
@@ -217,8 +236,32 @@ def cam(
   return Explainer(cam_explain, params, record.name, takes_key=record.keyed)
 
 
+def _checked_head_weights(head_weights, a, output):
+  """`head_weights` as (K, classes) for this layer and output, or None."""
+  if head_weights is None:
+    return None
+  w = jnp.asarray(head_weights)
+  want = (a.shape[-1], output.shape[-1])
+  if w.shape != want:
+    raise ArgumentError(
+      f"cam: head_weights: expected (channels, classes) = {want} for this layer and "
+      f"model; got {w.shape}."
+    )
+  return w
+
+
 def _perturbation_maps(
-  r: Request, i: int, weights_fn, output, a, a_layer, targets, batch_size, top_n, key
+  r: Request,
+  i: int,
+  weights_fn,
+  output,
+  a,
+  a_layer,
+  targets,
+  batch_size,
+  top_n,
+  key,
+  head_weights=None,
 ):
   """A perturbation method's ReLU'd maps (B, T, h, w) from `a` (B, h, w, K). Masking
   a channel of the head's input acts on `a_layer`, the activation in the layer's own
@@ -232,6 +275,17 @@ def _perturbation_maps(
     mask = to_layer(keep, a.shape)
     return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (a_layer * mask,))}), t)
 
+  back = (
+    (lambda g: g)
+    if r.reshape is None
+    else (
+      lambda g: jax.vjp(r.reshape, a_layer)[1](g)[0]  # the grid's layout is linear
+    )
+  )
+
+  def score_grid(grid, t):  # only traced by a method that reads the head
+    return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (back(grid),))}), t)
+
   def one_target(t):
     w = weights_fn(
       Perturbation(
@@ -244,6 +298,9 @@ def _perturbation_maps(
         top_n=top_n,
         score_raw=lambda x: target_fn(r.adapter(r.variables, r.from_last(x)), t),
         key=key,
+        score_grid=lambda grid: score_grid(grid, t),
+        head_weights=head_weights,
+        target=t,
       )
     )
     return weighted_sum(a, w)

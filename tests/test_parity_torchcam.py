@@ -62,3 +62,38 @@ def test_sscam_equals_torchcams_without_noise(twins):
   got = _ours(model, x, [1, 0], "sscam", num_samples=3, std=1e-6)
   assert want.max() > 0
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
+
+
+def test_cam_equals_torchcams_after_the_final_relu():
+  """The original CAM: torch-cam's ``CAM`` reads the fc layer's weights; ours finds
+  them in the program after the layer. torch-cam keeps negative values (no ReLU
+  before its min-max); ours applies the final ReLU every method here does."""
+  from tests import models
+  module, variables = models.init(models.GapNet)
+  p = jax.tree.map(np.asarray, variables["params"])
+  tnn = torch.nn
+  net = tnn.Sequential()
+  net.add_module("conv1", tnn.Conv2d(3, 4, 3, padding=1))
+  net.add_module("relu1", tnn.ReLU())
+  net.add_module("conv2", tnn.Conv2d(4, 6, 3, padding=1))
+  net.add_module("relu2", tnn.ReLU())
+  net.add_module("pool", tnn.AdaptiveAvgPool2d(1))
+  net.add_module("flat", tnn.Flatten())
+  net.add_module("fc", tnn.Linear(6, 3))
+  with torch.no_grad():
+    for i, name in ((0, "block1"), (2, "block2")):
+      net[i].weight.copy_(torch.from_numpy(p[name]["conv"]["kernel"].transpose(3, 2, 0, 1)
+                                           .copy()))
+      net[i].bias.copy_(torch.from_numpy(p[name]["conv"]["bias"].copy()))
+    net.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
+    net.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"].copy()))
+  net.eval()
+  x = np.asarray(jax.random.normal(jax.random.key(4), (2, 8, 8, 3)), np.float32)
+  with methods.CAM(net, target_layer="relu2", fc_layer="fc", input_shape=(3, 8, 8)) as ex:
+    scores = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    (theirs,) = ex(class_idx=[2, 0], scores=scores, normalized=False)
+  theirs = theirs.detach().numpy()
+  ours = gcj.cam(module.apply, variables, layer="block2", method="cam")(x, np.array([2, 0]))
+  assert np.abs(theirs).max() > 0 and (theirs < 0).any()  # a map with both signs
+  np.testing.assert_allclose(ours.cam_raw, np.maximum(theirs, 0), rtol=1e-5,
+                             atol=1e-6 * np.abs(theirs).max())

@@ -6,7 +6,8 @@ of one example to a map (h, w) before the final ReLU (any spatial rank:
 ``vmap`` and apply the ReLU. A perturbation method (``perturbation.py``: Score-CAM,
 Ablation-CAM) weighs the channels by extra forward passes. Adding a method is one
 function plus one :class:`Method` record below; the explainers dispatch through the
-record's ``kind``, never by name.
+record's ``kind``, never by name. ``head.py``: the original CAM, whose weights are
+the classifier's, found in the program of the model after the layer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gradcam_jax._methods.gradient import (
   randomcam_map,
   xgradcam_map,
 )
+from gradcam_jax._methods.head import cam
 from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
 
 __all__ = ["ALL_METHODS", "METHODS", "Method", "get_method"]
@@ -78,6 +80,7 @@ ALL_METHODS: dict[str, Method] = {
     Method("sscam", "perturbation", sscam, "Wang et al., arXiv:2006.14255 (2020)", True),
     Method("iscam", "perturbation", iscam, "Naidu et al., arXiv:2010.03023 (2020)"),
     Method("randomcam", "gradient", randomcam_map, "pytorch-grad-cam's RandomCAM", True),
+    Method("cam", "perturbation", cam, "Zhou et al., CVPR 2016"),
   )
 }
 

@@ -47,6 +47,10 @@ class Perturbation(NamedTuple):
     score_raw: ``(B, H, W, C) images -> (B,)`` the target function's own scores of
       other images (the logit by default: torch-cam's methods score that).
     key: a PRNG key for a method that draws at random (None otherwise).
+    score_grid: ``activation (B, *s, K) -> (B,)`` target scores of the model after
+      the layer on a channels-last activation (the original CAM reads its head).
+    head_weights: (K, classes) the classifier's weights when the user gave them.
+    target: (B,) the targets' indices (None for a target function without them).
   """
 
   images: jax.Array
@@ -58,6 +62,9 @@ class Perturbation(NamedTuple):
   top_n: int | None
   score_raw: Callable | None = None
   key: jax.Array | None = None
+  score_grid: Callable | None = None
+  head_weights: jax.Array | None = None
+  target: jax.Array | None = None
 
 
 def _over_channels(
