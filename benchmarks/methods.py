@@ -9,6 +9,11 @@ channels of layer4 cost 2048 forward passes per image.
     python benchmarks/methods.py --batches 2 8 --rounds 5 --json out.json
     python benchmarks/methods.py --only forward gradcam guided_backprop saliency
 
+The original CAM (the fc layer's weights, found after the global average pool),
+Random-CAM and Deep Feature Factorization (5 concepts, 500 NMF updates) have rows
+too; IS-CAM and SS-CAM do not: 10 and 35 masked forwards per channel of layer4's
+2048, far beyond a CPU run.
+
 The pixel-space rows: saliency, input x gradient, deconvnet and Integrated
 Gradients with --ig-steps steps (32 by default), whose target is at most 1.5x the
 time of that many guided backprops (ig_x_guided in the JSON).
@@ -48,7 +53,8 @@ def main() -> None:
              "gradcam++", "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "ablationcam",
              f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam",
              "saliency", "input_x_gradient", "deconvnet",
-             f"integrated_gradients({args.ig_steps})"]
+             f"integrated_gradients({args.ig_steps})", "cam", "randomcam",
+             "feature_factorization"]
   if args.only:
     methods = [m for m in methods if m in args.only or m.split("(")[0] in args.only]
 
@@ -63,6 +69,11 @@ def main() -> None:
       return jax.jit(getattr(gcj, name)(model.apply))
     if name.startswith("integrated_gradients"):
       return jax.jit(gcj.integrated_gradients(model.apply, steps=args.ig_steps))
+    if name == "randomcam":  # keyed: its weights are drawn from the key
+      explain = gcj.cam(model.apply, method="randomcam", layer="layer4")
+      return jax.jit(lambda v, x: explain(v, x, key=jax.random.key(0)))
+    if name == "feature_factorization":  # 5 concepts, 500 NMF updates
+      return jax.jit(gcj.feature_factorization(model.apply, layer="layer4"))
     if name.startswith("scorecam"):
       return jax.jit(gcj.cam(model.apply, method="scorecam", layer="layer4",
                              top_n=args.scorecam_top_n, batch_size=args.chunk))

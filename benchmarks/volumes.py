@@ -88,10 +88,9 @@ def main() -> None:
     "forward": jax.jit(net.apply),
     "gradcam": jax.jit(gcj.gradcam(net.apply, layer="layer4")),
     "guided_gradcam": jax.jit(gcj.guided_gradcam(net.apply, layer="layer4")),
-    # context for Guided Grad-CAM: its guided half alone, and XLA's own input
-    # gradient through the same network (plain ReLUs, no fast rules)
+    # context for Guided Grad-CAM: its guided half alone (XLA's own input gradient
+    # through this network, gcj.saliency, takes minutes: its 7^3 stride-2 stem)
     "guided_backprop": jax.jit(gcj.guided_backprop(net.apply)),
-    "saliency": jax.jit(gcj.saliency(net.apply)),
   }
   first, times, *_ = interleaved(fns, lambda fn: jax.block_until_ready(fn(variables, x)),
                                  args.rounds)
