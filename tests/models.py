@@ -98,3 +98,23 @@ def images(batch=4, size=8, channels=3, seed=1):
 
 def assert_close(a, b, atol=1e-6, rtol=1e-6):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=rtol)
+
+
+def eqx_gap_net(key, features: int = 4, classes: int = 3):
+  """An Equinox CNN as Equinox writes them (one (C, H, W) image in): a 3x3 conv of
+  3 -> `features` channels, ReLU, global average pool, Linear."""
+  import equinox as eqx
+
+  class EqxGapNet(eqx.Module):
+    conv: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+
+    def __init__(self, key):
+      k1, k2 = jax.random.split(key)
+      self.conv = eqx.nn.Conv2d(3, features, 3, padding=1, key=k1)
+      self.fc = eqx.nn.Linear(features, classes, key=k2)
+
+    def __call__(self, x):
+      return self.fc(jax.nn.relu(self.conv(x)).mean((1, 2)))
+
+  return EqxGapNet(key)

@@ -140,25 +140,13 @@ def test_bad_layout_is_refused():
 def test_equinox_channels_first_needs_no_reshape():
   eqx = pytest.importorskip("equinox")
 
-  class Net(eqx.Module):
-    conv: eqx.nn.Conv2d
-    fc: eqx.nn.Linear
-
-    def __init__(self, key):
-      k1, k2 = jax.random.split(key)
-      self.conv = eqx.nn.Conv2d(3, 4, 3, padding=1, key=k1)
-      self.fc = eqx.nn.Linear(4, 3, key=k2)
-
-    def __call__(self, x):  # one (C, H, W) image, as Equinox writes them
-      return self.fc(jax.nn.relu(self.conv(x)).mean((1, 2)))
-
   class TakesHWC(eqx.Module):  # the documented way so far: NHWC images, transposed
-    net: Net
+    net: eqx.Module
 
     def __call__(self, x):
       return self.net(jnp.transpose(x, (2, 0, 1)))
 
-  net = Net(jax.random.key(0))
+  net = models.eqx_gap_net(jax.random.key(0))
   x = models.images(2)
   declared = gcj.guided_gradcam(net, layer=lambda m: m.conv, image_layout="NCHW")(
       _nchw(x))

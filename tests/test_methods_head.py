@@ -65,19 +65,7 @@ def test_nnx():
 def test_equinox_channels_first():
   eqx = pytest.importorskip("equinox")
 
-  class Net(eqx.Module):
-    conv: eqx.nn.Conv2d
-    fc: eqx.nn.Linear
-
-    def __init__(self, key):
-      k1, k2 = jax.random.split(key)
-      self.conv = eqx.nn.Conv2d(3, 5, 3, padding=1, key=k1)
-      self.fc = eqx.nn.Linear(5, 3, key=k2)
-
-    def __call__(self, x):  # one (C, H, W) image
-      return self.fc(jax.nn.relu(self.conv(x)).mean(axis=(1, 2)))
-
-  net = Net(jax.random.key(1))
+  net = models.eqx_gap_net(jax.random.key(1), features=5)
   x = jnp.transpose(X, (0, 3, 1, 2))
   # the layer is the ReLU's output: a selector of a function of the conv is not
   # possible in Equinox, so CAM reads the conv (its head: ReLU, pool, dense) and
