@@ -76,6 +76,7 @@ from gradcam_jax._targets import class_logit
 from gradcam_jax._targets import class_probability
 from gradcam_jax._targets import detection_target
 from gradcam_jax._targets import embedding_target
+from gradcam_jax._targets import finer_target
 from gradcam_jax._targets import segmentation_target
 
 __version__ = "0.1.0"
@@ -118,6 +119,7 @@ __all__ = (
   "class_probability",
   "detection_target",
   "embedding_target",
+  "finer_target",
   "gradcam",
   "guided",
   "guided_backprop",

@@ -58,6 +58,14 @@ def _gradient_maps(map_fn, a, das, key=None):
   return jax.nn.relu(batch_first(raw))
 
 
+def _target_of(record, target):
+  """The explainer's target function: the one given, else the method's own (FinerCAM
+  compares with the most similar classes), else the class logit."""
+  if target is class_logit and record.target is not None:
+    return record.target
+  return target
+
+
 def _check_key(record, key, where: str):
   """A keyed method needs a key; the others take none (the Explainer says so)."""
   if record.keyed and key is None:
@@ -111,7 +119,8 @@ def cam(
       ``"xgradcam"``, ``"gradcam++"``, ``"layercam"``, ``"eigencam"``,
       ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
       ``"sscam"``, ``"iscam"``, ``"randomcam"``, ``"cam"`` (the original CAM: the
-      classifier's weights after a global average pool); a :class:`Method` record (one of
+      classifier's weights after a global average pool), ``"finercam"`` (Grad-CAM of
+      :func:`finer_target`); a :class:`Method` record (one of
       ``ALL_METHODS`` with other options, e.g.
       ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
       num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any
@@ -173,6 +182,7 @@ def cam(
   check_layout(image_layout)
   adapter, params, layer = adapt(apply_fn, params, layer)
   record = get_method(method, where="cam")
+  target = _target_of(record, target)
   perturbation = record.kind == "perturbation"
   if head_weights is not None and record.name != "cam":
     raise ArgumentError(
@@ -429,6 +439,7 @@ def guided_gradcam(
   check_layout(image_layout)
   adapter, params, layer = adapt(apply_fn, params, layer)
   record = get_method(method, kinds=("gradient",), where="guided_gradcam")
+  target = _target_of(record, target)
 
   def guided_gradcam_explain(params, images, targets=None, *, key=None):
     _check_key(record, key, "guided_gradcam")

@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradcam_jax._errors import TargetError
+from gradcam_jax._errors import ArgumentError, TargetError
 
 __all__ = [
   "class_logit",
   "class_probability",
+  "finer_target",
   "default_targets",
   "check_targets",
   "score_cotangent",
@@ -232,6 +233,53 @@ def detection_target(box_index) -> TargetFn:
     return jnp.sum(per_box * _one_hot(targets, scores.shape[-1], scores.dtype), axis=-1)
 
   return target_fn
+
+
+def finer_target(alpha: float = 1.0, comparison=(1, 2, 3)) -> TargetFn:
+  """Finer-CAM's target: each image's target logit against the classes most similar
+  to it, ``sum_j p_j (y_t - alpha * y_j) / (sum_j p_j + 1e-9)``, where the j are the
+  classes at ranks `comparison` when all classes are sorted by ``|y_j - y_t|`` (rank
+  0 is the target itself) and p is the softmax of the output; ranks past the last
+  class are dropped. pytorch-grad-cam's ``FinerWeightedTarget`` and its defaults
+  (alpha 1, ranks 1, 2, 3); the gradient flows through p as there. ``method=
+  "finercam"`` is Grad-CAM with this target.
+
+  Example:
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> y = jnp.array([[4.0, 3.0, 0.0]])  # class 1 is the one most like class 0
+    >>> gcj.finer_target(comparison=(1,))(y, jnp.array([0]))  # 4 - 3
+    Array([1.], dtype=float32)
+
+  References:
+    Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for
+    Visual Explanation", CVPR 2025.
+  """
+  ranks = tuple(comparison)
+  if not ranks or not all(
+    isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks
+  ):
+    raise ArgumentError(
+      f"finer_target: comparison: expected ranks >= 1 of the classes most similar to "
+      f"the target (rank 0 is the target itself), e.g. (1, 2, 3); got {comparison!r}."
+    )
+
+  def finer(output, targets):
+    y = _logits(output, "finer_target").astype(jnp.float32)
+    kept = [r for r in ranks if r < y.shape[-1]]
+    if not kept:
+      raise ArgumentError(
+        f"finer_target: comparison: ranks {ranks} all exceed the output's "
+        f"{y.shape[-1]} classes."
+      )
+    t = jnp.asarray(targets).astype(jnp.int32)[:, None]
+    y_t = jnp.take_along_axis(y, t, axis=-1)  # (B, 1)
+    order = jnp.argsort(jnp.abs(y - jax.lax.stop_gradient(y_t)), axis=-1)
+    similar = order[:, jnp.array(kept)]  # (B, R)
+    p = jnp.take_along_axis(jax.nn.softmax(y, axis=-1), similar, axis=-1)
+    y_j = jnp.take_along_axis(y, similar, axis=-1)
+    return jnp.sum(p * (y_t - alpha * y_j), axis=-1) / (jnp.sum(p, axis=-1) + 1e-9)
+
+  return finer
 
 
 def embedding_target(reference) -> TargetFn:

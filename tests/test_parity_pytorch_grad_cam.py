@@ -129,3 +129,35 @@ def test_feature_factorization_matches_pytorch_grad_cams_dff():
   fc = variables["params"]["fc"]
   head = np.asarray(ours.concepts).T @ np.asarray(fc["kernel"]) + np.asarray(fc["bias"])
   np.testing.assert_allclose(ours.scores, head, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.6])
+def test_finercam_raw_maps_equal_pytorch_grad_cams(monkeypatch, alpha):
+  """FinerCAM: Grad-CAM of the target's logit against its most similar classes
+  (softmax-weighted), on a 2-D network of 5 classes with pytorch-grad-cam's default
+  comparison ranks (1, 2, 3) and the predicted class as the main one."""
+  pgc, base, _ = _import_pytorch_grad_cam()
+  finer = importlib.import_module("pytorch_grad_cam.finer_cam")
+  from tests.torch_reference import TorchNet
+  module = media_models.Net(2, classes=5)
+  variables = module.init(jax.random.key(8), np.zeros((1, 8, 8, 3), np.float32))
+  x = np.asarray(jax.random.normal(jax.random.key(6), (3, 8, 8, 3)), np.float32)
+  net = TorchNet(variables).eval()
+  raw = []
+  real = base.scale_cam_image
+
+  def keep(cam, target_size=None):
+    if target_size is not None:
+      raw.append(np.array(cam))
+    return real(cam, target_size)
+
+  monkeypatch.setattr(base, "scale_cam_image", keep)
+  with finer.FinerCAM(net, target_layers=[net.conv2]) as cam:
+    cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), alpha=alpha)
+  options = {} if alpha == 1.0 else {"target": gcj.finer_target(alpha=alpha)}
+  ours = gcj.cam(module.apply, variables, layer="conv2", method="finercam", **options)(x)
+  assert raw[0].max() > 0
+  np.testing.assert_allclose(np.asarray(ours.cam_raw), raw[0], rtol=1e-4,
+                             atol=1e-6 * raw[0].max())
+  plain = gcj.cam(module.apply, variables, layer="conv2")(x)  # the target matters
+  assert not np.allclose(np.asarray(plain.cam_raw), raw[0], rtol=1e-2)

@@ -4,6 +4,7 @@ embedding targets, by hand."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradcam_jax as gcj
 from tests import models
@@ -44,3 +45,24 @@ def test_detection_and_embedding_targets():
   out = gcj.gradcam(model.apply, variables, target=gcj.embedding_target(jnp.ones(4)))(
       models.images(2))
   assert out.targets is None and out.cam.shape == (2, 8, 8)
+
+
+def test_finer_target_by_hand():
+  """sum_j p_j (y_t - alpha y_j) / (sum_j p_j + 1e-9) over the classes at ranks
+  (1, 2, 3) of |y_j - y_t|, p the softmax; ranks past the classes dropped."""
+  y = np.array([[2.0, 0.5, 1.9, -1.0, 2.4], [0.0, 3.0, 1.0, 2.5, -2.0]], np.float32)
+  t = np.array([0, 3])
+  for alpha, ranks in ((1.0, (1, 2, 3)), (0.3, (1,)), (2.0, (2, 4, 9))):
+    got = np.asarray(gcj.finer_target(alpha=alpha, comparison=ranks)(jnp.asarray(y),
+                                                                     jnp.asarray(t)))
+    p = np.exp(y) / np.exp(y).sum(1, keepdims=True)
+    for b in range(2):
+      order = np.argsort(np.abs(y[b] - y[b, t[b]]), kind="stable")
+      js = [order[r] for r in ranks if r < 5]
+      want = sum(p[b, j] * (y[b, t[b]] - alpha * y[b, j]) for j in js) / (
+        sum(p[b, j] for j in js) + 1e-9)
+      np.testing.assert_allclose(got[b], want, rtol=1e-5)
+  with pytest.raises(gcj.ArgumentError, match="comparison: expected ranks >= 1"):
+    gcj.finer_target(comparison=(0, 1))
+  with pytest.raises(gcj.ArgumentError, match="all exceed the output's 5 classes"):
+    gcj.finer_target(comparison=(7,))(jnp.asarray(y), jnp.asarray(t))

@@ -30,6 +30,7 @@ from gradcam_jax._methods.gradient import (
   xgradcam_map,
 )
 from gradcam_jax._methods.head import cam
+from gradcam_jax._targets import finer_target
 from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
 
 __all__ = ["ALL_METHODS", "METHODS", "Method", "get_method"]
@@ -48,6 +49,8 @@ class Method(NamedTuple):
     keyed: whether it draws at random: ``fn`` then takes a PRNG key (a gradient
       method as ``map(A, dA, key)``; a perturbation method as ``Perturbation.key``)
       and the explainer is called with ``key=``.
+    target: the target function the method explains by default (None: the
+      explainer's, the class logit); a ``target=`` given to the explainer wins.
   """
 
   name: str
@@ -55,6 +58,7 @@ class Method(NamedTuple):
   fn: Callable
   paper: str
   keyed: bool = False
+  target: Callable | None = None
 
 
 ALL_METHODS: dict[str, Method] = {
@@ -81,6 +85,9 @@ ALL_METHODS: dict[str, Method] = {
     Method("iscam", "perturbation", iscam, "Naidu et al., arXiv:2010.03023 (2020)"),
     Method("randomcam", "gradient", randomcam_map, "pytorch-grad-cam's RandomCAM", True),
     Method("cam", "perturbation", cam, "Zhou et al., CVPR 2016"),
+    Method(
+      "finercam", "gradient", gradcam_map, "Zhang et al., CVPR 2025", target=finer_target()
+    ),
   )
 }
 
