@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import versions, write_json  # noqa: E402
 
-METHODS = ["gradcam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
+METHODS = ["gradcam", "finercam", "shapleycam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
            "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "scorecam",
            "ablationcam", "iscam", "sscam", "randomcam"]
 OTHERS = ["guided_backprop", "input_gradient", "random", "centre_gaussian"]

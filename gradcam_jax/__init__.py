@@ -77,6 +77,7 @@ from gradcam_jax._targets import class_probability
 from gradcam_jax._targets import detection_target
 from gradcam_jax._targets import embedding_target
 from gradcam_jax._targets import finer_target
+from gradcam_jax._targets import rest_target
 from gradcam_jax._targets import segmentation_target
 
 __version__ = "0.1.0"
@@ -120,6 +121,7 @@ __all__ = (
   "detection_target",
   "embedding_target",
   "finer_target",
+  "rest_target",
   "gradcam",
   "guided",
   "guided_backprop",

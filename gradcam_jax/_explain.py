@@ -120,7 +120,7 @@ def cam(
       ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
       ``"sscam"``, ``"iscam"``, ``"randomcam"``, ``"cam"`` (the original CAM: the
       classifier's weights after a global average pool), ``"finercam"`` (Grad-CAM of
-      :func:`finer_target`); a :class:`Method` record (one of
+      :func:`finer_target`), ``"shapleycam"``; a :class:`Method` record (one of
       ``ALL_METHODS`` with other options, e.g.
       ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
       num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any

@@ -23,13 +23,13 @@ __all__ = ["Factorization", "feature_factorization", "nmf"]
 
 
 class Factorization(NamedTuple):
-  """Deep Feature Factorization of a batch (channels-last shapes; (B, *S) inputs).
+  """Deep Feature Factorization of a batch (channels-last shapes; ``(B, *S)`` inputs).
 
   Attributes:
     concepts: (K, n) the concepts: each a vector over the layer's K channels.
-    maps: (B, n, *S) where each concept lies in each image, at input size, each map
+    maps: ``(B, n, *S)`` where each concept lies in each image, at input size, each map
       min-max normalised to [0, 1].
-    maps_raw: (B, n, *s) the same at the layer's resolution, as factorised.
+    maps_raw: ``(B, n, *s)`` the same at the layer's resolution, as factorised.
     scores: (n, classes) each concept's scores: the model after the layer run on an
       activation holding the concept at every position (for a global-average-pool
       and dense head: the dense layer applied to the concept).

@@ -20,6 +20,7 @@ __all__ = [
   "class_logit",
   "class_probability",
   "finer_target",
+  "rest_target",
   "default_targets",
   "check_targets",
   "score_cotangent",
@@ -233,6 +234,25 @@ def detection_target(box_index) -> TargetFn:
     return jnp.sum(per_box * _one_hot(targets, scores.shape[-1], scores.dtype), axis=-1)
 
   return target_fn
+
+
+def rest_target(output: jax.Array, targets: jax.Array) -> jax.Array:
+  """ReST: the target's logit minus its cross-entropy, ``y_t + log_softmax(y)_t``: a
+  score that reads the logit and the softmax together, with curvature where the
+  logit has none (pytorch-grad-cam's ``ClassifierOutputReST``, proposed with
+  ShapleyCAM).
+
+  Example:
+    >>> import jax.numpy as jnp, gradcam_jax as gcj
+    >>> gcj.rest_target(jnp.array([[0.0, 0.0]]), jnp.array([1]))  # 0 + log(1/2)
+    Array([-0.6931472], dtype=float32)
+
+  References:
+    Cai, "CAMs as Shapley Value-based Explainers", arXiv:2501.06261, 2025.
+  """
+  y = _logits(output, "rest_target").astype(jnp.float32)
+  hot = _one_hot(targets, y.shape[-1], y.dtype)
+  return jnp.sum(y * hot, axis=-1) + jnp.sum(jax.nn.log_softmax(y, axis=-1) * hot, axis=-1)
 
 
 def finer_target(alpha: float = 1.0, comparison=(1, 2, 3)) -> TargetFn:

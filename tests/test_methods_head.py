@@ -133,3 +133,35 @@ def test_other_heads_are_named_errors_and_head_weights_override():
     gcj.cam(module.apply, variables, layer="block", method="cam", head_weights=w.T)(X, T)
   with pytest.raises(gcj.ArgumentError, match="only method 'cam'"):
     gcj.cam(module.apply, variables, method="gradcam", head_weights=w)
+
+
+def test_shapleycam_by_hand_on_a_quadratic_head():
+  """Head y_t = sum_k C_kt m_k^2 (m_k the spatial mean of A_k, N positions): g =
+  2 C_kt m_k / N at every position and H A = 2 C_kt m_k / N too (y is quadratic in A),
+  so the weights mean(g - H A / 2) are C_kt m_k / N."""
+  rng = np.random.default_rng(2)
+  params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+            "c": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+
+  def features(p, x):
+    return jax.nn.relu(jnp.einsum("bhwc,ck->bhwk", x, p["w"]))
+
+  def head(p, a):
+    return (a.mean(axis=(1, 2)) ** 2) @ p["c"]
+
+  split = gcj.Split(features, head)
+  got = gcj.cam(split, params, method="shapleycam")(X, T)
+  a = np.asarray(features(params, X), np.float64)
+  m = a.mean(axis=(1, 2))  # (B, K)
+  n = a.shape[1] * a.shape[2]
+  weights = np.asarray(params["c"], np.float64)[:, np.asarray(T)].T * m / n  # (B, K)
+  want = np.maximum(np.einsum("bhwk,bk->bhw", a, weights), 0)
+  assert want.max() > 0
+  assert_close(got.cam_raw, want, atol=1e-6, rtol=1e-4)
+  # a linear head has no curvature: ShapleyCAM is Grad-CAM there
+  module, variables = models.init(models.GapNet)
+  shap = gcj.cam(module.apply, variables, layer="block2", method="shapleycam")(X, T)
+  grad = gcj.gradcam(module.apply, variables, layer="block2")(X, T)
+  assert_close(shap.cam_raw, grad.cam_raw, atol=1e-6)
+  with pytest.raises(gcj.MethodError, match="second derivative"):
+    gcj.guided_gradcam(module.apply, variables, method="shapleycam")

@@ -161,3 +161,37 @@ def test_finercam_raw_maps_equal_pytorch_grad_cams(monkeypatch, alpha):
                              atol=1e-6 * raw[0].max())
   plain = gcj.cam(module.apply, variables, layer="conv2")(x)  # the target matters
   assert not np.allclose(np.asarray(plain.cam_raw), raw[0], rtol=1e-2)
+
+
+@pytest.mark.parametrize("rest", [False, True])
+def test_shapleycam_raw_maps_equal_pytorch_grad_cams(monkeypatch, rest):
+  """ShapleyCAM (gradient minus half the Hessian-vector product along the
+  activation) with the logit and with the ReST target, on a 2-D network."""
+  pgc, base, targets = _import_pytorch_grad_cam()
+  from tests.torch_reference import TorchNet
+  module = media_models.Net(2, classes=5)
+  variables = module.init(jax.random.key(9), np.zeros((1, 8, 8, 3), np.float32))
+  x = np.asarray(jax.random.normal(jax.random.key(10), (3, 8, 8, 3)), np.float32)
+  t = np.array([4, 0, 2])
+  net = TorchNet(variables).eval()
+  raw = []
+  real = base.scale_cam_image
+
+  def keep(cam, target_size=None):
+    if target_size is not None:
+      raw.append(np.array(cam))
+    return real(cam, target_size)
+
+  monkeypatch.setattr(base, "scale_cam_image", keep)
+  kind = targets.ClassifierOutputReST if rest else targets.ClassifierOutputTarget
+  with pgc.ShapleyCAM(net, target_layers=[net.conv2]) as cam:
+    cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), [kind(int(c)) for c in t])
+  options = {"target": gcj.rest_target} if rest else {}
+  ours = gcj.cam(module.apply, variables, layer="conv2", method="shapleycam",
+                 **options)(x, t)
+  assert raw[0].max() > 0
+  if rest:  # the Hessian term is exercised: Grad-CAM of the same target differs
+    plain = gcj.cam(module.apply, variables, layer="conv2", **options)(x, t)
+    assert not np.allclose(np.asarray(plain.cam_raw), raw[0], rtol=1e-3)
+  np.testing.assert_allclose(np.asarray(ours.cam_raw), raw[0], rtol=1e-4,
+                             atol=1e-5 * raw[0].max())

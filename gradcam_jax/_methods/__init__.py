@@ -7,7 +7,8 @@ of one example to a map (h, w) before the final ReLU (any spatial rank:
 Ablation-CAM) weighs the channels by extra forward passes. Adding a method is one
 function plus one :class:`Method` record below; the explainers dispatch through the
 record's ``kind``, never by name. ``head.py``: the original CAM, whose weights are
-the classifier's, found in the program of the model after the layer.
+the classifier's, found in the program of the model after the layer, and ShapleyCAM,
+which needs that part's second derivative.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gradcam_jax._methods.gradient import (
   randomcam_map,
   xgradcam_map,
 )
-from gradcam_jax._methods.head import cam
+from gradcam_jax._methods.head import cam, shapleycam
 from gradcam_jax._targets import finer_target
 from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
 
@@ -85,6 +86,7 @@ ALL_METHODS: dict[str, Method] = {
     Method("iscam", "perturbation", iscam, "Naidu et al., arXiv:2010.03023 (2020)"),
     Method("randomcam", "gradient", randomcam_map, "pytorch-grad-cam's RandomCAM", True),
     Method("cam", "perturbation", cam, "Zhou et al., CVPR 2016"),
+    Method("shapleycam", "perturbation", shapleycam, "Cai, arXiv:2501.06261 (2025)"),
     Method(
       "finercam", "gradient", gradcam_map, "Zhang et al., CVPR 2025", target=finer_target()
     ),
@@ -97,7 +99,8 @@ METHODS: dict[str, MapFn] = {
 }
 
 _WHY_NOT = {
-  "perturbation": "it weighs channels by extra forward passes, not by the gradient "
+  "perturbation": "it weighs channels by running the model after the layer again "
+  "(masked passes, its weights or its second derivative), not by the gradient "
   "this explainer computes; use gcj.cam(..., method={name!r}) for its "
   "map (times gcj.guided_backprop for the guided product, as "
   "gradcam-jax explain --method {name} does)",

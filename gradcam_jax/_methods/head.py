@@ -1,5 +1,6 @@
-"""The original CAM (Zhou et al. 2016): the classifier's own weights on globally
-pooled features, ``CAM_c = sum_k W_kc A_k``.
+"""Methods that read the model after the layer: the original CAM (Zhou et al.
+2016), the classifier's own weights on globally pooled features,
+``CAM_c = sum_k W_kc A_k``; and ShapleyCAM, which needs the head's second derivative.
 
 The weights are found from the model itself, whatever framework it is written in:
 the program of the model after the layer (a jaxpr) must reduce the activation over
@@ -20,7 +21,7 @@ from jax.extend import core as jcore
 
 from gradcam_jax._errors import MethodError
 
-__all__ = ["cam", "cam_weights"]
+__all__ = ["cam", "cam_weights", "shapleycam"]
 
 # Operations through which the activation may pass before it is pooled (its axes
 # permuted or its dtype changed, nothing mixed).
@@ -195,3 +196,22 @@ def cam(p) -> jax.Array:
   if p.head_weights is not None:
     return jnp.take(jnp.asarray(p.head_weights, jnp.float32), p.target, axis=1).T
   return cam_weights(p.score_grid, p.a)
+
+
+def shapleycam(p) -> jax.Array:
+  """ShapleyCAM's channel weights (B, K): the spatial mean of ``g - H A / 2``, with g
+  the target score's gradient with respect to the activation and ``H A`` its
+  Hessian-vector product along the activation itself (a forward-over-reverse
+  derivative of the model after the layer), as pytorch-grad-cam's ``ShapleyCAM``.
+  The target must be twice differentiable; with the plain logit of a ReLU network
+  the Hessian term vanishes almost everywhere and the map is Grad-CAM's (use
+  :func:`gradcam_jax.rest_target` for one that reads the softmax too).
+
+  References:
+    Cai, "CAMs as Shapley Value-based Explainers", arXiv:2501.06261, 2025.
+  """
+  space = tuple(range(1, p.a.ndim - 1))
+  grad = jax.grad(lambda act: jnp.sum(p.score_grid(act)))  # examples are separate
+  a = p.a.astype(jnp.float32)
+  g, hvp = jax.jvp(grad, (a,), (a,))
+  return jnp.mean(g - 0.5 * hvp, axis=space)
