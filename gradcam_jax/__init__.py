@@ -7,7 +7,8 @@
 The tree says who each part is for. The library is this namespace (``gcj.*``) and
 the private modules beside it; data flows one way through them: ``_adapters/`` (one
 class per framework behind one protocol) -> ``_request`` (one call's images,
-targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers; ``_pixel``, the pixel-space ones;
+targets and layers, checked; the scores' pullback) -> ``_explain`` (the explainers; ``_perturbation_maps``, the run of the methods
+that read the model after the layer; ``_pixel``, the pixel-space ones;
 ``_factorization``, Deep Feature Factorization)
 -> ``_methods/`` (one record per CAM method) -> ``_postprocess`` -> ``_result``
 (the Explanation). Beside that flow: ``_layers`` (naming and listing layers),

@@ -75,6 +75,21 @@ def _import_pytorch_grad_cam():
   return pgc, base, targets
 
 
+def _raw_maps(monkeypatch, base) -> list:
+  """pytorch-grad-cam's per-layer maps as they reach its resize (ReLU'd, before
+  ``scale_cam_image`` resizes and normalises them), appended to the list returned."""
+  raw = []
+  real = base.scale_cam_image
+
+  def keep(cam, target_size=None):
+    if target_size is not None:  # the per-layer call, not the final aggregation
+      raw.append(np.array(cam))
+    return real(cam, target_size)
+
+  monkeypatch.setattr(base, "scale_cam_image", keep)
+  return raw
+
+
 def test_3d_gradcam_raw_maps_equal_pytorch_grad_cams(monkeypatch):
   pgc, base, targets = _import_pytorch_grad_cam()
   model = media_models.video()  # a (4, 16, 16) clip of 3 channels: a 3-D CNN
@@ -86,15 +101,7 @@ def test_3d_gradcam_raw_maps_equal_pytorch_grad_cams(monkeypatch):
     x, np.array([0, 2]))
   np.testing.assert_allclose(ours.logits, want_logits, atol=1e-5)  # one network
 
-  raw = []
-  real = base.scale_cam_image
-
-  def keep(cam, target_size=None):
-    if target_size is not None:  # the per-layer call: the ReLU'd map, before resizing
-      raw.append(np.array(cam))
-    return real(cam, target_size)
-
-  monkeypatch.setattr(base, "scale_cam_image", keep)
+  raw = _raw_maps(monkeypatch, base)
   with pgc.GradCAM(model=net, target_layers=[net.conv2]) as cam:
     resized = cam(torch.from_numpy(x.transpose(0, 4, 1, 2, 3)),
                   [targets.ClassifierOutputTarget(0), targets.ClassifierOutputTarget(2)])
@@ -143,15 +150,7 @@ def test_finercam_raw_maps_equal_pytorch_grad_cams(monkeypatch, alpha):
   variables = module.init(jax.random.key(8), np.zeros((1, 8, 8, 3), np.float32))
   x = np.asarray(jax.random.normal(jax.random.key(6), (3, 8, 8, 3)), np.float32)
   net = TorchNet(variables).eval()
-  raw = []
-  real = base.scale_cam_image
-
-  def keep(cam, target_size=None):
-    if target_size is not None:
-      raw.append(np.array(cam))
-    return real(cam, target_size)
-
-  monkeypatch.setattr(base, "scale_cam_image", keep)
+  raw = _raw_maps(monkeypatch, base)
   with finer.FinerCAM(net, target_layers=[net.conv2]) as cam:
     cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), alpha=alpha)
   options = {} if alpha == 1.0 else {"target": gcj.finer_target(alpha=alpha)}
@@ -174,15 +173,7 @@ def test_shapleycam_raw_maps_equal_pytorch_grad_cams(monkeypatch, rest):
   x = np.asarray(jax.random.normal(jax.random.key(10), (3, 8, 8, 3)), np.float32)
   t = np.array([4, 0, 2])
   net = TorchNet(variables).eval()
-  raw = []
-  real = base.scale_cam_image
-
-  def keep(cam, target_size=None):
-    if target_size is not None:
-      raw.append(np.array(cam))
-    return real(cam, target_size)
-
-  monkeypatch.setattr(base, "scale_cam_image", keep)
+  raw = _raw_maps(monkeypatch, base)
   kind = targets.ClassifierOutputReST if rest else targets.ClassifierOutputTarget
   with pgc.ShapleyCAM(net, target_layers=[net.conv2]) as cam:
     cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), [kind(int(c)) for c in t])
