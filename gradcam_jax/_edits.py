@@ -26,9 +26,18 @@ class Edit(NamedTuple):
 
   fn: Callable
   operands: tuple = ()
+  # fn(A, A0, *operands): A0 is the layer's output for an all-zero input (batch 1),
+  # its constant term (a convolution's bias; a batch normalisation's
+  # beta - mean * gamma / sqrt(var + eps) in inference), which FullGrad weighs
+  with_zero: bool = False
 
   def __call__(self, a):
     return self.fn(a, *self.operands)
+
+  def bind_zero(self, a0) -> "Edit":
+    """This edit with the layer's output on zeros `a0` bound as its second argument."""
+    fn = self.fn
+    return Edit(lambda a, *ops: fn(a, a0, *ops), self.operands)
 
   def lane(self, i) -> Callable:
     """The edit of example `i` alone, for an unbatched activation."""

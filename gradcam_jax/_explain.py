@@ -14,6 +14,7 @@ unless (B, T) targets were given.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import jax
@@ -71,6 +72,26 @@ def _check_key(record, key, where: str):
     raise ArgumentError(
       f"{where}(method={record.name!r}): this method draws at random; expected a PRNG "
       "key, e.g. explain(images, key=jax.random.key(0)); got none."
+    )
+
+
+def _check_whole_model(record, layer, reshape) -> None:
+  """A method of the whole model (FullGrad) uses no target layer: one given is
+  ignored with a warning, as pytorch-grad-cam ignores its ``target_layers``, so a loop
+  over every method with one layer runs; a reshape, which would apply to nothing, is
+  an error."""
+  if reshape is not None:
+    raise ArgumentError(
+      f"cam(method={record.name!r}): reshape: this method reads every convolution and "
+      f"batch normalisation of the model on the images' grid; expected reshape=None; "
+      f"got {reshape!r}."
+    )
+  if layer is not None:
+    warnings.warn(
+      f"cam(method={record.name!r}): layer={layer!r} is ignored: this method sums the "
+      "bias gradients of every convolution and batch normalisation (pass layer=None "
+      "to say so)",
+      stacklevel=3,
     )
 
 
@@ -173,8 +194,13 @@ def cam(
   check_count("batch_size", batch_size, allow_none=True)
   check_count("top_n", top_n, allow_none=True)
   check_layout(image_layout)
-  adapter, params, layer = adapt(apply_fn, params, layer)
   record = get_method(method, where="cam")
+  whole = record.kind == "model"  # FullGrad: every layer, none chosen
+  if whole:
+    _check_whole_model(record, layer, reshape)
+    adapter, params = pick(apply_fn, params)
+  else:
+    adapter, params, layer = adapt(apply_fn, params, layer)
   target = _target_of(record, target)
   perturbation = record.kind == "perturbation"
   if head_weights is not None and record.name != "cam":
@@ -185,6 +211,10 @@ def cam(
 
   def cam_explain(params, images, targets=None, *, key=None):
     _check_key(record, key, "cam")
+    if whole:
+      r = Request(adapter, params, images, targets, False, None, image_layout, target)
+      output, targets, raw = record.fn(r)
+      return r.explanation(output, targets, cam=_at_input_size(raw, r.size, eps), cam_raw=raw)
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
     zeros = [r.zeros(i) for i in range(len(r.refs))]
     output, targets, cts, pullback = r.scores_vjp(

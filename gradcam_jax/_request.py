@@ -185,7 +185,11 @@ class Request:
     """Zeros shaped like activation `i`, varying over the same manual mesh axes as
     the images: under ``shard_map`` an unvarying zero would make the transpose sum
     its cotangent over devices, silently mixing examples."""
-    z = jnp.zeros(self.infos[i].shape, self.infos[i].dtype)
+    return self.zeros_for(self.infos[i])
+
+  def zeros_for(self, info: LayerInfo):
+    """:meth:`zeros` shaped like the activation of `info`, a layer of the model's."""
+    z = jnp.zeros(info.shape, info.dtype)
     axes = _varying_axes(self.images)
     return jax.lax.pcast(z, axes, to="varying") if axes else z
 

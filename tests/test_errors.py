@@ -180,9 +180,10 @@ def test_guided_gradcam_lists_only_the_methods_it_runs():
 
 def test_method_registry_is_consistent():
   assert set(gcj.ALL_METHODS) == set(gcj.METHODS) | {"scorecam", "ablationcam", "sscam",
-                                                     "iscam", "cam", "shapleycam"}
+                                                     "iscam", "cam", "shapleycam",
+                                                     "fullgrad"}
   for name, m in gcj.ALL_METHODS.items():
-    assert m.name == name and m.kind in ("gradient", "perturbation") and m.paper
+    assert m.name == name and m.kind in ("gradient", "perturbation", "model") and m.paper
     if m.kind == "gradient":
       assert gcj.METHODS[name] is m.fn
 

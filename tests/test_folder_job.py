@@ -199,7 +199,7 @@ ONE_DEVICE = jh.ONE_DEVICE
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [  # keyed methods are refused (tests/test_cli.py)
     m for m in sorted(gcj.METHODS) if not gcj.ALL_METHODS[m].keyed] + [
-    "scorecam", "ablationcam", "iscam", "shapleycam"])
+    "scorecam", "ablationcam", "iscam", "shapleycam", "fullgrad"])
 def test_every_method(tmp_path, model, method):
   image = jh.scenes(1)[0]
   jh.write_png(tmp_path / "in" / "a.png", image)
@@ -212,7 +212,8 @@ def test_every_method(tmp_path, model, method):
   (record,) = io.read_index(out)
   assert record["settings"]["method"] == method and set(record["outputs"]) == {"arrays"}
   npz = np.load(out / record["outputs"]["arrays"])
-  want = gcj.cam(model.apply_fn, model.variables, layer=model.layer, method=method)(
+  layer = None if method == "fullgrad" else model.layer  # FullGrad: every layer
+  want = gcj.cam(model.apply_fn, model.variables, layer=layer, method=method)(
       model.preprocess(image[None]))
   np.testing.assert_allclose(npz["cam"], want.cam[0], atol=2e-5)
   np.testing.assert_allclose(npz["guided_gradcam"],

@@ -186,3 +186,64 @@ def test_shapleycam_raw_maps_equal_pytorch_grad_cams(monkeypatch, rest):
     assert not np.allclose(np.asarray(plain.cam_raw), raw[0], rtol=1e-3)
   np.testing.assert_allclose(np.asarray(ours.cam_raw), raw[0], rtol=1e-4,
                              atol=1e-5 * raw[0].max())
+
+
+def _torch_fullgrad_net():
+  """``tests.test_methods_fullgrad.FullGradNet`` in PyTorch with its weights (ReLUs
+  not in place: an in-place ReLU after a hooked BatchNorm2d would change what
+  pytorch-grad-cam's hook reads)."""
+  from tests.test_methods_fullgrad import EPS, VARS
+  tnn = torch.nn
+  p, s = jax.tree.map(np.asarray, VARS["params"]), jax.tree.map(np.asarray,
+                                                                VARS["batch_stats"])
+
+  class Net(tnn.Module):
+    def __init__(self):
+      super().__init__()
+      self.c1 = tnn.Conv2d(3, 4, 3, padding=1)
+      self.bn1 = tnn.BatchNorm2d(4, eps=EPS)
+      self.c2 = tnn.Conv2d(4, 5, 3, padding=1, bias=False)
+      self.bn2 = tnn.BatchNorm2d(5, eps=EPS)
+      self.fc = tnn.Linear(5, 3)
+
+    def forward(self, x):
+      x = torch.max_pool2d(torch.relu(self.bn1(self.c1(x))), 2)
+      return self.fc(torch.relu(self.bn2(self.c2(x))).mean((2, 3)))
+
+  net = Net()
+  with torch.no_grad():
+    for name in ("c1", "c2"):
+      getattr(net, name).weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1).copy()))
+    net.c1.bias.copy_(torch.from_numpy(p["c1"]["bias"]))
+    for name in ("bn1", "bn2"):
+      bn = getattr(net, name)
+      bn.weight.copy_(torch.from_numpy(p[name]["scale"]))
+      bn.bias.copy_(torch.from_numpy(p[name]["bias"]))
+      bn.running_mean.copy_(torch.from_numpy(s[name]["mean"]))
+      bn.running_var.copy_(torch.from_numpy(s[name]["var"]))
+    net.fc.weight.copy_(torch.from_numpy(p["fc"]["kernel"].T.copy()))
+    net.fc.bias.copy_(torch.from_numpy(p["fc"]["bias"]))
+  return net.eval()
+
+
+def test_fullgrad_equals_pytorch_grad_cams(monkeypatch):
+  """FullGrad: the summed map before the final normalisation (captured where
+  pytorch-grad-cam aggregates it) and the normalised map, on a network with a biased
+  convolution, an unbiased one, two batch normalisations in inference and a pool."""
+  pgc, base, targets = _import_pytorch_grad_cam()
+  from tests.test_methods_fullgrad import LINEN, T, X
+  net = _torch_fullgrad_net()
+  x = torch.from_numpy(np.asarray(X).transpose(0, 3, 1, 2).copy())
+  ours = LINEN(X, T)
+  np.testing.assert_allclose(ours.logits, net(x).detach().numpy(), atol=1e-5)
+  fullgrad = importlib.import_module("pytorch_grad_cam.fullgrad_cam").FullGrad
+  summed = []
+  real = fullgrad.aggregate_multi_layers
+  monkeypatch.setattr(fullgrad, "aggregate_multi_layers",
+                      lambda self, cams: summed.append(cams[:, 0]) or real(self, cams))
+  with fullgrad(net, target_layers=[]) as cam:
+    theirs = cam(x, [targets.ClassifierOutputTarget(int(t)) for t in T])
+  assert summed[0].shape == ours.cam_raw.shape == (2, 8, 8) and summed[0].max() > 0
+  np.testing.assert_allclose(np.asarray(ours.cam_raw), summed[0], rtol=1e-4,
+                             atol=1e-5 * summed[0].max())
+  np.testing.assert_allclose(np.asarray(ours.cam), theirs, atol=1e-5)

@@ -110,7 +110,8 @@ def test_gradcam_at_each_iteration_equals_the_model_split_by_hand(framework, k):
 
 @pytest.mark.parametrize("framework", CASES)
 @pytest.mark.parametrize("method", [m for m in gcj.ALL_METHODS if m not in (
-    "gradcam", "cam")])  # the original CAM needs a pool and a dense head: convs follow
+    "gradcam", "cam", "fullgrad")])  # the original CAM needs a pool and a dense head:
+# convs follow; FullGrad has no target layer (refused in a scan: below)
 def test_every_method_at_a_middle_iteration(framework, method):
   """Iteration 1 of 3: a scan before the edited step and one after it."""
   model, params, arrays = CASES[framework]
@@ -184,3 +185,12 @@ def test_a_reversed_scan_is_refused_by_name():
   with pytest.raises(gcj.UnsupportedError, match=r"\['blocks'\]: inside a reversed scan"):
     gcj.gradcam(net.apply, v, layer="blocks@1")(X, T)
   assert np.isfinite(gcj.gradcam(net.apply, v, layer="stem")(X, T).cam).all()
+
+
+@pytest.mark.parametrize("framework", CASES)
+def test_fullgrad_refuses_convolutions_inside_a_scan(framework):
+  """FullGrad needs each layer's own bias; one conv standing for every iteration of a
+  scan is refused by name rather than counted once."""
+  model, params, _ = CASES[framework]
+  with pytest.raises(gcj.UnsupportedError, match="blocks/conv runs inside a loop"):
+    gcj.cam(model, params, method="fullgrad")(X, T)

@@ -7,11 +7,35 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Protocol, Sequence, Tuple
 
 from gradcam_jax._edits import Edit
-from gradcam_jax._errors import ModelError
+from gradcam_jax._errors import ModelError, UnsupportedError
 from gradcam_jax._layers import LayerInfo, LayerRef, first_array
 from gradcam_jax._loops import LoopEdit, mark
 
-__all__ = ["Adapter", "CallCounter", "EditsAt", "LayerEdits"]
+__all__ = [
+  "BIAS_TYPES",
+  "Adapter",
+  "CallCounter",
+  "EditsAt",
+  "LayerEdits",
+  "bias_layers_by_type",
+  "zero_input",
+]
+
+# FullGrad's layers (pytorch-grad-cam's Conv2d and BatchNorm2d) as the frameworks name
+# their classes: linen's and NNX's Conv and BatchNorm, Keras' ConvND and
+# BatchNormalization (Equinox finds its own by class: equinox.py)
+BIAS_TYPES = frozenset(
+  {
+    "Conv",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "BatchNormalization",
+  }
+)
 
 # what run_with_edits takes: each resolved layer (its call index set where the model
 # calls it several times) with the edit of its activation
@@ -65,8 +89,34 @@ class Adapter(Protocol):
     ...
 
   def run_with_edits(self, variables: Any, x: Any, edits: LayerEdits) -> Any:
-    """The model with each edit applied to the output of its layer's call."""
+    """The model with each edit applied to the output of its layer's call; an edit
+    ``with_zero`` also gets the layer's output for an all-zero input."""
     ...
+
+  def bias_layers(self, variables: Any, x: Any) -> tuple["Adapter", list[LayerInfo]]:
+    """Every call of a convolution or a batch normalisation in the model (FullGrad's
+    layers), in call order, and the adapter that reaches them."""
+    ...
+
+
+def bias_layers_by_type(adapter, variables, x) -> tuple[Any, list[LayerInfo]]:
+  """:meth:`Adapter.bias_layers` for an adapter that lists its layers with their
+  class names (:data:`BIAS_TYPES`)."""
+  infos, _ = adapter.list_layers(variables, x)
+  return adapter, [i for i in infos if i.module_type in BIAS_TYPES]
+
+
+def zero_input(layer: Callable, args: tuple, kwargs: dict, batched: bool = True):
+  """A thunk running ``layer`` on zeros shaped like its first argument (one example
+  of a batch when `batched`), the other arguments as they were: the layer's constant
+  term, for edits ``with_zero`` (None for a layer called without arguments)."""
+  import jax.numpy as jnp
+
+  if not args or not hasattr(args[0], "shape"):
+    return None
+  x = args[0]
+  shape = (1, *x.shape[1:]) if batched and x.ndim else x.shape
+  return lambda: layer(jnp.zeros(shape, x.dtype), *args[1:], **kwargs)
 
 
 def _on_first(fn, out):
@@ -120,10 +170,18 @@ class EditsAt:
     self._count = CallCounter()
     self._applied: list = []
 
-  def __call__(self, key: Hashable, out, lane: Any = None, in_loop: bool = False):
+  def __call__(
+    self,
+    key: Hashable,
+    out,
+    lane: Any = None,
+    in_loop: bool = False,
+    zero: Callable | None = None,
+  ):
     """`out` of this call of `key`, edited if wanted (`lane`: the example of an
     unbatched activation, for models run under ``vmap``; see :meth:`Edit.lane`;
-    `in_loop`: the call stands for every iteration of a loop)."""
+    `in_loop`: the call stands for every iteration of a loop; `zero`: runs the layer
+    again on an all-zero input, for edits ``with_zero``)."""
     if in_loop:
       return self._in_loop(key, out)
     index = self._count(key)
@@ -131,6 +189,14 @@ class EditsAt:
     if edit is None:
       return out
     self._applied.append((key, index))
+    if edit.with_zero:
+      if zero is None:
+        raise UnsupportedError(
+          f"layer {key!r}: this edit needs the layer's output for a zero input, and "
+          "the layer is not one the adapter can run by itself."
+        )
+      a0 = first_array(zero())
+      edit = edit.bind_zero(a0 if lane is None else a0[None])
     return _on_first(edit if lane is None else edit.lane(lane), out)
 
   def _in_loop(self, key: Any, out):

@@ -9,14 +9,16 @@ modified. Edits are applied lane by lane (:meth:`Edit.lane`).
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
+from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits, zero_input
 from gradcam_jax._errors import LayerNotFoundError, LayerSpecError
-from gradcam_jax._layers import LayerInfo, LayerRef
+from gradcam_jax._layers import LayerInfo, LayerRef, first_array
 
 __all__ = ["EquinoxModel"]
 
@@ -30,19 +32,34 @@ def _tap_class():
     hook: Callable = eqx.field(static=True)
 
     def __call__(self, *args, **kwargs):
-      return self.hook(self.name, self.inner(*args, **kwargs))
+      zero = zero_input(self.inner, args, kwargs, batched=False)
+      return self.hook(self.name, self.inner(*args, **kwargs), zero)
 
   return Tap
 
 
 def _with_taps(model, selectors, names, hook):
   """`model` with the submodule each selector picks wrapped in a tap that hands its
-  output to ``hook(name, output)``."""
+  output to ``hook(name, output, zero)`` (``zero()``: the submodule on zeros)."""
   import equinox as eqx
 
   tap = _tap_class()
   for selector, name in zip(selectors, names):
     model = eqx.tree_at(selector, model, replace_fn=lambda sub, n=name: tap(sub, n, hook))
+  return model
+
+
+def _follow(path, model):
+  """The node of `model` at a key path of ``jax.tree_util`` (a selector)."""
+  for key in path:
+    if isinstance(key, jax.tree_util.GetAttrKey):
+      model = getattr(model, key.name)
+    elif isinstance(key, jax.tree_util.SequenceKey):
+      model = model[key.idx]
+    elif isinstance(key, jax.tree_util.DictKey):
+      model = model[key.key]
+    else:
+      model = model[key.key]  # FlattenedIndexKey
   return model
 
 
@@ -148,9 +165,10 @@ class EquinoxModel:
     count = CallCounter()
 
     def traced(arrays, x):
-      def record(name, out):  # every call, numbered: a layer called twice shows
-        batched = out if self.batched else jnp.expand_dims(out, 0)
-        shape = jax.ShapeDtypeStruct((x.shape[0], *batched.shape[1:]), out.dtype)
+      def record(name, out, zero):  # every call, numbered: a layer called twice shows
+        first = first_array(out)  # a batch norm's (output, state)
+        batched = first if self.batched else jnp.expand_dims(first, 0)
+        shape = jax.ShapeDtypeStruct((x.shape[0], *batched.shape[1:]), first.dtype)
         infos.append(
           LayerInfo.of_output((name,), "__call__", count(name), shape, "equinox selector")
         )
@@ -163,6 +181,24 @@ class EquinoxModel:
 
     out = jax.eval_shape(traced, arrays, x)
     return infos, out
+
+  def bias_layers(self, arrays, x):
+    """Every ``eqx.nn.Conv`` (1-, 2-, 3-D) and ``eqx.nn.BatchNorm`` in the model's
+    tree, each call of each, reached through selectors of their paths."""
+    import equinox as eqx
+
+    kinds = (eqx.nn.Conv, eqx.nn.BatchNorm)
+    found = jax.tree_util.tree_flatten_with_path(
+      self.static, is_leaf=lambda n: isinstance(n, kinds)
+    )[0]
+    selectors = [
+      functools.partial(_follow, path) for path, node in found if isinstance(node, kinds)
+    ]
+    if not selectors:
+      return self, []
+    new, _ = self.parse_layer(selectors)
+    infos, _ = new.list_layers(arrays, x)
+    return new, infos
 
   def run_with_edits(self, arrays, x, edits: LayerEdits):
     """The model with each edit applied at its layer's call (other calls of the
@@ -179,7 +215,7 @@ class EquinoxModel:
         self.model(arrays),
         [s for s, _ in wanted],
         [n for _, n in wanted],
-        lambda name, out: at(name, out, lane),
+        lambda name, out, zero: at(name, out, lane, zero=zero),
       )
 
     if self.batched:

@@ -26,7 +26,13 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
+from gradcam_jax._adapters.base import (
+  CallCounter,
+  EditsAt,
+  LayerEdits,
+  bias_layers_by_type,
+  zero_input,
+)
 from gradcam_jax._errors import ModelError, UnsupportedError, WeightsError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
@@ -141,7 +147,7 @@ class KerasModel:
     return cls(model), keras_params(model) if params is None else params
 
   def __call__(self, variables, x):
-    return self._run(variables, x, lambda path, op, out: out)
+    return self._run(variables, x, lambda path, op, out, zero: out)
 
   def __repr__(self) -> str:
     return f"Keras model {self.model.name!r}"
@@ -198,7 +204,7 @@ class KerasModel:
     infos: list[LayerInfo] = []
     count = CallCounter()
 
-    def record(path, op, out):
+    def record(path, op, out, zero):
       infos.append(
         LayerInfo.of_output(path, "__call__", count(path), out, type(op).__name__)
       )
@@ -207,16 +213,20 @@ class KerasModel:
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
     return infos, out
 
+  def bias_layers(self, variables, x):
+    return bias_layers_by_type(self, variables, x)
+
   def run_with_edits(self, variables, x, edits: LayerEdits):
     at = EditsAt(edits)
-    out = self._run(variables, x, lambda path, op, out: at(path, out))
+    out = self._run(variables, x, lambda path, op, out, zero: at(path, out, zero=zero))
     at.check()
     return out
 
 
 def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
   """The graph of `model` run node by node, each layer's output passed through
-  ``hook(path, layer, output)``; a nested model is run the same way, inside."""
+  ``hook(path, layer, output, zero)`` (``zero()``: the layer on zeros, None for a
+  nested model); a nested model is run the same way, inside."""
   from keras.src.models.functional import unpack_singleton
 
   graph = _graph(model)
@@ -224,6 +234,7 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
   def operation_fn(op):
     def call(*args, **kwargs):
       path = (*prefix, op.name)
+      zero = None
       if logits is not None and path == logits[0]:
         out = logits[2](args, kwargs)
       elif _is_graph(op):  # its inputs are the positional arguments; the keywords
@@ -234,7 +245,8 @@ def _run_graph(model, x, hook: Callable, prefix: tuple, logits):
         if "training" in getattr(op, "_call_context_args", ()):
           kwargs["training"] = False
         out = op(*args, **kwargs)
-      return hook(path, op, out)
+        zero = zero_input(op, args, kwargs)
+      return hook(path, op, out, zero)
 
     return call
 

@@ -14,7 +14,13 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 
-from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
+from gradcam_jax._adapters.base import (
+  CallCounter,
+  EditsAt,
+  LayerEdits,
+  bias_layers_by_type,
+  zero_input,
+)
 from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
 from gradcam_jax._loops import LoopEdit, run as loops_run
 
@@ -91,8 +97,19 @@ class LinenModel:
 
   def _run(self, variables, x, on_output: Callable):
     """The model with each module output passed through ``on_output((path,
-    method), module, out, loop)``, which returns what the caller of the method gets; `loop`
-    is the number of iterations of the ``nn.scan`` the call runs in, or None."""
+    method), module, out, loop, zero)``, which returns what the caller of the method
+    gets; `loop` is the number of iterations of the ``nn.scan`` the call runs in, or
+    None; ``zero()`` runs the call again on zeros (:func:`zero_input`)."""
+
+    def again(module, method):
+      """The module run by itself (a copy without parent, on its own variables):
+      a second call inside the running one would collide with its names."""
+
+      def call(*args, **kwargs):
+        alone = module.clone(parent=None)
+        return alone.apply(module.variables, *args, method=method, **kwargs)
+
+      return call
 
     def intercept(next_fun, args, kwargs, context):
       module, method = context.module, context.method_name
@@ -100,7 +117,8 @@ class LinenModel:
         return next_fun(*args, **kwargs)
       out = next_fun(*args, **kwargs)
       loop = _loop_length(variables, module)
-      return on_output((tuple(module.path), method), module, out, loop)
+      zero = zero_input(again(module, method), args, kwargs)
+      return on_output((tuple(module.path), method), module, out, loop, zero)
 
     with nn.intercept_methods(intercept):
       return self.apply_fn(variables, x)
@@ -110,7 +128,7 @@ class LinenModel:
     loops: list = []
     count = CallCounter()
 
-    def record(key, module, out, loop):
+    def record(key, module, out, loop, zero):
       seen = loop is not None and any(
         l == loop and (i.path, i.method) == key for i, l in zip(infos, loops)
       )  # nn.scan traces its body twice
@@ -127,6 +145,9 @@ class LinenModel:
     out = jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
     return per_iteration(infos, loops), out
 
+  def bias_layers(self, variables, x):
+    return bias_layers_by_type(self, variables, x)
+
   def run_with_edits(self, variables, x, edits: LayerEdits):
     try:
       return self._run_with_edits(variables, x, edits, marking=False)
@@ -137,7 +158,9 @@ class LinenModel:
   def _run_with_edits(self, variables, x, edits: LayerEdits, marking: bool):
     at = EditsAt(edits, key=lambda ref: (ref.path, ref.method), marking=marking)
     out = self._run(
-      variables, x, lambda key, _, out, loop: at(key, out, in_loop=loop is not None)
+      variables,
+      x,
+      lambda key, _, out, loop, zero: at(key, out, in_loop=loop is not None, zero=zero),
     )
     at.check()
     return out

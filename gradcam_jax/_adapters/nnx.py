@@ -11,7 +11,13 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits
+from gradcam_jax._adapters.base import (
+  CallCounter,
+  EditsAt,
+  LayerEdits,
+  bias_layers_by_type,
+  zero_input,
+)
 from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
 from gradcam_jax._loops import LoopEdit, run as loops_run
 
@@ -30,7 +36,7 @@ def _variable_shapes(module) -> tuple:
 
 def _tap(node, path, hook) -> None:
   """Make `node` (a module of the merged copy, never the user's) call
-  ``hook(path, output, loop)`` with each output. Its class becomes a subclass of
+  ``hook(path, output, loop, zero)`` with each output (``zero()``: the call on zeros). Its class becomes a subclass of
   its own made here, so it stays a real module that ``nnx.scan``/``nnx.vmap`` can
   split and merge; `loop` is the number of iterations when the call runs inside
   such a transform over a stack of layers (its variables have lost their stacking
@@ -40,7 +46,8 @@ def _tap(node, path, hook) -> None:
 
   def __call__(self, *args, **kwargs):
     out = cls.__call__(self, *args, **kwargs)
-    return hook(path, out, outer[0][0] if _variable_shapes(self) != outer else None)
+    loop = outer[0][0] if _variable_shapes(self) != outer else None
+    return hook(path, out, loop, zero_input(lambda *a, **k: cls.__call__(self, *a, **k), args, kwargs))
 
   node.__class__ = type(
     cls.__name__,
@@ -128,7 +135,7 @@ class NNXModel:
       merged = self.merged(state)
       types = {_key(p): type(n).__name__ for p, n in nnx.iter_graph(merged)}
 
-      def record(path, out, loop):
+      def record(path, out, loop, zero):
         index = 0 if loop is not None else count(path)
         infos.append(
           LayerInfo.of_output(
@@ -144,6 +151,9 @@ class NNXModel:
     out = jax.eval_shape(traced, state, x)
     return per_iteration(infos, loops), out
 
+  def bias_layers(self, variables, x):
+    return bias_layers_by_type(self, variables, x)
+
   def run_with_edits(self, state, x, edits: LayerEdits):
     try:
       return self._run_with_edits(state, x, edits, marking=False)
@@ -157,7 +167,7 @@ class NNXModel:
     _install(
       merged,
       [by_key[key] for key in at.keys],
-      lambda path, out, loop: at(path, out, in_loop=loop is not None),
+      lambda path, out, loop, zero: at(path, out, in_loop=loop is not None, zero=zero),
     )
     out = merged(x)
     at.check()

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from gradcam_jax._adapters.base import LayerEdits
-from gradcam_jax._errors import LayerNotFoundError
+from gradcam_jax._errors import LayerNotFoundError, UnsupportedError
 from gradcam_jax._layers import LayerInfo, parse_layers
 
 __all__ = ["Split"]
@@ -61,6 +61,13 @@ class Split(NamedTuple):
     a = jax.eval_shape(self.features, variables, x)
     out = jax.eval_shape(self.head, variables, a)
     return [LayerInfo.of_output(("features",), "__call__", 0, a, "Split.features")], out
+
+  def bias_layers(self, variables, x):
+    raise UnsupportedError(
+      "a Split model is two functions whose layers gradcam-jax cannot see; FullGrad "
+      "needs every convolution and batch normalisation: pass the model itself "
+      "(linen, NNX, Equinox or Keras)."
+    )
 
   def run_with_edits(self, variables, x, edits: LayerEdits):
     if len(edits) != 1:

@@ -8,7 +8,9 @@ Ablation-CAM) weighs the channels by extra forward passes. Adding a method is on
 function plus one :class:`Method` record below; the explainers dispatch through the
 record's ``kind``, never by name. ``head.py``: the original CAM, whose weights are
 the classifier's, found in the program of the model after the layer, and ShapleyCAM,
-which needs that part's second derivative.
+which needs that part's second derivative. ``fullgrad.py``: FullGrad, a method of the
+whole model (kind ``"model"``): the input gradient and every convolution's and batch
+normalisation's bias gradient, no target layer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gradcam_jax._methods.gradient import (
   randomcam_map,
   xgradcam_map,
 )
+from gradcam_jax._methods.fullgrad import fullgrad
 from gradcam_jax._methods.head import cam, shapleycam
 from gradcam_jax._targets import finer_target
 from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
@@ -42,9 +45,11 @@ class Method(NamedTuple):
 
   Attributes:
     name: what ``method=`` takes.
-    kind: ``"gradient"`` (`fn` is ``map(A, dA) -> (h, w)`` for one example) or
+    kind: ``"gradient"`` (`fn` is ``map(A, dA) -> (h, w)`` for one example),
       ``"perturbation"`` (`fn` is ``weights(Perturbation) -> (B, K)``, see
-      ``gradcam_jax._methods.perturbation``).
+      ``gradcam_jax._methods.perturbation``) or ``"model"`` (`fn` reads the whole
+      model, no target layer: ``fn(request) -> (output, targets, raw maps at input
+      size)``, see ``gradcam_jax._methods.fullgrad``).
     fn: the method.
     paper: where it comes from.
     keyed: whether it draws at random: ``fn`` then takes a PRNG key (a gradient
@@ -90,6 +95,7 @@ ALL_METHODS: dict[str, Method] = {
     Method(
       "finercam", "gradient", gradcam_map, "Zhang et al., CVPR 2025", target=finer_target()
     ),
+    Method("fullgrad", "model", fullgrad, "Srinivas & Fleuret, NeurIPS 2019"),
   )
 }
 
@@ -104,13 +110,17 @@ _WHY_NOT = {
   "this explainer computes; use gcj.cam(..., method={name!r}) for its "
   "map (times gcj.guided_backprop for the guided product, as "
   "gradcam-jax explain --method {name} does)",
+  "model": "it sums the input gradient and every convolution's and batch "
+  "normalisation's bias gradient, not one layer's map; use gcj.cam(..., "
+  "method={name!r}) for its map (times gcj.guided_backprop for the guided product, "
+  "as gradcam-jax explain --method {name} does)",
 }
 
 
 def get_method(
   method: str | MapFn | Method,
   *,
-  kinds=("gradient", "perturbation"),
+  kinds=("gradient", "perturbation", "model"),
   where: str = "cam",
 ) -> Method:
   """The record of a method name; a :class:`Method` record as it is (a method with
@@ -119,7 +129,9 @@ def get_method(
   the kinds the caller (`where`) runs."""
   if isinstance(method, Method):
     if method.kind not in kinds:
-      why = _WHY_NOT.get(method.kind, "the kinds are 'gradient' and 'perturbation'")
+      why = _WHY_NOT.get(
+        method.kind, "the kinds are 'gradient', 'perturbation' and 'model'"
+      )
       raise MethodError(
         f"{where}: method: {method.name!r} is a {method.kind} method: "
         + why.format(name=method.name)

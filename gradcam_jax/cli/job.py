@@ -91,13 +91,18 @@ def settings_of(model, job: Job) -> dict:
 
 def build_explainer(model, variables, job: Job):
   """``explain(images, targets)`` with every field of an Explanation, for any method:
-  Guided Grad-CAM for gradient methods; a perturbation method's map times guided
-  backprop for Score-CAM and Ablation-CAM. Raises a GradCAMError for a bad layer or
+  Guided Grad-CAM for gradient methods; the map of any other (Score-CAM, FullGrad,
+  ...) times guided backprop. Raises a GradCAMError for a bad layer or
   method when traced."""
   if ALL_METHODS[job.method].kind == "gradient":
     return gcj.guided_gradcam(model.apply_fn, variables, layer=job.layer, method=job.method)
+  whole = ALL_METHODS[job.method].kind == "model"  # FullGrad reads every layer
   cam = gcj.cam(
-    model.apply_fn, variables, layer=job.layer, method=job.method, batch_size=64
+    model.apply_fn,
+    variables,
+    layer=None if whole else job.layer,
+    method=job.method,
+    batch_size=64,
   )
   gbp = gcj.guided_backprop(model.apply_fn, variables)
 
