@@ -14,7 +14,6 @@ unless (B, T) targets were given.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import jax
@@ -25,6 +24,7 @@ from gradcam_jax._errors import ArgumentError, LayerNotFoundError, check_count
 from gradcam_jax._explainer import Explainer
 from gradcam_jax._guided import guided
 from gradcam_jax._methods import get_method
+from gradcam_jax._methods.fullgrad import check_whole_model
 from gradcam_jax._perturbation_maps import checked_head_weights, perturbation_maps
 from gradcam_jax._postprocess import normalize, upsample
 from gradcam_jax._layout import check_layout
@@ -75,26 +75,6 @@ def _check_key(record, key, where: str):
     )
 
 
-def _check_whole_model(record, layer, reshape) -> None:
-  """A method of the whole model (FullGrad) uses no target layer: one given is
-  ignored with a warning, as pytorch-grad-cam ignores its ``target_layers``, so a loop
-  over every method with one layer runs; a reshape, which would apply to nothing, is
-  an error."""
-  if reshape is not None:
-    raise ArgumentError(
-      f"cam(method={record.name!r}): reshape: this method reads every convolution and "
-      f"batch normalisation of the model on the images' grid; expected reshape=None; "
-      f"got {reshape!r}."
-    )
-  if layer is not None:
-    warnings.warn(
-      f"cam(method={record.name!r}): layer={layer!r} is ignored: this method sums the "
-      "bias gradients of every convolution and batch normalisation (pass layer=None "
-      "to say so)",
-      stacklevel=3,
-    )
-
-
 def _at_input_size(raw, size, eps):
   """Maps (B, T, *s) upsampled to the input's spatial `size` and min-max normalised,
   each on its own."""
@@ -134,7 +114,9 @@ def cam(
       ``"eigengradcam"``, ``"fem"``, ``"kpcacam"``, ``"scorecam"``, ``"ablationcam"``,
       ``"sscam"``, ``"iscam"``, ``"randomcam"``, ``"cam"`` (the original CAM: the
       classifier's weights after a global average pool), ``"finercam"`` (Grad-CAM of
-      :func:`finer_target`), ``"shapleycam"``; a :class:`Method` record (one of
+      :func:`finer_target`), ``"shapleycam"``, ``"fullgrad"`` (every convolution's
+      and batch normalisation's bias gradient and the input gradient: no target
+      layer, `layer` is ignored; ``cam_raw`` at input size); a :class:`Method` record (one of
       ``ALL_METHODS`` with other options, e.g.
       ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
       num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any
@@ -197,7 +179,7 @@ def cam(
   record = get_method(method, where="cam")
   whole = record.kind == "model"  # FullGrad: every layer, none chosen
   if whole:
-    _check_whole_model(record, layer, reshape)
+    check_whole_model(record, layer, reshape)
     adapter, params = pick(apply_fn, params)
   else:
     adapter, params, layer = adapt(apply_fn, params, layer)
@@ -214,7 +196,9 @@ def cam(
     if whole:
       r = Request(adapter, params, images, targets, False, None, image_layout, target)
       output, targets, raw = record.fn(r)
-      return r.explanation(output, targets, cam=_at_input_size(raw, r.size, eps), cam_raw=raw)
+      return r.explanation(
+        output, targets, cam=_at_input_size(raw, r.size, eps), cam_raw=raw
+      )
     r = Request(adapter, params, images, targets, layer, reshape, image_layout, target)
     zeros = [r.zeros(i) for i in range(len(r.refs))]
     output, targets, cts, pullback = r.scores_vjp(

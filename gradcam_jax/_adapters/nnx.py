@@ -47,7 +47,9 @@ def _tap(node, path, hook) -> None:
   def __call__(self, *args, **kwargs):
     out = cls.__call__(self, *args, **kwargs)
     loop = outer[0][0] if _variable_shapes(self) != outer else None
-    return hook(path, out, loop, zero_input(lambda *a, **k: cls.__call__(self, *a, **k), args, kwargs))
+    return hook(
+      path, out, loop, zero_input(lambda *a, **k: cls.__call__(self, *a, **k), args, kwargs)
+    )
 
   node.__class__ = type(
     cls.__name__,

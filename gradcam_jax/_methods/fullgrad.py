@@ -24,17 +24,38 @@ Min-max here is pytorch-grad-cam's ``(m - min) / (1e-7 + max - min)``.
 from __future__ import annotations
 
 import collections
+import warnings
 
 import jax
 import jax.numpy as jnp
 
 from gradcam_jax._edits import Edit
-from gradcam_jax._errors import LayerNotFoundError, UnsupportedError
+from gradcam_jax._errors import ArgumentError, LayerNotFoundError, UnsupportedError
 from gradcam_jax._layers import LayerRef
 from gradcam_jax._postprocess import upsample
 from gradcam_jax._reshape import channels_last
 
-__all__ = ["fullgrad"]
+__all__ = ["check_whole_model", "fullgrad"]
+
+
+def check_whole_model(record, layer, reshape) -> None:
+  """A method of the whole model (FullGrad) uses no target layer: one given is
+  ignored with a warning, as pytorch-grad-cam ignores its ``target_layers``, so a loop
+  over every method with one layer runs; a reshape, which would apply to nothing, is
+  an error."""
+  if reshape is not None:
+    raise ArgumentError(
+      f"cam(method={record.name!r}): reshape: this method reads every convolution and "
+      f"batch normalisation of the model on the images' grid; expected reshape=None; "
+      f"got {reshape!r}."
+    )
+  if layer is not None:
+    warnings.warn(
+      f"cam(method={record.name!r}): layer={layer!r} is ignored: this method sums the "
+      "bias gradients of every convolution and batch normalisation (pass layer=None "
+      "to say so)",
+      stacklevel=3,
+    )
 
 
 def _plus_bias_times(a, b, d):
