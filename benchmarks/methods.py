@@ -1,5 +1,5 @@
-"""Methods table: images/s of every CAM method on ResNet-50 (random weights, 224x224)
-at two batch sizes, on this machine, with the jitted forward as the reference.
+"""Methods table: images/s of every CAM method on ResNet-50 or VGG16 (random weights,
+224x224) at two batch sizes, on this machine, with the jitted forward as the reference.
 
 Calls of all methods are interleaved round by round, and each row reports the
 median; Score-CAM scores the top-N channels (Faster Score-CAM) since all 2048
@@ -8,10 +8,12 @@ channels of layer4 cost 2048 forward passes per image.
     python benchmarks/methods.py                       # batch 1 and 4, 3 rounds
     python benchmarks/methods.py --batches 2 8 --rounds 5 --json out.json
     python benchmarks/methods.py --only forward gradcam guided_backprop saliency
+    python benchmarks/methods.py --model vgg16 --batches 8 --only forward gradcam fullgrad
 
-The original CAM (the fc layer's weights, found after the global average pool),
-Random-CAM and Deep Feature Factorization (5 concepts, 500 NMF updates) have rows
-too; IS-CAM and SS-CAM do not: 10 and 35 masked forwards per channel of layer4's
+The original CAM (the fc layer's weights, found after the global average pool; not
+for VGG16, whose head is three dense layers), Random-CAM, FinerCAM, ShapleyCAM,
+FullGrad (every conv's and batch norm's bias gradient; no layer) and Deep Feature
+Factorization (5 concepts, 500 NMF updates) have rows too; IS-CAM and SS-CAM do not: 10 and 35 masked forwards per channel of layer4's
 2048, far beyond a CPU run.
 
 The pixel-space rows: saliency, input x gradient, deconvnet and Integrated
@@ -34,6 +36,7 @@ from _common import interleaved, versions, write_json  # noqa: E402
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--model", choices=["resnet50", "vgg16"], default="resnet50")
   parser.add_argument("--size", type=int, default=224)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--scorecam-top-n", type=int, default=64)
@@ -46,15 +49,20 @@ def main() -> None:
   import jax
   import gradcam_jax as gcj
   from gradcam_jax.zoo.resnet import init_resnet50
+  from gradcam_jax.zoo.vgg import init_vgg16
 
-  model, variables = init_resnet50(size=args.size)
+  init = {"resnet50": init_resnet50, "vgg16": init_vgg16}[args.model]
+  model, variables = init(size=args.size)
+  layer = {"resnet50": "layer4", "vgg16": "features_29"}[args.model]
   jax.block_until_ready(variables)
   methods = ["forward", "gradcam", "hirescam", "gradcam_elementwise", "xgradcam",
              "gradcam++", "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "ablationcam",
              f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam",
              "saliency", "input_x_gradient", "deconvnet",
              f"integrated_gradients({args.ig_steps})", "cam", "randomcam",
-             "feature_factorization"]
+             "finercam", "shapleycam", "fullgrad", "feature_factorization"]
+  if args.model == "vgg16":
+    methods.remove("cam")
   if args.only:
     methods = [m for m in methods if m in args.only or m.split("(")[0] in args.only]
 
@@ -64,20 +72,22 @@ def main() -> None:
     if name == "guided_backprop":
       return jax.jit(gcj.guided_backprop(model.apply))
     if name == "guided_gradcam":
-      return jax.jit(gcj.guided_gradcam(model.apply, layer="layer4"))
+      return jax.jit(gcj.guided_gradcam(model.apply, layer=layer))
     if name in ("saliency", "input_x_gradient", "deconvnet"):
       return jax.jit(getattr(gcj, name)(model.apply))
     if name.startswith("integrated_gradients"):
       return jax.jit(gcj.integrated_gradients(model.apply, steps=args.ig_steps))
     if name == "randomcam":  # keyed: its weights are drawn from the key
-      explain = gcj.cam(model.apply, method="randomcam", layer="layer4")
+      explain = gcj.cam(model.apply, method="randomcam", layer=layer)
       return jax.jit(lambda v, x: explain(v, x, key=jax.random.key(0)))
     if name == "feature_factorization":  # 5 concepts, 500 NMF updates
-      return jax.jit(gcj.feature_factorization(model.apply, layer="layer4"))
+      return jax.jit(gcj.feature_factorization(model.apply, layer=layer))
     if name.startswith("scorecam"):
-      return jax.jit(gcj.cam(model.apply, method="scorecam", layer="layer4",
+      return jax.jit(gcj.cam(model.apply, method="scorecam", layer=layer,
                              top_n=args.scorecam_top_n, batch_size=args.chunk))
-    return jax.jit(gcj.cam(model.apply, method=name, layer="layer4",
+    if name == "fullgrad":  # every conv and batch norm: no layer
+      return jax.jit(gcj.cam(model.apply, method="fullgrad"))
+    return jax.jit(gcj.cam(model.apply, method=name, layer=layer,
                            batch_size=args.chunk))
 
   rows = []
@@ -104,7 +114,8 @@ def main() -> None:
       print(f"batch {batch:3d}  integrated_gradients({args.ig_steps}) / "
             f"{args.ig_steps} guided backprops: {ratio:.2f}x", flush=True)
 
-  result = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "rounds": args.rounds,
+  result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "size": args.size,
+            "rounds": args.rounds,
             "chunk": args.chunk, "scorecam_top_n": args.scorecam_top_n,
             "versions": versions(),
             "rows": rows}

@@ -1,7 +1,8 @@
 """The run of a perturbation-kind method (Score-CAM, Ablation-CAM, IS-CAM, SS-CAM,
-the original CAM, ShapleyCAM): for each layer and target, the :class:`Perturbation`
-record of what it may call (masked inputs, the model after the layer on edited
-activations, its raw scores), its channel weights, and the ReLU'd weighted sum.
+the original CAM, ShapleyCAM, Smooth Grad-CAM++): for each layer and target, the
+:class:`Perturbation` record of what it may call (masked inputs, the model after the
+layer on edited activations, its raw scores, the layer's gradient for other inputs),
+its channel weights, and the ReLU'd weighted sum.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._edits import Edit, replace
+from gradcam_jax._edits import Edit, replace, tap_add
 from gradcam_jax._errors import ArgumentError
 from gradcam_jax._methods.perturbation import Perturbation, weighted_sum
 from gradcam_jax._request import Request, batch_first, over_targets
@@ -74,6 +75,16 @@ def perturbation_maps(
   def score_grid(grid, t):  # only traced by a method that reads the head
     return target_fn(r.run_with_edits(r.images, {i: Edit(replace, (back(grid),))}), t)
 
+  def layer_grad(x, t):  # only traced by a method that reads gradients of other inputs
+    zero = r.zeros(i)
+
+    def score(probe, delta):
+      edit = Edit(tap_add, (probe, delta))
+      return jnp.sum(target_fn(r.run_with_edits(r.from_last(x), {i: edit}), t))
+
+    act, grad = jax.grad(score, argnums=(0, 1))(zero, zero)
+    return r.grid(act), r.grid(grad)
+
   def one_target(t):
     w = weights_fn(
       Perturbation(
@@ -89,9 +100,11 @@ def perturbation_maps(
         score_grid=lambda grid: score_grid(grid, t),
         head_weights=head_weights,
         target=t,
+        layer_grad=lambda x: layer_grad(x, t),
       )
     )
-    return weighted_sum(a, w)
+    w, a_used = w if isinstance(w, tuple) else (w, a)
+    return weighted_sum(a_used, w)
 
   return jax.nn.relu(batch_first(over_targets(one_target, targets)))
 

@@ -181,7 +181,7 @@ def test_guided_gradcam_lists_only_the_methods_it_runs():
 def test_method_registry_is_consistent():
   assert set(gcj.ALL_METHODS) == set(gcj.METHODS) | {"scorecam", "ablationcam", "sscam",
                                                      "iscam", "cam", "shapleycam",
-                                                     "fullgrad"}
+                                                     "fullgrad", "smoothgradcam++"}
   for name, m in gcj.ALL_METHODS.items():
     assert m.name == name and m.kind in ("gradient", "perturbation", "model") and m.paper
     if m.kind == "gradient":

@@ -97,3 +97,42 @@ def test_cam_equals_torchcams_after_the_final_relu():
   assert np.abs(theirs).max() > 0 and (theirs < 0).any()  # a map with both signs
   np.testing.assert_allclose(ours.cam_raw, np.maximum(theirs, 0), rtol=1e-5,
                              atol=1e-6 * np.abs(theirs).max())
+
+
+class _Draws:
+  """Stands in for torch-cam's noise distribution: hands out given draws in order."""
+
+  def __init__(self, draws):
+    self.draws = list(draws)
+
+  def sample(self, size):
+    draw = self.draws.pop(0)
+    assert tuple(draw.shape) == tuple(size)
+    return draw
+
+
+@pytest.mark.parametrize("n", [4, 2])
+def test_smooth_gradcampp_equals_torchcams_with_the_same_noise(twins, n):
+  """torch-cam's ``SmoothGradCAMpp`` given our noise draws (its distribution
+  replaced by one that returns them): the raw maps are equal. Its map weighs the last
+  noisy sample's activation and gradient; other draws give another map."""
+  model, net, x = twins
+  key, std = jax.random.key(4), 0.3
+  record = gcj.ALL_METHODS["smoothgradcam++"]
+  if n != 4:
+    record = record._replace(fn=functools.partial(record.fn, num_samples=n))
+  explain = gcj.cam(model.apply_fn, model.variables, layer="conv2", method=record)
+  got = np.asarray(explain(x, np.array([2, 1]), key=key).cam_raw)
+  # the draws as the method makes them: the layer's key (layer 0), channels last
+  noise = std * jax.random.normal(jax.random.fold_in(key, 0), (n, *x.shape))
+  draws = [torch.from_numpy(np.asarray(d).transpose(0, 3, 1, 2).copy()) for d in noise]
+  with methods.SmoothGradCAMpp(net, target_layer="conv2", input_shape=(3, 8, 8),
+                               num_samples=n, std=std) as extractor:
+    extractor._distrib = _Draws(draws)
+    net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    (want,) = extractor(class_idx=[2, 1], normalized=False)
+  want = want.detach().numpy()
+  assert want.max() > 0
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
+  other = np.asarray(explain(x, np.array([2, 1]), key=jax.random.key(5)).cam_raw)
+  assert not np.allclose(other, want, rtol=1e-2)

@@ -17,7 +17,7 @@ __all__ = [
   "CallCounter",
   "EditsAt",
   "LayerEdits",
-  "bias_layers_by_type",
+  "has_bias",
   "zero_input",
 ]
 
@@ -94,16 +94,20 @@ class Adapter(Protocol):
     ...
 
   def bias_layers(self, variables: Any, x: Any) -> tuple["Adapter", list[LayerInfo]]:
-    """Every call of a convolution or a batch normalisation in the model (FullGrad's
-    layers), in call order, and the adapter that reaches them."""
+    """Every call of a convolution with a bias or a batch normalisation in the model
+    (FullGrad's layers, :data:`BIAS_TYPES`, :func:`has_bias`), in call order, and the
+    adapter that reaches them."""
     ...
 
 
-def bias_layers_by_type(adapter, variables, x) -> tuple[Any, list[LayerInfo]]:
-  """:meth:`Adapter.bias_layers` for an adapter that lists its layers with their
-  class names (:data:`BIAS_TYPES`)."""
-  infos, _ = adapter.list_layers(variables, x)
-  return adapter, [i for i in infos if i.module_type in BIAS_TYPES]
+def has_bias(module) -> bool:
+  """Whether a layer FullGrad counts adds a constant: a batch normalisation always
+  (its ``beta - mean * gamma / sqrt(var + eps)``), a convolution unless it was built
+  without a bias (``use_bias=False`` in every framework: its term is zero, so it is
+  not run)."""
+  if "BatchNorm" in type(module).__name__:
+    return True
+  return getattr(module, "use_bias", True) is not False
 
 
 def zero_input(layer: Callable, args: tuple, kwargs: dict, batched: bool = True):

@@ -16,7 +16,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gradcam_jax._adapters.base import CallCounter, EditsAt, LayerEdits, zero_input
+from gradcam_jax._adapters.base import (
+  CallCounter,
+  EditsAt,
+  LayerEdits,
+  has_bias,
+  zero_input,
+)
 from gradcam_jax._errors import LayerNotFoundError, LayerSpecError
 from gradcam_jax._layers import LayerInfo, LayerRef, first_array
 
@@ -183,8 +189,8 @@ class EquinoxModel:
     return infos, out
 
   def bias_layers(self, arrays, x):
-    """Every ``eqx.nn.Conv`` (1-, 2-, 3-D) and ``eqx.nn.BatchNorm`` in the model's
-    tree, each call of each, reached through selectors of their paths."""
+    """Every ``eqx.nn.Conv`` (1-, 2-, 3-D) with a bias and ``eqx.nn.BatchNorm`` in the
+    model's tree, each call of each, reached through selectors of their paths."""
     import equinox as eqx
 
     kinds = (eqx.nn.Conv, eqx.nn.BatchNorm)
@@ -192,7 +198,9 @@ class EquinoxModel:
       self.static, is_leaf=lambda n: isinstance(n, kinds)
     )[0]
     selectors = [
-      functools.partial(_follow, path) for path, node in found if isinstance(node, kinds)
+      functools.partial(_follow, path)
+      for path, node in found
+      if isinstance(node, kinds) and has_bias(node)
     ]
     if not selectors:
       return self, []

@@ -30,7 +30,8 @@ from gradcam_jax._adapters.base import (
   CallCounter,
   EditsAt,
   LayerEdits,
-  bias_layers_by_type,
+  BIAS_TYPES,
+  has_bias,
   zero_input,
 )
 from gradcam_jax._errors import ModelError, UnsupportedError, WeightsError
@@ -214,7 +215,20 @@ class KerasModel:
     return infos, out
 
   def bias_layers(self, variables, x):
-    return bias_layers_by_type(self, variables, x)
+    import jax
+
+    infos, _ = self.list_layers(variables, x)
+    unbiased: set = set()
+
+    def record(path, op, out, zero):
+      if not has_bias(op):
+        unbiased.add(tuple(path))
+      return out
+
+    jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
+    return self, [
+      i for i in infos if i.module_type in BIAS_TYPES and i.path not in unbiased
+    ]
 
   def run_with_edits(self, variables, x, edits: LayerEdits):
     at = EditsAt(edits)

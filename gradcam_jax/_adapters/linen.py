@@ -18,7 +18,8 @@ from gradcam_jax._adapters.base import (
   CallCounter,
   EditsAt,
   LayerEdits,
-  bias_layers_by_type,
+  BIAS_TYPES,
+  has_bias,
   zero_input,
 )
 from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
@@ -146,7 +147,18 @@ class LinenModel:
     return per_iteration(infos, loops), out
 
   def bias_layers(self, variables, x):
-    return bias_layers_by_type(self, variables, x)
+    infos, _ = self.list_layers(variables, x)
+    unbiased: set = set()
+
+    def record(key, module, out, loop, zero):
+      if not has_bias(module):
+        unbiased.add(key)
+      return out
+
+    jax.eval_shape(lambda v, x: self._run(v, x, record), variables, x)
+    return self, [
+      i for i in infos if i.module_type in BIAS_TYPES and (i.path, i.method) not in unbiased
+    ]
 
   def run_with_edits(self, variables, x, edits: LayerEdits):
     try:

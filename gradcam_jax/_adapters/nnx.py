@@ -15,7 +15,8 @@ from gradcam_jax._adapters.base import (
   CallCounter,
   EditsAt,
   LayerEdits,
-  bias_layers_by_type,
+  BIAS_TYPES,
+  has_bias,
   zero_input,
 )
 from gradcam_jax._layers import LayerInfo, parse_layers, per_iteration
@@ -153,8 +154,13 @@ class NNXModel:
     out = jax.eval_shape(traced, state, x)
     return per_iteration(infos, loops), out
 
-  def bias_layers(self, variables, x):
-    return bias_layers_by_type(self, variables, x)
+  def bias_layers(self, state, x):
+    infos, _ = self.list_layers(state, x)
+    graph = nnx.iter_graph(self.merged(state))
+    unbiased = {_key(p) for p, node in graph if not has_bias(node)}
+    return self, [
+      i for i in infos if i.module_type in BIAS_TYPES and i.path not in unbiased
+    ]
 
   def run_with_edits(self, state, x, edits: LayerEdits):
     try:

@@ -35,7 +35,13 @@ from gradcam_jax._methods.gradient import (
 from gradcam_jax._methods.fullgrad import fullgrad
 from gradcam_jax._methods.head import cam, shapleycam
 from gradcam_jax._targets import finer_target
-from gradcam_jax._methods.perturbation import ablationcam, iscam, scorecam, sscam
+from gradcam_jax._methods.perturbation import (
+  ablationcam,
+  iscam,
+  scorecam,
+  smoothgradcampp,
+  sscam,
+)
 
 __all__ = ["ALL_METHODS", "METHODS", "Method", "get_method"]
 
@@ -96,6 +102,13 @@ ALL_METHODS: dict[str, Method] = {
       "finercam", "gradient", gradcam_map, "Zhang et al., CVPR 2025", target=finer_target()
     ),
     Method("fullgrad", "model", fullgrad, "Srinivas & Fleuret, NeurIPS 2019"),
+    Method(
+      "smoothgradcam++",
+      "perturbation",
+      smoothgradcampp,
+      "Omeiza et al., arXiv:1908.01224 (2019); torch-cam's SmoothGradCAMpp",
+      True,
+    ),
   )
 }
 

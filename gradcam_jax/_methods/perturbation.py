@@ -1,5 +1,6 @@
-"""Gradient-free channel weights: Score-CAM, Ablation-CAM, and torch-cam's Smoothed
-and Integrated Score-CAM (SS-CAM, IS-CAM).
+"""Channel weights from extra passes of the model: Score-CAM, Ablation-CAM, torch-cam's
+Smoothed and Integrated Score-CAM (SS-CAM, IS-CAM), and torch-cam's Smooth Grad-CAM++
+(gradients at the layer for noisy copies of the input).
 
 Each scores one forward pass per channel of the target layer (SS-CAM and IS-CAM
 `num_samples` of them). The channels go
@@ -27,6 +28,7 @@ __all__ = [
   "weighted_sum",
   "sscam",
   "iscam",
+  "smoothgradcampp",
 ]
 
 
@@ -51,6 +53,11 @@ class Perturbation(NamedTuple):
       the layer on a channels-last activation (the original CAM reads its head).
     head_weights: (K, classes) the classifier's weights when the user gave them.
     target: (B,) the targets' indices (None for a target function without them).
+    layer_grad: ``(B, *S, C) images -> (A, dy/dA)``, the layer's activation and the
+      target score's gradient there for other images, each (B, *s, K).
+
+  A method returns the weights (B, K), or ``(weights, A')`` to weigh another
+  activation (B, *s, K) than the clean input's.
   """
 
   images: jax.Array
@@ -65,6 +72,7 @@ class Perturbation(NamedTuple):
   score_grid: Callable | None = None
   head_weights: jax.Array | None = None
   target: jax.Array | None = None
+  layer_grad: Callable | None = None
 
 
 def _over_channels(
@@ -231,6 +239,34 @@ def iscam(p: Perturbation, num_samples: int = 10) -> jax.Array:
   return _mean_gain_softmax(
     p, lambda mask, i, k: coeffs[i] * (mask * p.images), num_samples
   )
+
+
+def smoothgradcampp(
+  p: Perturbation, num_samples: int = 4, std: float = 0.3, eps: float = 1e-8
+):
+  """Smooth Grad-CAM++ as torch-cam's ``SmoothGradCAMpp`` code computes it: for
+  noisy inputs ``x + n_i``, ``n_i ~ N(0, std^2)`` at every input element (i = 1..N,
+  N = `num_samples`), the gradients ``g_i = dy/dA(x + n_i)``; then
+  ``alpha = mean g_i^2 / (2 mean g_i^2 + sum_space(mean g_i^3 * A) + eps)`` with ``A``
+  the clean input's activation, weights ``w_k = sum_space(alpha * ReLU(g_N))`` from
+  the last sample's gradient, and the map ``sum_k w_k A_N`` over the last sample's
+  activation (what torch-cam's hooks hold when it sums). torch-cam's defaults: 4
+  samples, std 0.3. Keyed: the noise comes from ``key=``.
+
+  References:
+    Omeiza et al., "Smooth Grad-CAM++: An Enhanced Inference Level Visualization
+    Technique for Deep Convolutional Neural Network Models", arXiv:1908.01224, 2019.
+  """
+  assert p.key is not None and p.layer_grad is not None
+  noise = std * jax.random.normal(p.key, (num_samples, *p.images.shape), p.images.dtype)
+  acts, grads = jax.lax.map(lambda n: p.layer_grad(p.images + n), noise)
+  grads = grads.astype(jnp.float32)
+  space = tuple(range(1, p.a.ndim - 1))
+  g2 = jnp.mean(grads**2, axis=0)
+  g3 = jnp.mean(grads**3, axis=0)
+  alpha = g2 / (2 * g2 + jnp.sum(g3 * p.a, axis=space, keepdims=True) + eps)
+  weights = jnp.sum(alpha * jax.nn.relu(grads[-1]), axis=space)
+  return weights, acts[-1]
 
 
 def weighted_sum(a: jax.Array, weights: jax.Array) -> jax.Array:
