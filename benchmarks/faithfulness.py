@@ -11,7 +11,8 @@ Deletion/insertion replace pixels by 0 (black); ROAD uses noisy linear imputatio
     python benchmarks/faithfulness.py --scenes 100 --json out.json
     python benchmarks/faithfulness.py --only iscam randomcam --json out.json  # rows only
 
-Random-CAM (random channel weights) is drawn with key 0; SS-CAM's noise likewise.
+Random-CAM (random channel weights) is drawn with key 0; SS-CAM's and Smooth
+Grad-CAM++'s noise likewise. FullGrad has no layer (every conv and batch norm).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from _common import versions, write_json  # noqa: E402
 
 METHODS = ["gradcam", "finercam", "shapleycam", "hirescam", "gradcam_elementwise", "xgradcam", "gradcam++",
            "layercam", "eigencam", "eigengradcam", "fem", "kpcacam", "scorecam",
-           "ablationcam", "iscam", "sscam", "randomcam"]
+           "ablationcam", "iscam", "sscam", "smoothgradcam++", "randomcam", "fullgrad"]
 OTHERS = ["guided_backprop", "input_gradient", "random", "centre_gaussian"]
 
 
@@ -72,8 +73,9 @@ def main() -> None:
 
   maps = {}
   for m in [m for m in METHODS if m in wanted]:
+    layer = None if m == "fullgrad" else model.layer  # FullGrad: every conv layer
     explain = gcj.jit(gcj.cam(model.apply_fn, model.variables, method=m,
-                              layer=model.layer, batch_size=16))
+                              layer=layer, batch_size=16))
     key = {"key": jax.random.key(0)} if gcj.ALL_METHODS[m].keyed else {}
     maps[m] = chunked(lambda x, t: explain(x, t, **key).cam)
   maps["guided_backprop"] = gradient_map(

@@ -1,7 +1,8 @@
-"""gradcam-jax vs Captum and pytorch-grad-cam, side by side: Grad-CAM, guided backprop,
-Guided Grad-CAM and Score-CAM on the same architecture, batch and input, each
-(implementation, model, method) in its own process, the processes interleaved round
-by round.
+"""gradcam-jax vs Captum, pytorch-grad-cam and torch-cam, side by side: Grad-CAM,
+guided backprop, Guided Grad-CAM and Score-CAM (and with --methods the pixel methods,
+FullGrad, FinerCAM, ShapleyCAM, FEM, KPCA-CAM, CAM and Smooth Grad-CAM++) on the same
+architecture, batch and input, each (implementation, model, method) in its own process,
+the processes interleaved round by round.
 
 Needs the optional peers (never dependencies of the library). Captum alone:
 ``pip install torch==2.13.0 captum`` (the CPU torch pin on this disk). With
@@ -12,6 +13,13 @@ captum`` then ``pip install -e .``. A peer that is not installed is skipped.
     python benchmarks/peers.py                       # batch 8, ResNet-50 and VGG16
     python benchmarks/peers.py --models resnet50 --rounds 3
     python benchmarks/peers.py --torch-device cuda --batch 64   # on a GPU machine
+    PYTHONPATH=/tmp/pgc python benchmarks/peers.py --methods fullgrad finercam \
+        shapleycam fem kpcacam cam smoothgradcam++ --scorecam-models
+
+pytorch-grad-cam can also be installed beside the test venv without torchvision
+(``pip install --target /tmp/pgc --no-deps grad-cam==1.5.7 ttach``, as ``.ci/run``
+does): it is then imported with a torchvision stand-in, which none of its CAM methods
+reach (``tests.torch_reference.import_pytorch_grad_cam``).
 
 Each worker makes one warm-up (compile) call, then times `--reps` calls and reports
 the median. Memory, read from the kernel (``/proc/self/status``): `peak_rss_gb` is the
@@ -48,8 +56,14 @@ METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
 # --methods saliency input_x_gradient deconvnet integrated_gradients
 PIXEL = ("saliency", "input_x_gradient", "deconvnet", "integrated_gradients")
 IG_STEPS = 32
+# CAM methods we and pytorch-grad-cam both have beyond Grad-CAM (issue 21):
+# --methods fullgrad finercam shapleycam fem kpcacam randomcam
+PGC_ONLY = ("fullgrad", "finercam", "shapleycam", "fem", "kpcacam", "randomcam")
+# ... and torch-cam: --methods cam smoothgradcam++ (its SS-CAM and IS-CAM score every
+# channel of the layer num_samples times: far beyond a CPU run on these models)
+TORCHCAM_ONLY = ("cam", "smoothgradcam++")
 IMPLS = {"gradcam-jax": "gradcam_jax", "captum": "captum",
-         "pytorch-grad-cam": "pytorch_grad_cam"}
+         "pytorch-grad-cam": "pytorch_grad_cam", "torch-cam": "torchcam"}
 # Score-CAM with every channel costs one forward per channel per image (512 for
 # VGG16, 2048 for ResNet-50): one image, and not Captum (it has no Score-CAM).
 SCORECAM_BATCH = 1
@@ -76,10 +90,16 @@ def _ours(model_name, method, batch):
            "input_x_gradient": lambda: gcj.input_x_gradient(m.apply_fn),
            "deconvnet": lambda: gcj.deconvnet(m.apply_fn),
            "integrated_gradients": lambda: gcj.integrated_gradients(
-             m.apply_fn, steps=IG_STEPS)}[method]
+             m.apply_fn, steps=IG_STEPS),
+           "fullgrad": lambda: gcj.cam(m.apply_fn, method="fullgrad")}.get(method)
+  if build is None:  # every other CAM method at the layer
+    build = lambda: gcj.cam(m.apply_fn, method=method, layer=layer)  # noqa: E731
   explain = jax.jit(build())
   x = jax.numpy.asarray(_inputs(batch, "nhwc"))
   t = jax.numpy.arange(batch) % 1000
+  if gcj.ALL_METHODS.get(method) is not None and gcj.ALL_METHODS[method].keyed:
+    key = jax.random.key(0)
+    return lambda: jax.block_until_ready(explain(m.variables, x, t, key=key))
   return lambda: jax.block_until_ready(explain(m.variables, x, t))
 
 
@@ -136,11 +156,23 @@ def _captum(model_name, method, batch):
 def _pytorch_grad_cam(model_name, method, batch):
   import numpy as np
   import torch
-  from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel, ScoreCAM
-  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+  from tests.torch_reference import import_pytorch_grad_cam
+  pgc, _, model_targets = import_pytorch_grad_cam()  # with a torchvision stand-in
+  GradCAM, GuidedBackpropReLUModel, ScoreCAM = (
+    pgc.GradCAM, pgc.GuidedBackpropReLUModel, pgc.ScoreCAM)
   net, layer = _torch_net(model_name)
   x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
-  targets = [ClassifierOutputTarget(i % 1000) for i in range(batch)]
+  targets = [model_targets.ClassifierOutputTarget(i % 1000) for i in range(batch)]
+  if method in PGC_ONLY:
+    if method == "fullgrad":
+      cam = pgc.FullGrad(model=net, target_layers=[])
+    else:
+      cls = {"finercam": pgc.FinerCAM, "shapleycam": pgc.ShapleyCAM, "fem": pgc.FEM,
+             "kpcacam": pgc.KPCA_CAM, "randomcam": pgc.RandomCAM}[method]
+      cam = cls(model=net, target_layers=[layer])
+    if method == "finercam":  # its own targets: the predicted class against the nearest
+      return lambda: cam(input_tensor=x)
+    return lambda: cam(input_tensor=x, targets=targets)
   if method == "scorecam":
     cam = ScoreCAM(model=net, target_layers=[layer])
     cam.batch_size = 16
@@ -160,8 +192,29 @@ def _pytorch_grad_cam(model_name, method, batch):
           "guided_backprop": guided_backprop, "guided_gradcam": guided_gradcam}[method]
 
 
+def _torch_cam(model_name, method, batch):
+  import torch
+  from torchcam import methods
+  net, layer = _torch_net(model_name)
+  name = "layer4" if model_name == "resnet50" else "features.28"
+  x = torch.from_numpy(_inputs(batch, "nchw")).to(_torch_device())
+  t = [i % 1000 for i in range(batch)]
+  if method == "cam":
+    extractor = methods.CAM(net, target_layer=name, fc_layer="fc")
+  else:
+    extractor = methods.SmoothGradCAMpp(net, target_layer=name)
+
+  def call():
+    with torch.no_grad() if method == "cam" else torch.enable_grad():
+      scores = net(x)
+    return extractor(class_idx=t, scores=scores)
+
+  return _synced(call)
+
+
 def worker(impl, model_name, method, batch, reps) -> dict:
-  build = {"gradcam-jax": _ours, "captum": _captum, "pytorch-grad-cam": _pytorch_grad_cam}
+  build = {"gradcam-jax": _ours, "captum": _captum, "pytorch-grad-cam": _pytorch_grad_cam,
+           "torch-cam": _torch_cam}
   run = build[impl.split("[")[0]](model_name, method, batch)
   loaded = status_gb("VmRSS")
   first = measured(run)
@@ -216,8 +269,7 @@ def main() -> None:
   for r in range(args.rounds):
     for model_name, method, batch, reps in tasks:
       for impl in impls:
-        if (impl == "captum" and method == "scorecam") or (
-            impl == "pytorch-grad-cam" and method in PIXEL):
+        if not _implements(impl, method, model_name):
           continue
         row = run_worker(__file__, ["--worker", impl, model_name, method,
                                     "--batch", batch, "--reps", reps], env.get(impl),
@@ -262,10 +314,24 @@ def main() -> None:
                          "summary": summary})
 
 
+def _implements(impl, method, model_name) -> bool:
+  """Whether `impl` has `method` (ours has every one) for this model: the original CAM
+  reads an fc layer after a global pool, which VGG16's head is not."""
+  if method == "cam" and model_name == "vgg16":
+    return False
+  if impl == "captum":
+    return method in METHODS + PIXEL
+  if impl == "pytorch-grad-cam":
+    return method in METHODS + PGC_ONLY + ("scorecam",)
+  if impl == "torch-cam":
+    return method in TORCHCAM_ONLY
+  return True
+
+
 def _peer_versions(impls) -> dict:
   import importlib.metadata as md
   names = {"torch": "torch", "captum": "captum", "pytorch-grad-cam": "grad-cam",
-           "torchvision": "torchvision"}
+           "torch-cam": "torchcam", "torchvision": "torchvision"}
   out = {}
   for key, dist in names.items():
     try:

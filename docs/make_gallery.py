@@ -32,7 +32,8 @@ def gallery() -> np.ndarray:
   for method, record in gcj.ALL_METHODS.items():
     if method == "cam":  # the original CAM needs a pool and one dense layer after the
       continue  # layer; the demo model flattens into two dense layers
-    cam = gcj.jit(gcj.cam(model.apply_fn, model.variables, layer=model.layer, method=method))
+    layer = None if record.kind == "model" else model.layer  # FullGrad: every layer
+    cam = gcj.jit(gcj.cam(model.apply_fn, model.variables, layer=layer, method=method))
     key = {"key": jax.random.key(0)} if record.keyed else {}
     maps[method] = np.asarray(cam(x, **key).cam)
   ggc = gcj.jit(gcj.guided_gradcam(model.apply_fn, model.variables, layer=model.layer))(x)

@@ -188,3 +188,40 @@ def test_randomcam_weights_are_uniform_draws_from_the_key():
   guided = gcj.guided_gradcam(split, params, method="randomcam")
   assert guided.takes_key
   assert_close(guided(x, key=key).cam_raw, out.cam_raw, atol=1e-6)  # the same draws
+
+
+def test_smooth_gradcampp_matches_hand_computation_with_its_noise():
+  """torch-cam's Smooth Grad-CAM++ in NumPy on the split model: features and the
+  head's gradient written out (ReLU(mean(A) @ v1) @ v2), the noise the method draws
+  from its key (the layer's key: fold_in(key, 0); std * N(0, 1) per input element)."""
+  split, params = _split_model()
+  x, t, n, std = _images(), np.array([2, 0, 1]), 3, 0.3
+  record = gcj.ALL_METHODS["smoothgradcam++"]
+  record = record._replace(fn=lambda p: gcj.ALL_METHODS["smoothgradcam++"].fn(
+    p, num_samples=n, std=std))
+  key = jax.random.key(11)
+  got = gcj.cam(split, params, method=record)(x, t, key=key)
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+
+  def features(x):
+    y = np.maximum(np.einsum("bhwc,ck->bhwk", x, p["w"]), 0)
+    return y.reshape(y.shape[0], 4, 2, 4, 2, 4).mean(axis=(2, 4))
+
+  def grad(a):  # d y_t / d A, the same at every position: (B, 1, 1, K)
+    z = a.mean(axis=(1, 2)) @ p["v1"]
+    g = ((z > 0) * p["v2"][:, t].T) @ p["v1"].T / 16
+    return g[:, None, None, :] * np.ones_like(a)
+
+  x64 = np.asarray(x, np.float64)
+  noise = std * np.asarray(jax.random.normal(jax.random.fold_in(key, 0), (n, *x.shape)))
+  acts = [features(x64 + e) for e in noise]
+  grads = [grad(a) for a in acts]
+  g2, g3 = np.mean([g**2 for g in grads], 0), np.mean([g**3 for g in grads], 0)
+  a0 = features(x64)
+  alpha = g2 / (2 * g2 + (g3 * a0).sum(axis=(1, 2), keepdims=True) + 1e-8)
+  w = (alpha * np.maximum(grads[-1], 0)).sum(axis=(1, 2))
+  want = np.maximum(np.einsum("bhwk,bk->bhw", acts[-1], w), 0)
+  assert want.max() > 0
+  assert_close(got.cam_raw, want, atol=1e-5 * want.max(), rtol=1e-4)
+  with pytest.raises(gcj.ArgumentError, match="PRNG"):
+    gcj.cam(split, params, method="smoothgradcam++")(x, t)

@@ -15,7 +15,8 @@ it beside the test environment (as ``.ci/run`` does, with
 pytorch-grad-cam imports torchvision at import time for its image utilities and its
 detection targets, none of which Grad-CAM uses; where torchvision cannot be imported
 (PyPI's build for torch 2.13 fails to load beside it), an import stand-in whose every
-function raises is put in its place while pytorch-grad-cam is imported, then removed.
+function raises is put in its place while pytorch-grad-cam is imported, then removed
+(``tests.torch_reference.import_pytorch_grad_cam``, which benchmarks/peers.py uses too).
 """
 
 from __future__ import annotations
@@ -23,15 +24,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
-import types
 
 import jax
 import numpy as np
 import pytest
 
 import gradcam_jax as gcj
-from tests import media_models
+from tests import media_models, torch_reference
 
 if importlib.util.find_spec("pytorch_grad_cam") is None:
   if os.environ.get("GRADCAM_JAX_REQUIRE_PEERS"):  # CI: installed, so it must run
@@ -41,38 +40,8 @@ if importlib.util.find_spec("pytorch_grad_cam") is None:
 torch = pytest.importorskip("torch", reason="needs torch")
 
 
-def _unavailable(*args, **kwargs):
-  raise RuntimeError("torchvision stand-in: not part of the Grad-CAM path")
-
-
 def _import_pytorch_grad_cam():
-  """pytorch_grad_cam, with a torchvision stand-in only while it is imported and only
-  where the real one does not import."""
-  try:
-    import torchvision  # noqa: F401
-    stand_in = {}
-  except Exception:  # noqa: BLE001 (missing, or a build that fails to load)
-    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-             "torchvision.ops")
-    stand_in = {n: types.ModuleType(n) for n in names}
-    for module in stand_in.values():
-      for attr in ("resize", "Compose", "Normalize", "ToTensor", "box_iou"):
-        setattr(module, attr, _unavailable)
-    stand_in["torchvision"].transforms = stand_in["torchvision.transforms"]
-    stand_in["torchvision"].ops = stand_in["torchvision.ops"]
-    stand_in["torchvision.transforms"].functional = stand_in[
-      "torchvision.transforms.functional"]
-    for n in names:
-      sys.modules.pop(n, None)
-    sys.modules.update(stand_in)
-  try:
-    pgc = importlib.import_module("pytorch_grad_cam")
-    base = importlib.import_module("pytorch_grad_cam.base_cam")
-    targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
-  finally:
-    for n in stand_in:
-      sys.modules.pop(n, None)
-  return pgc, base, targets
+  return torch_reference.import_pytorch_grad_cam()
 
 
 def _raw_maps(monkeypatch, base) -> list:

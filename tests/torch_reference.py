@@ -1,6 +1,10 @@
 """PyTorch definitions of torchvision's VGG16 and ResNet-50 (torchvision itself does not
 install beside the CPU torch pin here), for parity tests and peer benchmarks."""
 
+import importlib
+import sys
+import types
+
 import torch
 
 tnn = torch.nn
@@ -119,3 +123,39 @@ class TorchNet(tnn.Module):
     x = torch.relu(self.conv1(x))
     x = torch.relu(self.conv2(x))
     return self.fc(x.mean(dim=self.space))
+
+
+def _unavailable(*args, **kwargs):
+  raise RuntimeError("torchvision stand-in: not part of the Grad-CAM path")
+
+
+def import_pytorch_grad_cam():
+  """``(pytorch_grad_cam, pytorch_grad_cam.base_cam, its model_targets)``, with a
+  torchvision stand-in (every function raises) only while it is imported and only
+  where the real one does not import: pytorch-grad-cam imports torchvision for image
+  utilities and detection targets that no CAM method uses."""
+  try:
+    import torchvision  # noqa: F401
+    stand_in = {}
+  except Exception:  # noqa: BLE001 (missing, or a build that fails to load)
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
+             "torchvision.ops")
+    stand_in = {n: types.ModuleType(n) for n in names}
+    for module in stand_in.values():
+      for attr in ("resize", "Compose", "Normalize", "ToTensor", "box_iou"):
+        setattr(module, attr, _unavailable)
+    stand_in["torchvision"].transforms = stand_in["torchvision.transforms"]
+    stand_in["torchvision"].ops = stand_in["torchvision.ops"]
+    stand_in["torchvision.transforms"].functional = stand_in[
+      "torchvision.transforms.functional"]
+    for n in names:
+      sys.modules.pop(n, None)
+    sys.modules.update(stand_in)
+  try:
+    pgc = importlib.import_module("pytorch_grad_cam")
+    base = importlib.import_module("pytorch_grad_cam.base_cam")
+    targets = importlib.import_module("pytorch_grad_cam.utils.model_targets")
+  finally:
+    for n in stand_in:
+      sys.modules.pop(n, None)
+  return pgc, base, targets
