@@ -225,3 +225,19 @@ def test_smooth_gradcampp_matches_hand_computation_with_its_noise():
   assert_close(got.cam_raw, want, atol=1e-5 * want.max(), rtol=1e-4)
   with pytest.raises(gcj.ArgumentError, match="PRNG"):
     gcj.cam(split, params, method="smoothgradcam++")(x, t)
+
+
+@pytest.mark.parametrize("name, options, words", [
+  ("sscam", {"num_samples": 0}, "sscam: num_samples: expected a whole number >= 1; got 0"),
+  ("sscam", {"std": -1.0}, "sscam: std: expected a finite number >= 0; got -1.0"),
+  ("iscam", {"num_samples": 2.5}, "iscam: num_samples"),
+  ("smoothgradcam++", {"num_samples": -3}, "smoothgradcam++: num_samples"),
+  ("smoothgradcam++", {"std": float("nan")}, "smoothgradcam++: std"),
+])
+def test_sampling_options_are_checked_by_name(name, options, words):
+  split, params = _split_model()
+  record = gcj.ALL_METHODS[name]
+  record = record._replace(fn=lambda p: gcj.ALL_METHODS[name].fn(p, **options))
+  key = {"key": jax.random.key(0)} if record.keyed else {}
+  with pytest.raises(gcj.ArgumentError, match=words.replace("+", r"\+")):
+    gcj.cam(split, params, method=record)(_images(), jnp.array([0, 1, 2]), **key)

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradcam_jax._errors import ArgumentError, check_count
 from gradcam_jax._postprocess import normalize
 
 __all__ = [
@@ -182,6 +183,17 @@ def _torchcam_masks(a: jax.Array, size: tuple[int, ...]) -> jax.Array:
   return jax.image.resize(norm, (b, *size, k), "linear", antialias=False)
 
 
+def _check_noise(method: str, num_samples, std=0.0) -> None:
+  """A sampling method's options: a whole number of samples, a finite std >= 0."""
+  check_count(f"{method}: num_samples", num_samples)
+  if (
+    isinstance(std, bool)
+    or not isinstance(std, (int, float))
+    or not 0 <= std < float("inf")
+  ):
+    raise ArgumentError(f"{method}: std: expected a finite number >= 0; got {std!r}.")
+
+
 def _mean_gain_softmax(p: Perturbation, masked: Callable, num_samples: int) -> jax.Array:
   """``softmax_k(mean_i score(masked(mask_k, i, k)) - base)`` (B, K): torch-cam's
   weights, the masked inputs of channel k's `num_samples` passes from `masked`."""
@@ -215,6 +227,7 @@ def sscam(p: Perturbation, num_samples: int = 35, std: float = 2.0) -> jax.Array
     Localization", arXiv:2006.14255, 2020.
   """
   assert p.key is not None
+  _check_noise("sscam", num_samples, std)
 
   def masked(mask, i, k):
     draw = jax.random.fold_in(jax.random.fold_in(p.key, k), i)
@@ -235,6 +248,7 @@ def iscam(p: Perturbation, num_samples: int = 10) -> jax.Array:
     Naidu et al., "IS-CAM: Integrated Score-CAM for axiomatic-based explanations",
     arXiv:2010.03023, 2020.
   """
+  _check_noise("iscam", num_samples)
   coeffs = jnp.cumsum(jnp.arange(1, num_samples + 1, dtype=jnp.float32)) / num_samples
   return _mean_gain_softmax(
     p, lambda mask, i, k: coeffs[i] * (mask * p.images), num_samples
@@ -258,6 +272,7 @@ def smoothgradcampp(
     Technique for Deep Convolutional Neural Network Models", arXiv:1908.01224, 2019.
   """
   assert p.key is not None and p.layer_grad is not None
+  _check_noise("smoothgradcam++", num_samples, std)
   noise = std * jax.random.normal(p.key, (num_samples, *p.images.shape), p.images.dtype)
   acts, grads = jax.lax.map(lambda n: p.layer_grad(p.images + n), noise)
   grads = grads.astype(jnp.float32)
