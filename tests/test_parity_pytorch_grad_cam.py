@@ -1,6 +1,7 @@
 """Against pytorch-grad-cam 1.5.7: Deep Feature Factorization (its ``dff`` on the
-same activations) and 3-D Grad-CAM (its 3-D support, contributed for medical
-volumes): a small Conv3d network with the same weights in Flax and in PyTorch, the raw
+same activations); FinerCAM, ShapleyCAM, FEM and KPCA-CAM on a 2-D network and FullGrad
+on one with batch norms, each with the same weights in PyTorch; and 3-D Grad-CAM (its
+3-D support, contributed for medical volumes): a small Conv3d network with the same weights in Flax and in PyTorch, the raw
 maps compared before pytorch-grad-cam's resize (``scipy.ndimage.zoom``, a cubic spline:
 not our trilinear upsampling, so the resized maps are not compared).
 
@@ -216,3 +217,26 @@ def test_fullgrad_equals_pytorch_grad_cams(monkeypatch):
   np.testing.assert_allclose(np.asarray(ours.cam_raw), summed[0], rtol=1e-4,
                              atol=1e-5 * summed[0].max())
   np.testing.assert_allclose(np.asarray(ours.cam), theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fem", "kpcacam"])
+def test_fem_and_kpcacam_raw_maps_equal_pytorch_grad_cams(monkeypatch, name):
+  """FEM (the k-sigma rule's share of positions per channel) and KPCA-CAM (the first
+  kernel-PCA component, sigmoid kernel, scikit-learn's sign), gradient-free, on a
+  2-D network with the same weights: the ReLU'd per-layer maps before the resize."""
+  pgc, base, targets = _import_pytorch_grad_cam()
+  from tests.torch_reference import TorchNet
+  module = media_models.Net(2, classes=5)
+  variables = module.init(jax.random.key(12), np.zeros((1, 8, 8, 3), np.float32))
+  x = np.asarray(jax.random.normal(jax.random.key(13), (3, 8, 8, 3)), np.float32)
+  t = np.array([1, 4, 0])
+  net = TorchNet(variables).eval()
+  raw = _raw_maps(monkeypatch, base)
+  cls = {"fem": pgc.FEM, "kpcacam": pgc.KPCA_CAM}[name]
+  with cls(net, target_layers=[net.conv2]) as cam:
+    cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+        [targets.ClassifierOutputTarget(int(c)) for c in t])
+  ours = gcj.cam(module.apply, variables, layer="conv2", method=name)(x, t)
+  assert raw[0].shape == ours.cam_raw.shape and raw[0].max() > 0
+  np.testing.assert_allclose(np.asarray(ours.cam_raw), raw[0], rtol=1e-4,
+                             atol=1e-5 * raw[0].max())
