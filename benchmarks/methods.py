@@ -12,8 +12,9 @@ channels of layer4 cost 2048 forward passes per image.
 
 The original CAM (the fc layer's weights, found after the global average pool; not
 for VGG16, whose head is three dense layers), Random-CAM, FinerCAM, ShapleyCAM,
-FullGrad (every conv's and batch norm's bias gradient; no layer) and Deep Feature
-Factorization (5 concepts, 500 NMF updates) have rows too; IS-CAM and SS-CAM do not: 10 and 35 masked forwards per channel of layer4's
+FullGrad (every conv's and batch norm's bias gradient; no layer), Smooth Grad-CAM++
+(torch-cam's: 4 noisy copies) and Deep Feature Factorization (5 concepts, 500 NMF
+updates) have rows too; IS-CAM and SS-CAM do not: 10 and 35 masked forwards per channel of layer4's
 2048, far beyond a CPU run.
 
 The pixel-space rows: saliency, input x gradient, deconvnet and Integrated
@@ -60,7 +61,8 @@ def main() -> None:
              f"scorecam(top {args.scorecam_top_n})", "guided_backprop", "guided_gradcam",
              "saliency", "input_x_gradient", "deconvnet",
              f"integrated_gradients({args.ig_steps})", "cam", "randomcam",
-             "finercam", "shapleycam", "fullgrad", "feature_factorization"]
+             "finercam", "shapleycam", "fullgrad", "smoothgradcam++",
+             "feature_factorization"]
   if args.model == "vgg16":
     methods.remove("cam")
   if args.only:
@@ -77,8 +79,8 @@ def main() -> None:
       return jax.jit(getattr(gcj, name)(model.apply))
     if name.startswith("integrated_gradients"):
       return jax.jit(gcj.integrated_gradients(model.apply, steps=args.ig_steps))
-    if name == "randomcam":  # keyed: its weights are drawn from the key
-      explain = gcj.cam(model.apply, method="randomcam", layer=layer)
+    if name in ("randomcam", "smoothgradcam++"):  # keyed: weights or noise from a key
+      explain = gcj.cam(model.apply, method=name, layer=layer)
       return jax.jit(lambda v, x: explain(v, x, key=jax.random.key(0)))
     if name == "feature_factorization":  # 5 concepts, 500 NMF updates
       return jax.jit(gcj.feature_factorization(model.apply, layer=layer))
