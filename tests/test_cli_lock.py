@@ -28,6 +28,20 @@ def _done_lines(out):
   return sum('"event": "done"' in l for l in part.read_text().splitlines())
 
 
+def _stopped(pid) -> bool:
+  """Whether every thread of `pid` has stopped: kill(SIGSTOP) returns before they all
+  have, and a writer thread finishes the calls it is in (CI saw four more files
+  appear after the snapshot)."""
+  states = []
+  for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+      with open(f"/proc/{pid}/task/{task}/stat") as f:
+        states.append(f.read().rsplit(")", 1)[1].split()[0])
+    except FileNotFoundError:  # a thread that ended
+      continue
+  return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def _files(folder):
   return sorted((p.name, p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
@@ -47,6 +61,7 @@ def test_a_second_job_on_the_same_out_is_refused_until_the_first_dies(tmp_path):
     _wait_for(lambda: _done_lines(out) >= 2 or first.poll() is not None)
     os.kill(first.pid, signal.SIGSTOP)  # caught mid-job, holding --out
     assert first.poll() is None, first.communicate()
+    _wait_for(lambda: _stopped(first.pid))
     before = _files(out)
     second = jh.run(*args)
     assert second.returncode == 2, second.stderr
