@@ -60,6 +60,16 @@ def _raw_maps(monkeypatch, base) -> list:
   return raw
 
 
+def _twin_2d(init_seed: int, data_seed: int):
+  """``media_models.Net`` in 2-D with 5 classes, its PyTorch twin (same weights), and
+  3 images: ``(module, variables, x, net)``."""
+  from tests.torch_reference import TorchNet
+  module = media_models.Net(2, classes=5)
+  variables = module.init(jax.random.key(init_seed), np.zeros((1, 8, 8, 3), np.float32))
+  x = np.asarray(jax.random.normal(jax.random.key(data_seed), (3, 8, 8, 3)), np.float32)
+  return module, variables, x, TorchNet(variables).eval()
+
+
 def test_3d_gradcam_raw_maps_equal_pytorch_grad_cams(monkeypatch):
   pgc, base, targets = _import_pytorch_grad_cam()
   model = media_models.video()  # a (4, 16, 16) clip of 3 channels: a 3-D CNN
@@ -115,11 +125,7 @@ def test_finercam_raw_maps_equal_pytorch_grad_cams(monkeypatch, alpha):
   comparison ranks (1, 2, 3) and the predicted class as the main one."""
   pgc, base, _ = _import_pytorch_grad_cam()
   finer = importlib.import_module("pytorch_grad_cam.finer_cam")
-  from tests.torch_reference import TorchNet
-  module = media_models.Net(2, classes=5)
-  variables = module.init(jax.random.key(8), np.zeros((1, 8, 8, 3), np.float32))
-  x = np.asarray(jax.random.normal(jax.random.key(6), (3, 8, 8, 3)), np.float32)
-  net = TorchNet(variables).eval()
+  module, variables, x, net = _twin_2d(8, 6)
   raw = _raw_maps(monkeypatch, base)
   with finer.FinerCAM(net, target_layers=[net.conv2]) as cam:
     cam(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), alpha=alpha)
@@ -137,12 +143,8 @@ def test_shapleycam_raw_maps_equal_pytorch_grad_cams(monkeypatch, rest):
   """ShapleyCAM (gradient minus half the Hessian-vector product along the
   activation) with the logit and with the ReST target, on a 2-D network."""
   pgc, base, targets = _import_pytorch_grad_cam()
-  from tests.torch_reference import TorchNet
-  module = media_models.Net(2, classes=5)
-  variables = module.init(jax.random.key(9), np.zeros((1, 8, 8, 3), np.float32))
-  x = np.asarray(jax.random.normal(jax.random.key(10), (3, 8, 8, 3)), np.float32)
+  module, variables, x, net = _twin_2d(9, 10)
   t = np.array([4, 0, 2])
-  net = TorchNet(variables).eval()
   raw = _raw_maps(monkeypatch, base)
   kind = targets.ClassifierOutputReST if rest else targets.ClassifierOutputTarget
   with pgc.ShapleyCAM(net, target_layers=[net.conv2]) as cam:
@@ -225,12 +227,8 @@ def test_fem_and_kpcacam_raw_maps_equal_pytorch_grad_cams(monkeypatch, name):
   kernel-PCA component, sigmoid kernel, scikit-learn's sign), gradient-free, on a
   2-D network with the same weights: the ReLU'd per-layer maps before the resize."""
   pgc, base, targets = _import_pytorch_grad_cam()
-  from tests.torch_reference import TorchNet
-  module = media_models.Net(2, classes=5)
-  variables = module.init(jax.random.key(12), np.zeros((1, 8, 8, 3), np.float32))
-  x = np.asarray(jax.random.normal(jax.random.key(13), (3, 8, 8, 3)), np.float32)
+  module, variables, x, net = _twin_2d(12, 13)
   t = np.array([1, 4, 0])
-  net = TorchNet(variables).eval()
   raw = _raw_maps(monkeypatch, base)
   cls = {"fem": pgc.FEM, "kpcacam": pgc.KPCA_CAM}[name]
   with cls(net, target_layers=[net.conv2]) as cam:
