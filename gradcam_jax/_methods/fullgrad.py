@@ -34,7 +34,6 @@ from gradcam_jax._guided import replace_relus
 from gradcam_jax._errors import ArgumentError, LayerNotFoundError, UnsupportedError
 from gradcam_jax._layers import LayerRef
 from gradcam_jax._postprocess import upsample
-from gradcam_jax._reshape import channels_last
 
 __all__ = ["check_whole_model", "fullgrad"]
 
@@ -102,10 +101,6 @@ def fullgrad(r):
     )
   refs = [LayerRef(i.path, i.call, i.method) for i in infos]
   zeros = [r.zeros_for(i) for i in infos]
-  if r.layout.channels_last:
-    grid = lambda t: t  # noqa: E731
-  else:
-    grid = channels_last
 
   def edited(variables, x, ds):
     edits = [(ref, Edit(_plus_bias_times, (d,), True)) for ref, d in zip(refs, ds)]
@@ -126,7 +121,7 @@ def fullgrad(r):
     total = _channel_sum(jnp.abs(x * r.to_last(dx).astype(jnp.float32)))
     by_size: dict = collections.defaultdict(list)
     for db in dbs:
-      term = _channel_sum(jnp.abs(grid(db).astype(jnp.float32)))
+      term = _channel_sum(jnp.abs(r.grid(db).astype(jnp.float32)))  # channels last
       by_size[term.shape[1:]].append(term)
     for terms in by_size.values():  # resizing is linear: one resize per grid size
       total = total + upsample(sum(terms), r.size)
