@@ -122,7 +122,8 @@ def cam(
       ``ALL_METHODS["sscam"]._replace(fn=functools.partial(ALL_METHODS["sscam"].fn,
       num_samples=8))``); or your own ``map(A, dA) -> (h, w)`` for one example (any
       spatial rank: ``(*s, K) -> (*s)``). ``"sscam"``, ``"smoothgradcam++"`` and
-      ``"randomcam"`` draw at random: the explainer is then called with ``key=`` (a PRNG key).
+      ``"randomcam"`` draw at random: the explainer is then called with ``key=`` (a
+      PRNG key).
     layer: the target layer: a module path tuple (``("layer4",)``), a string
       (``"layer4/1"``, ``"block@1"`` for the second call), a :class:`LayerRef`, or
       None for the last spatial (B, h, w, C) activation ((B, w, C) for signals,
