@@ -39,9 +39,9 @@ def _tap(node, path, hook) -> None:
   """Make `node` (a module of the merged copy, never the user's) call
   ``hook(path, output, loop, zero)`` with each output (``zero()``: the call on
   zeros). Its class becomes a subclass of its own made here, so it stays a real
-  module that ``nnx.scan``/``nnx.vmap`` can split and merge; `loop` is the number of iterations when the call runs inside
-  such a transform over a stack of layers (its variables have lost their stacking
-  axis), else None."""
+  module that ``nnx.scan``/``nnx.vmap`` can split and merge; `loop` is the number of
+  iterations when the call runs inside such a transform over a stack of layers (its
+  variables have lost their stacking axis), else None."""
   cls = type(node)
   outer = _variable_shapes(node)
 
