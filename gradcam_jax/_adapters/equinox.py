@@ -62,10 +62,8 @@ def _follow(path, model):
       model = getattr(model, key.name)
     elif isinstance(key, jax.tree_util.SequenceKey):
       model = model[key.idx]
-    elif isinstance(key, jax.tree_util.DictKey):
+    else:  # DictKey, FlattenedIndexKey
       model = model[key.key]
-    else:
-      model = model[key.key]  # FlattenedIndexKey
   return model
 
 
